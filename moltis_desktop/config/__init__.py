@@ -1,0 +1,1 @@
+"""Settings (defaults, file, environment, flags: merged and validated) and the secret store."""

@@ -1,0 +1,417 @@
+"""The config file as the gateway sees it: raw text + hash, validated writes, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from moltis_desktop.config.loader import (
+    ConfigError,
+    Format,
+    check_keys,
+    deep_merge,
+    env_overrides,
+    expand_env,
+    format_for,
+    merge_patch,
+    parse_text,
+    to_settings,
+)
+from moltis_desktop.config.settings import RESTART_KEYS, Settings
+from moltis_desktop.core.atomic import atomic_write_text
+from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+
+_LOGGER = logging.getLogger(__name__)
+
+REDACTED_SENTINEL = "__OPENCLAW_REDACTED__"
+"""What a secret value written in config looks like in `config.get` (OpenClaw's own marker,
+so that OpenClaw clients that round-trip it keep working)."""
+_SECRET_LEAVES = frozenset(
+    {
+        "token",
+        "password",
+        "api_key",
+        "apikey",
+        "secret",
+        "access_token",
+        "refresh_token",
+        "bot_token",
+        "app_token",
+    }
+)
+
+
+class ConfigConflictError(ConfigError):
+    """The file changed since the caller read it (`baseHash` is stale)."""
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """One loaded, valid state of the config."""
+
+    path: Path
+    """The config file."""
+    format: Format
+    """Its format, from the extension."""
+    exists: bool
+    """Whether the file exists (defaults apply when it does not)."""
+    raw: str
+    """The file's text (empty when it does not exist)."""
+    hash: str
+    """sha256 of `raw`, hex; the `baseHash` writers must present."""
+    parsed: dict[str, Any]
+    """The file parsed, before `${VAR}` expansion."""
+    settings: Settings
+    """The effective settings: defaults, file, environment and flags."""
+    warnings: tuple[str, ...] = ()
+    """Unknown keys and other things worth telling the user."""
+    loaded_at_ms: int = 0
+    """When this snapshot was loaded (ms since the epoch)."""
+    source: str = "file"
+    """`file`, or `last-good` / `defaults` when the file is broken."""
+    effective: dict[str, Any] = field(default_factory=dict)
+    """`settings` as plain data."""
+
+
+@dataclass(frozen=True)
+class _FileStamp:
+    mtime_ns: int
+    size: int
+    inode: int
+
+
+def text_hash(raw: str) -> str:
+    """The hash of a config text, as `config.get` reports it."""
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+Listener = Callable[[ConfigSnapshot, ConfigSnapshot], None]
+
+
+class ConfigStore:
+    """Owns the config file.
+
+    Holds the last good snapshot; a broken file (at start or edited while running) never
+    replaces it: the error is kept in `error` for `health` and the log. Writes are validated
+    first, checked against `baseHash`, then written atomically with a `.bak` copy.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        read_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._read_only = read_only
+        self.format = format_for(self.path)
+        self._env = dict(os.environ if env is None else env)
+        self._overrides = dict(overrides or {})
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._stamp: _FileStamp | None = None
+        self.error: ConfigError | None = None
+        self.current = self._load_initial()
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def last_good_path(self) -> Path:
+        """Where the last text that loaded cleanly is kept, for starts with a broken file."""
+        return self.path.with_name(f".{self.path.name}.last-good")
+
+    def _read(self) -> tuple[bool, str]:
+        try:
+            stat = self.path.stat()
+            self._stamp = _FileStamp(stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            return True, self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self._stamp = None
+            return False, ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the config file: {exc}", file=self.path) from None
+
+    def build(self, raw: str, *, exists: bool = True, source: str = "file") -> ConfigSnapshot:
+        """Parse and validate `raw` as this store's file would be; raise `ConfigError`."""
+        parsed = parse_text(raw, self.format, self.path)
+        expanded = expand_env(parsed, self._env, self.path)
+        from_env = env_overrides(self._env)
+        tree = deep_merge(deep_merge(expanded, from_env), self._overrides)
+        warnings = check_keys(expanded, str(self.path)) + check_keys(from_env, "environment")
+        # The file must hold up on its own, not only with today's flags laid over it.
+        to_settings(expanded, self.path)
+        settings = to_settings(tree, self.path)
+        return ConfigSnapshot(
+            path=self.path,
+            format=self.format,
+            exists=exists,
+            raw=raw,
+            hash=text_hash(raw),
+            parsed=parsed,
+            settings=settings,
+            warnings=tuple(warnings),
+            loaded_at_ms=self._clock.now_ms(),
+            source=source,
+            effective=msgspec.to_builtins(settings),
+        )
+
+    def _load_initial(self) -> ConfigSnapshot:
+        try:
+            exists, raw = self._read()
+            snap = self.build(raw, exists=exists)
+        except ConfigError as exc:
+            self.error = exc
+            if not self._read_only:
+                _LOGGER.error("config is broken, starting with the last good one: %s", exc)
+            return self._fallback()
+        self._remember_good(snap)
+        if not self._read_only:
+            self._log_warnings(snap)
+        return snap
+
+    def _fallback(self) -> ConfigSnapshot:
+        try:
+            raw = self.last_good_path.read_text(encoding="utf-8")
+            return self.build(raw, source="last-good")
+        except (OSError, ConfigError):
+            return self.build("", exists=self.path.exists(), source="defaults")
+
+    def _remember_good(self, snap: ConfigSnapshot) -> None:
+        if not snap.exists or self._read_only:
+            return
+        try:
+            if (
+                not self.last_good_path.exists()
+                or self.last_good_path.read_text(encoding="utf-8") != snap.raw
+            ):
+                atomic_write_text(self.last_good_path, snap.raw)
+        except OSError as exc:  # a read-only config dir must not stop anything
+            _LOGGER.warning("cannot keep a last-good copy of the config: %s", exc)
+
+    def _log_warnings(self, snap: ConfigSnapshot) -> None:
+        for warning in snap.warnings:
+            _LOGGER.warning("%s", warning)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(old, new)` after every change of the effective config."""
+        self._listeners.append(listener)
+
+    def reload(self) -> bool:
+        """Re-read the file. Returns True when the effective config changed.
+
+        A broken file sets `error` and keeps the current snapshot.
+        """
+        try:
+            exists, raw = self._read()
+            snap = self.build(raw, exists=exists)
+        except ConfigError as exc:
+            if self.error is None or str(self.error) != str(exc):
+                _LOGGER.error("config change rejected, keeping the last good config: %s", exc)
+            self.error = exc
+            return False
+        if self.error is not None:
+            _LOGGER.info("config is valid again: %s", self.path)
+        self.error = None
+        self._remember_good(snap)
+        return self._swap(snap)
+
+    def _swap(self, snap: ConfigSnapshot) -> bool:
+        old = self.current
+        self.current = snap
+        if snap.raw == old.raw and snap.effective == old.effective and old.source == "file":
+            return False
+        self._log_warnings(snap)
+        _LOGGER.info("config loaded from %s", self.path)
+        for listener in list(self._listeners):
+            try:
+                listener(old, snap)
+            except Exception:
+                _LOGGER.exception("config listener failed")
+        return True
+
+    def changed_on_disk(self) -> bool:
+        """Whether the file differs (mtime, size, inode, presence) from what was last read."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self._stamp is not None
+        except OSError:
+            return False
+        return self._stamp != _FileStamp(stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Reload whenever the file changes on disk, until cancelled.
+
+        Polls `stat()` rather than using inotify & co: it is a few microseconds a second,
+        works the same on every OS, and sees editors' and our own atomic renames.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.changed_on_disk():
+                self.reload()
+
+    # ------------------------------------------------------------------ writing
+
+    def _check_base(self, base_hash: str | None) -> str:
+        _exists, raw = self._read()
+        if base_hash is not None and base_hash != text_hash(raw):
+            raise ConfigConflictError(
+                "the config changed since it was read (baseHash is stale); read it again "
+                "(config.get) and retry",
+                file=self.path,
+            )
+        return raw
+
+    def write_raw(self, raw: str, base_hash: str | None = None) -> ConfigSnapshot:
+        """Validate `raw` and make it the config file; returns the new snapshot."""
+        current_raw = self._check_base(base_hash)
+        raw = restore_redacted(raw, current_raw, self.format)
+        snap = self.build(raw)
+        atomic_write_text(self.path, raw, backup=True)
+        self._read()
+        self.error = None
+        self._remember_good(snap)
+        self._swap(snap)
+        return snap
+
+    def patch(self, patch: Mapping[str, Any], base_hash: str | None = None) -> ConfigSnapshot:
+        """Apply a JSON merge patch (`null` deletes a key) to the file, keeping its comments
+        and layout where the format allows (TOML)."""
+        current_raw = self._check_base(base_hash)
+        return self.write_raw(
+            apply_patch_to_text(current_raw, patch, self.format), text_hash(current_raw)
+        )
+
+    @staticmethod
+    def restart_keys(old: Settings, new: Settings) -> list[str]:
+        """The changed keys that need the listener rebound (`RESTART_KEYS`)."""
+
+        def get(settings: Settings, dotted: str) -> Any:
+            value: Any = settings
+            for part in dotted.split("."):
+                value = getattr(value, part)
+            return value
+
+        return [key for key in sorted(RESTART_KEYS) if get(old, key) != get(new, key)]
+
+
+# ---------------------------------------------------------------------- text helpers
+
+
+def apply_patch_to_text(raw: str, patch: Mapping[str, Any], fmt: Format) -> str:
+    """`raw` with a merge patch applied, re-serialised in the same format."""
+    if fmt == "toml":
+        import tomlkit
+
+        doc = tomlkit.parse(raw)
+        _patch_toml(doc, patch)
+        return tomlkit.dumps(doc)
+    current = parse_text(raw, fmt)
+    merged = merge_patch(current, patch)
+    if fmt == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
+    return json.dumps(merged, indent=2, ensure_ascii=False) + "\n"
+
+
+def _patch_toml(node: Any, patch: Mapping[str, Any]) -> None:
+    import tomlkit
+
+    for key, value in patch.items():
+        if value is None:
+            if key in node:
+                del node[key]
+        elif isinstance(value, Mapping):
+            if key not in node or not isinstance(node[key], dict):
+                node[key] = tomlkit.table()
+            _patch_toml(node[key], value)
+            if len(node[key]) == 0:
+                del node[key]
+        else:
+            node[key] = value
+
+
+def _secret_values(tree: Any) -> list[str]:
+    out: list[str] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if str(key).lower() in _SECRET_LEAVES and isinstance(value, str) and value:
+                out.append(value)
+            else:
+                out.extend(_secret_values(value))
+    elif isinstance(tree, list):
+        for item in tree:
+            out.extend(_secret_values(item))
+    return out
+
+
+def redact_text(raw: str, fmt: Format) -> str:
+    """`raw` with every secret value written in it replaced by the redaction marker."""
+    try:
+        values = _secret_values(parse_text(raw, fmt))
+    except ConfigError:
+        return raw
+    for value in sorted(set(values), key=len, reverse=True):
+        raw = raw.replace(value, REDACTED_SENTINEL)
+    return raw
+
+
+def redact_tree(tree: Any) -> Any:
+    """A copy of a config tree with secret values replaced by the redaction marker."""
+    if isinstance(tree, dict):
+        return {
+            k: (
+                REDACTED_SENTINEL
+                if str(k).lower() in _SECRET_LEAVES and isinstance(v, str) and v
+                else redact_tree(v)
+            )
+            for k, v in tree.items()
+        }
+    if isinstance(tree, list):
+        return [redact_tree(v) for v in tree]
+    return tree
+
+
+def restore_redacted(raw: str, current_raw: str, fmt: Format) -> str:
+    """Put back the secret values a client saw as the redaction marker (config.get → edit →
+    config.set round trips)."""
+    count = raw.count(REDACTED_SENTINEL)
+    if not count:
+        return raw
+    with contextlib.suppress(ConfigError):
+        current = parse_text(current_raw, fmt)
+        values = sorted(set(_secret_values(current)), key=current_raw.find)
+        positions = sorted(
+            (pos, value) for value in values for pos in _find_all(current_raw, value)
+        )
+        ordered = [value for _pos, value in positions]
+        if len(ordered) == count:
+            for value in ordered:
+                raw = raw.replace(REDACTED_SENTINEL, value, 1)
+            return raw
+    raise ConfigError(
+        f"the new config holds {count} redacted placeholder(s) ({REDACTED_SENTINEL}) that do "
+        "not match the current file; read the config again (config.get) and edit that"
+    )
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    out, start = [], 0
+    while (pos := text.find(needle, start)) >= 0:
+        out.append(pos)
+        start = pos + len(needle)
+    return out
