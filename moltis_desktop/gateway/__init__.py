@@ -1,0 +1,1 @@
+"""The gateway: aiohttp server, the OpenClaw WebSocket protocol, methods, broadcast, HTTP."""

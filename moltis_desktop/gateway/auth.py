@@ -1,0 +1,124 @@
+"""Shared-secret authentication of connecting clients, and throttling of failed attempts."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+
+from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` (an IP address, possibly IPv4-mapped IPv6) is a loopback address."""
+    if not host:
+        return False
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+@dataclass(frozen=True)
+class SharedSecret:
+    """What clients must present: a token, a password, or nothing (mode `none`)."""
+
+    mode: str
+    """`token`, `password` or `none`."""
+    token: str | None = None
+    password: str | None = None
+
+    def check(self, given: str | None) -> str | None:
+        """None when `given` matches; else the reason (`token_missing`, `token_mismatch`,
+        `password_missing`, `password_mismatch`, `not_configured`)."""
+        if self.mode == "none":
+            return None
+        if self.mode == "password":
+            return _compare(self.password, given, "password")
+        return _compare(self.token, given, "token")
+
+
+def _compare(expected: str | None, given: str | None, kind: str) -> str | None:
+    if not expected:
+        return "not_configured"
+    if not given:
+        return f"{kind}_missing"
+    # Constant time, so that the comparison does not leak how much of a guess was right.
+    if hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8")):
+        return None
+    return f"{kind}_mismatch"
+
+
+class FailedAuthThrottle:
+    """Failed connect attempts per client key (an IP, or a browser origin).
+
+    After `max_failures` within `window_s` the key is locked out for `lockout_s`. Exempt
+    keys (loopback, by default) are never locked out; instead each failure answers later
+    (250 ms, doubling, at most 5 s), which makes guessing slow without locking out the
+    owner's own tools. OpenClaw uses the same numbers.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        lockout_s: float = 300.0,
+        exempt_loopback: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+        max_tracked: int = 10_000,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self.exempt_loopback = exempt_loopback
+        self._clock = clock
+        self._max_tracked = max_tracked
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def _exempt(self, key: str) -> bool:
+        return self.exempt_loopback and is_loopback(key)
+
+    def _recent(self, key: str) -> deque[float]:
+        times = self._failures.get(key)
+        if times is None:
+            if len(self._failures) >= self._max_tracked:
+                # Bounded memory under a spray of addresses: forget the oldest-seen key.
+                self._failures.pop(next(iter(self._failures)))
+            times = self._failures[key] = deque(maxlen=max(self.max_failures, 6))
+        cutoff = self._clock.monotonic() - self.window_s
+        while times and times[0] <= cutoff:
+            times.popleft()
+        return times
+
+    def retry_after_ms(self, key: str) -> int | None:
+        """Milliseconds until `key` may try again, or None when it may try now."""
+        until = self._locked_until.get(key)
+        if until is None:
+            return None
+        left = until - self._clock.monotonic()
+        if left <= 0:
+            del self._locked_until[key]
+            return None
+        return max(1, int(left * 1000))
+
+    def record_failure(self, key: str) -> float:
+        """Count one failed attempt; returns how long to wait before answering, in seconds."""
+        times = self._recent(key)
+        times.append(self._clock.monotonic())
+        if self._exempt(key):
+            return min(0.25 * 2.0 ** (min(len(times), 6) - 1), 5.0)
+        if len(times) >= self.max_failures:
+            self._locked_until[key] = self._clock.monotonic() + self.lockout_s
+            times.clear()
+        return 0.0
+
+    def record_success(self, key: str) -> None:
+        """Forget `key`'s failures after a good login."""
+        self._failures.pop(key, None)
+        self._locked_until.pop(key, None)

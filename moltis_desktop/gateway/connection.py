@@ -1,0 +1,156 @@
+"""One client's WebSocket connection: who it is, and non-blocking sends with a byte budget."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from moltis_desktop.protocol.constants import CloseCode
+from moltis_desktop.protocol.frames import with_seq
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+_LOGGER = logging.getLogger(__name__)
+
+_TEXT_FIN = 0x81
+
+
+def _text_frame_header(length: int) -> bytes:
+    if length < 126:
+        return bytes((_TEXT_FIN, length))
+    if length < 65536:
+        return struct.pack("!BBH", _TEXT_FIN, 126, length)
+    return struct.pack("!BBQ", _TEXT_FIN, 127, length)
+
+
+class Connection:
+    """A connected client.
+
+    Frames are written straight to the transport rather than through aiohttp's awaitable
+    `send_str`: a send must never block the sender (a broadcast to a thousand clients, a
+    handler answering), and a client that does not read must cost a bounded number of bytes.
+    That is OpenClaw's slow-consumer rule: past `max_buffered` queued bytes, droppable events
+    are skipped and anything else closes the connection with 1008. Compression is not
+    negotiated (as OpenClaw's own server), so a frame is a header plus the UTF-8 JSON.
+    """
+
+    __slots__ = (
+        "_closing",
+        "client",
+        "closed_reason",
+        "conn_id",
+        "connected_at_ms",
+        "device_id",
+        "hello_done",
+        "inflight",
+        "instance_id",
+        "is_loopback",
+        "max_buffered",
+        "protocol",
+        "remote_ip",
+        "role",
+        "scopes",
+        "seq",
+        "tasks",
+        "transport",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        *,
+        conn_id: str,
+        remote_ip: str,
+        is_loopback: bool,
+        max_buffered: int,
+        inflight: int,
+        now_ms: int,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.conn_id = conn_id
+        self.remote_ip = remote_ip
+        self.is_loopback = is_loopback
+        self.max_buffered = max_buffered
+        self.inflight = asyncio.Semaphore(inflight)
+        self.connected_at_ms = now_ms
+        self.hello_done = False
+        self.client: dict[str, Any] = {}
+        self.instance_id: str | None = None
+        self.device_id: str | None = None
+        self.role = ""
+        self.scopes: frozenset[str] = frozenset()
+        self.protocol = 0
+        self.seq = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.closed_reason: str | None = None
+
+    @property
+    def closing(self) -> bool:
+        """The connection is being (or has been) closed."""
+        return self._closing or self.transport.is_closing()
+
+    @property
+    def client_mode(self) -> str:
+        return str(self.client.get("mode", ""))
+
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the client's socket."""
+        return self.transport.get_write_buffer_size()
+
+    def send(self, data: bytes) -> bool:
+        """Queue one text frame; a frame that cannot be dropped. False when the connection is
+        closing or became a slow consumer (and is now being closed)."""
+        if self.closing:
+            return False
+        if self.buffered() > self.max_buffered:
+            self.close_soon(CloseCode.POLICY_VIOLATION, "slow consumer")
+            return False
+        self.transport.writelines((_text_frame_header(len(data)), data))
+        return True
+
+    def send_event(self, body: bytes, *, droppable: bool) -> bool:
+        """Queue an event (encoded without `seq`) with this connection's next `seq`.
+
+        A droppable event is skipped when the client is behind; the skipped `seq` shows the
+        client the gap (it then re-reads state, as the protocol says)."""
+        if self.closing:
+            return False
+        self.seq += 1
+        if droppable and self.buffered() > self.max_buffered:
+            return False
+        return self.send(with_seq(body, self.seq))
+
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """Close with `code` without waiting (safe from any callback)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.closed_reason = reason or str(code)
+        task = asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 2.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            # A client that never answers the close frame (or reads nothing at all) is cut off.
+            if not self.transport.is_closing():
+                self.transport.abort()
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close with `code` and wait until the close handshake is done (or timed out)."""
+        if self._closing:
+            return
+        self._closing = True
+        self.closed_reason = reason or str(code)
+        await self._close(code, reason)

@@ -1,0 +1,28 @@
+"""What a method handler gets: the calling connection and the gateway's services."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moltis_desktop.gateway.connection import Connection
+    from moltis_desktop.gateway.server import GatewayServer
+
+
+class MethodContext:
+    """The context of one request."""
+
+    __slots__ = ("conn", "gateway", "method", "request_id")
+
+    def __init__(
+        self, gateway: GatewayServer, conn: Connection, request_id: str, method: str
+    ) -> None:
+        self.gateway = gateway
+        self.conn = conn
+        self.request_id = request_id
+        self.method = method
+
+    @property
+    def is_admin(self) -> bool:
+        """The caller holds `operator.admin`."""
+        return "operator.admin" in self.conn.scopes

@@ -1,0 +1,150 @@
+"""HTTP on the gateway's port: probes, CORS, and the WebSocket upgrade at `/`."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from moltis_desktop.gateway.auth import is_loopback
+from moltis_desktop.gateway.server import GATEWAY_KEY, GatewayServer
+from moltis_desktop.protocol.frames import encode_json
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_PROBE_METHODS = ("GET", "HEAD")
+
+
+def _json(status: int, body: object) -> web.Response:
+    return web.Response(
+        status=status,
+        body=encode_json(body),
+        content_type="application/json",
+        charset="utf-8",
+        headers=_SECURITY_HEADERS,
+    )
+
+
+def _probe_guard(request: web.Request) -> web.Response | None:
+    if request.method not in _PROBE_METHODS:
+        return web.Response(
+            status=405,
+            text="Method Not Allowed\n",
+            headers={"Allow": "GET, HEAD", **_SECURITY_HEADERS},
+        )
+    return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process is up and answering (no auth)."""
+    return _probe_guard(request) or _json(200, {"ok": True, "status": "live"})
+
+
+def _may_see_details(gateway: GatewayServer, request: web.Request) -> bool:
+    if is_loopback(request.remote) and "X-Forwarded-For" not in request.headers:
+        return True
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or gateway.shared_secret.mode == "none":
+        return False
+    given = header[len("Bearer ") :].encode()
+    secret = gateway.shared_secret
+    expected = (secret.password if secret.mode == "password" else secret.token) or ""
+    return bool(expected) and hmac.compare_digest(given, expected.encode())
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 once the gateway accepts clients, 503 while starting or stopping."""
+    guard = _probe_guard(request)
+    if guard is not None:
+        return guard
+    gateway = request.app[GATEWAY_KEY]
+    ready = gateway.ready and not gateway.draining
+    if not _may_see_details(gateway, request):
+        return _json(200 if ready else 503, {"ready": ready})
+    failing = []
+    if gateway.draining:
+        failing.append("gateway-draining")
+    if gateway.config.error is not None:
+        # A broken config file does not stop the gateway (it runs on the last good one),
+        # so it is reported here without failing readiness.
+        pass
+    body = {
+        "ready": ready,
+        "failing": failing,
+        "uptimeMs": gateway.uptime_ms(),
+        "eventLoop": gateway.loop_monitor.snapshot(gateway.clock.now_ms()),
+    }
+    if gateway.config.error is not None:
+        body["configError"] = str(gateway.config.error)
+    return _json(200 if ready else 503, body)
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    """`/`: the WebSocket endpoint (OpenClaw clients connect here)."""
+    gateway = request.app[GATEWAY_KEY]
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        from moltis_desktop.gateway.ws import websocket_handler
+
+        return await websocket_handler(gateway, request)
+    return web.Response(
+        status=404,
+        headers=_SECURITY_HEADERS,
+        text="This is the Moltis Desktop gateway. Connect a WebSocket client to this URL.\n",
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the gateway's HTTP routes."""
+    for path in ("/healthz", "/health"):
+        app.router.add_route("*", path, healthz)
+    for path in ("/readyz", "/ready"):
+        app.router.add_route("*", path, readyz)
+    app.router.add_route("GET", "/", root)
+
+
+def _allowed_origin(gateway: GatewayServer, request: web.Request, origin: str) -> bool:
+    allowed = gateway.settings.gateway.cors.allowed_origins
+    if "*" in allowed:
+        return True
+    normalized = origin.rstrip("/").lower()
+    if normalized in {a.rstrip("/").lower() for a in allowed}:
+        return True
+    # Same origin: the page was served by this gateway.
+    return normalized in (f"http://{request.host}".lower(), f"https://{request.host}".lower())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS for the HTTP endpoints: same-origin only unless `gateway.cors.allowed_origins`
+    lists more. (WebSocket upgrades are not subject to CORS; their Origin is checked at
+    `connect`.)"""
+    origin = request.headers.get("Origin")
+    gateway = request.app[GATEWAY_KEY]
+    if origin is None or request.headers.get("Upgrade", "").lower() == "websocket":
+        return await handler(request)
+    allowed = _allowed_origin(gateway, request, origin)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        if not allowed:
+            return web.Response(status=403, text="origin not allowed\n")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+    response = await handler(request)
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response

@@ -1,0 +1,94 @@
+"""agents.list, models.list, channels.status: what this gateway offers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from moltis_desktop.gateway.methods.config import EmptyParams
+from moltis_desktop.gateway.registry import MethodTable
+from moltis_desktop.protocol.constants import Scope
+
+if TYPE_CHECKING:
+    from moltis_desktop.gateway.context import MethodContext
+
+TABLE = MethodTable()
+
+
+@TABLE.method("agents.list", scope=Scope.READ, params=EmptyParams)
+def agents_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
+    """The configured agents (`agents.list` in the config; `main` by default)."""
+    gateway = ctx.gateway
+    settings = gateway.settings.agents
+    agents = []
+    for agent in settings.list:
+        entry: dict[str, Any] = {
+            "id": agent.id,
+            "workspace": agent.workspace or str(gateway.state_dir / "workspace" / agent.id),
+            "workspaceGit": False,
+        }
+        if agent.name:
+            entry["name"] = agent.name
+        if agent.model:
+            entry["model"] = {"primary": agent.model}
+        agents.append(entry)
+    return {
+        "defaultId": settings.default,
+        "ownership": "sole",
+        "selectionRequired": len(agents) > 1,
+        "mainKey": "main",
+        "scope": "per-sender",
+        "agents": agents,
+    }
+
+
+class ModelsListParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    agent_id: str | None = None
+    include_provider_capabilities: bool | None = None
+    prepared_only: bool | None = None
+    refresh: bool | None = None
+    view: Literal["default", "configured", "provider-config", "all"] | None = None
+
+
+@TABLE.method("models.list", scope=Scope.READ, params=ModelsListParams)
+def models_list(ctx: MethodContext, params: ModelsListParams) -> dict[str, Any]:
+    """The published model catalogue (from `models.catalog` in the config)."""
+    models = []
+    for model in ctx.gateway.settings.models.catalog:
+        entry: dict[str, Any] = {
+            "id": model.id,
+            "name": model.name or model.id,
+            "provider": model.provider,
+            "input": list(model.input),
+            "reasoning": model.reasoning,
+        }
+        if model.context_window > 0:
+            entry["contextWindow"] = model.context_window
+        models.append(entry)
+    return {"models": models}
+
+
+class ChannelsStatusParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    probe: bool | None = None
+    timeout_ms: int | None = None
+    channel: str | None = None
+
+
+@TABLE.method("channels.status", scope=Scope.READ, params=ChannelsStatusParams)
+def channels_status(ctx: MethodContext, params: ChannelsStatusParams) -> dict[str, Any]:
+    """Messaging channels and their accounts (none are configured in this version)."""
+    gateway = ctx.gateway
+    now = gateway.clock.now_ms()
+    return {
+        "ts": now,
+        "channelOrder": [],
+        "channelLabels": {},
+        "channelDetailLabels": {},
+        "channelSystemImages": {},
+        "channelMeta": [],
+        "channels": {},
+        "channelAccounts": {},
+        "channelDefaultAccountId": {},
+        "eventLoop": gateway.loop_monitor.snapshot(now),
+    }

@@ -1,0 +1,242 @@
+"""health, status, system-presence, system-event, last-heartbeat."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from moltis_desktop.gateway.registry import ANY_OPERATOR, MethodTable
+from moltis_desktop.protocol.constants import Role, Scope
+from moltis_desktop.protocol.frames import GatewayError, Raw
+
+if TYPE_CHECKING:
+    from moltis_desktop.gateway.context import MethodContext
+    from moltis_desktop.gateway.server import GatewayServer
+
+TABLE = MethodTable()
+
+
+def _sessions_block(gateway: GatewayServer, agent_id: str) -> dict[str, Any]:
+    # Sessions arrive with the agent; until then every agent honestly has none.
+    path = gateway.state_dir / "agents" / agent_id / "sessions"
+    return {"path": str(path), "count": 0, "recent": []}
+
+
+def _heartbeat_block() -> dict[str, Any]:
+    # The agent heartbeat (periodic wake-up) is not running in this version.
+    return {
+        "enabled": False,
+        "every": "",
+        "everyMs": None,
+        "prompt": "",
+        "target": "none",
+        "ackMaxChars": 0,
+    }
+
+
+def build_health(gateway: GatewayServer, *, snapshot: bool = False) -> dict[str, Any]:
+    """The health payload. `snapshot` gives the schema-exact subset sent in `hello-ok` and
+    `health` events; the RPC adds the config state (a broken config file shows here)."""
+    now = gateway.clock.now_ms()
+    settings = gateway.settings
+    default = settings.agents.default
+    agents = []
+    for agent in settings.agents.list:
+        entry: dict[str, Any] = {
+            "agentId": agent.id,
+            "isDefault": agent.id == default,
+            "heartbeat": _heartbeat_block(),
+            "sessions": _sessions_block(gateway, agent.id),
+        }
+        if agent.name:
+            entry["name"] = agent.name
+        agents.append(entry)
+    payload: dict[str, Any] = {
+        "ok": True,
+        "ts": now,
+        "durationMs": 0,
+        "eventLoop": gateway.loop_monitor.snapshot(now),
+        "plugins": {"loaded": [], "errors": [], "unavailable": []},
+        "configReload": {"hotReloadStatus": "active"},
+        "channels": {},
+        "channelOrder": [],
+        "channelLabels": {},
+        "heartbeatSeconds": 0,
+        "defaultAgentId": default,
+        "agents": agents,
+        "sessions": _sessions_block(gateway, default),
+    }
+    if not snapshot:
+        payload["config"] = config_state(gateway)
+    return payload
+
+
+def config_state(gateway: GatewayServer) -> dict[str, Any]:
+    """Whether the config file is in use or broken (and then why, and what runs instead)."""
+    store = gateway.config
+    state: dict[str, Any] = {
+        "path": str(store.path),
+        "valid": store.error is None,
+        "source": store.current.source,
+        "loadedAtMs": store.current.loaded_at_ms,
+        "warnings": list(store.current.warnings),
+    }
+    if store.error is not None:
+        state["error"] = str(store.error)
+        state["key"] = store.error.key
+    return state
+
+
+class HealthParams(msgspec.Struct, forbid_unknown_fields=True):
+    probe: bool = False
+    """Rebuild the snapshot now instead of answering from the cache."""
+
+
+@TABLE.method("health", scope=ANY_OPERATOR, roles=(Role.OPERATOR, Role.NODE), params=HealthParams)
+def health(ctx: MethodContext, params: HealthParams) -> Raw:
+    """Gateway health. Callable by every connection (probes included), as in OpenClaw."""
+    return ctx.gateway.health_raw(fresh=params.probe)
+
+
+def _process_memory() -> dict[str, int]:
+    rss = 0
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss = peak if sys.platform == "darwin" else peak * 1024
+    return {"rssBytes": rss}
+
+
+@TABLE.method("status", scope=Scope.READ)
+def status(ctx: MethodContext, params: Any) -> dict[str, Any]:
+    """A summary of the gateway for `openclaw status` / `moltis status`."""
+    gateway = ctx.gateway
+    settings = gateway.settings
+    now = gateway.clock.now_ms()
+    agent_ids = [a.id for a in settings.agents.list]
+    default_model = next(
+        (a.model for a in settings.agents.list if a.id == settings.agents.default and a.model), None
+    )
+    return {
+        "runtimeVersion": gateway.version,
+        "heartbeat": {
+            "defaultAgentId": settings.agents.default,
+            "agents": [
+                {"agentId": a, "enabled": False, "every": "", "everyMs": None} for a in agent_ids
+            ],
+        },
+        "channelSummary": [],
+        "queuedSystemEvents": list(gateway.system_events),
+        "degradedSecretOwners": [],
+        "degradedPlugins": [],
+        "sessions": {
+            "paths": [_sessions_block(gateway, a)["path"] for a in agent_ids],
+            "count": 0,
+            "defaults": {"model": default_model, "contextTokens": None},
+            "recent": [],
+            "byAgent": [{"agentId": a, **_sessions_block(gateway, a)} for a in agent_ids],
+        },
+        "eventLoop": gateway.loop_monitor.snapshot(now),
+        "processMemory": _process_memory(),
+        "pid": os.getpid(),
+        "gateway": {
+            "url": gateway.url,
+            "bind": settings.gateway.bind,
+            "port": gateway.port,
+            "authMode": gateway.shared_secret.mode,
+            "connections": len(gateway.connections),
+            "uptimeMs": gateway.uptime_ms(),
+            "bootId": gateway.boot_id,
+        },
+        "config": config_state(gateway),
+    }
+
+
+@TABLE.method("system-presence", scope=Scope.READ)
+def system_presence(ctx: MethodContext, params: Any) -> list[dict[str, Any]]:
+    """Who is present: the gateway itself, apps, UIs and nodes (newest first)."""
+    entries = ctx.gateway.presence.entries()
+    return sorted(entries, key=lambda e: e.get("ts", 0), reverse=True)
+
+
+class SystemEventParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    text: str
+    idempotency_key: str | None = None
+    session_key: str | None = None
+    wake: bool | None = None
+    device_id: str | None = None
+    instance_id: str | None = None
+    host: str | None = None
+    ip: str | None = None
+    mode: str | None = None
+    version: str | None = None
+    platform: str | None = None
+    device_family: str | None = None
+    model_identifier: str | None = None
+    last_input_seconds: float | None = None
+    reason: str | None = None
+    roles: list[str] | None = None
+    scopes: list[str] | None = None
+    tags: list[str] | None = None
+
+
+_NODE_LINE = re.compile(
+    r"^Node:\s*(?P<host>[^()·]+?)\s*(?:\((?P<ip>[^)]*)\))?"
+    r"(?:\s*·\s*app\s+(?P<version>\S+))?"
+    r"(?:\s*·\s*last input\s+(?P<idle>\d+)s ago)?"
+    r"(?:\s*·\s*mode\s+(?P<mode>\S+))?"
+    r"(?:\s*·\s*reason\s+(?P<reason>\S+))?\s*$"
+)
+
+
+@TABLE.method("system-event", scope=Scope.ADMIN, params=SystemEventParams, dedupe=True)
+def system_event(ctx: MethodContext, params: SystemEventParams) -> dict[str, Any]:
+    """A presence beacon or a note for the agent (`Node: host (ip) · app V · mode M` lines
+    update presence; other text is queued as a system event for the main session).
+    Retries with the same `idempotencyKey` are answered once."""
+    text = params.text.strip()
+    if not text:
+        raise GatewayError.invalid("text required")
+    fields: dict[str, Any] = {
+        k: v
+        for k, v in msgspec.to_builtins(params).items()
+        if k not in ("idempotencyKey", "sessionKey", "wake")
+    }
+    match = _NODE_LINE.match(text)
+    if match:
+        if params.wake:
+            raise GatewayError.invalid("wake is not supported for node presence events")
+        for key, group in (
+            ("host", "host"),
+            ("ip", "ip"),
+            ("version", "version"),
+            ("mode", "mode"),
+            ("reason", "reason"),
+        ):
+            if match.group(group):
+                fields.setdefault(key, match.group(group).strip())
+        if match.group("idle"):
+            fields.setdefault("lastInputSeconds", int(match.group("idle")))
+    else:
+        ctx.gateway.system_events.append(text)
+    fields["text"] = text
+    ctx.gateway.presence.system_event(fields)
+    ctx.gateway.broadcast_presence()
+    return {"ok": True}
+
+
+@TABLE.method("last-heartbeat", scope=Scope.READ)
+def last_heartbeat(ctx: MethodContext, params: Any) -> None:
+    """The last agent heartbeat; null until the agent heartbeat runs (a later release)."""
+    return None

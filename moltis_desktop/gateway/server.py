@@ -1,0 +1,335 @@
+"""The gateway server: one aiohttp app on one port (HTTP + WebSocket), embeddable in any loop.
+
+`GatewayServer.start()` binds with `AppRunner` + `TCPSite`, so the headless runtime (uvloop)
+and the tray app (qasync) run the very same server on their own loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from moltis_desktop import __version__
+from moltis_desktop.config.settings import Settings
+from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
+from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.gateway.auth import FailedAuthThrottle, SharedSecret
+from moltis_desktop.gateway.connection import Connection
+from moltis_desktop.gateway.dedupe import IdempotencyCache
+from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
+from moltis_desktop.gateway.presence import PresenceTracker
+from moltis_desktop.gateway.registry import MethodTable
+from moltis_desktop.protocol.constants import CloseCode, Role, Scope
+from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
+
+_LOGGER = logging.getLogger(__name__)
+
+GATEWAY_KEY: web.AppKey[GatewayServer] = web.AppKey("gateway")
+EVENTS = ("connect.challenge", "tick", "shutdown", "health", "presence", "config.changed")
+"""Events this gateway emits (`hello-ok.features.events`)."""
+CAPABILITIES = ("published-model-catalog",)
+"""Capabilities this gateway declares (`hello-ok.features.capabilities`)."""
+_UNGATED_EVENTS = frozenset({"tick", "health", "shutdown", "connect.challenge"})
+_HEALTH_CACHE_S = 1.0
+_SYSTEM_EVENT_QUEUE = 20
+
+
+def resolve_bind(bind: str) -> str:
+    """The address to listen on for a `gateway.bind` value."""
+    if bind == "loopback":
+        return "127.0.0.1"
+    if bind == "lan":
+        return "0.0.0.0"  # noqa: S104 - binding every interface is what `lan` asks for
+    return bind
+
+
+def builtin_tables() -> list[MethodTable]:
+    """The method tables of the gateway's own areas."""
+    from moltis_desktop.gateway.methods import catalog, config, logs, system
+
+    return [system.TABLE, logs.TABLE, config.TABLE, catalog.TABLE]
+
+
+class GatewayServer:
+    """Owns the listener, the connections, and the state the protocol reports."""
+
+    def __init__(
+        self,
+        config: ConfigStore,
+        *,
+        shared_secret: SharedSecret,
+        log_file: Path,
+        state_dir: Path,
+        clock: Clock = SYSTEM_CLOCK,
+        tables: Iterable[MethodTable] = (),
+    ) -> None:
+        self.config = config
+        self.shared_secret = shared_secret
+        self.log_file = log_file
+        self.state_dir = state_dir
+        self.clock = clock
+        self.version = __version__
+        self.boot_id = str(uuid.uuid4())
+        self.started_mono = clock.monotonic()
+        self.registry = MethodTable()
+        for table in [*builtin_tables(), *tables]:
+            self.registry.extend(table)
+        self.methods_advertised = self.registry.advertised()
+        self.connections: set[Connection] = set()
+        self.preauth: Counter[str] = Counter()
+        self.presence = PresenceTracker(version=self.version, instance_id=self.boot_id, clock=clock)
+        self.health_version = 1
+        self.dedupe = IdempotencyCache(clock=clock)
+        self.auth_throttle, self.browser_throttle = self._throttles(self.settings)
+        self.loop_monitor = EventLoopMonitor()
+        self.system_events: deque[str] = deque(maxlen=_SYSTEM_EVENT_QUEUE)
+        self.ready = False
+        self.draining = False
+        self.port = 0
+        self.host = ""
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._health_raw: Raw | None = None
+        self._health_at = -1e9
+        self._rebind_handle: asyncio.TimerHandle | None = None
+        self.config_lock = asyncio.Lock()
+        """Serialises config writes made through the protocol."""
+        config.subscribe(self._on_config_changed)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def settings(self) -> Settings:
+        """The current (last good) settings."""
+        return self.config.current.settings
+
+    def uptime_ms(self) -> int:
+        return int((self.clock.monotonic() - self.started_mono) * 1000)
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL clients use."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}"
+
+    def _throttles(self, settings: Settings) -> tuple[FailedAuthThrottle, FailedAuthThrottle]:
+        auth = settings.gateway.auth
+        common: dict[str, Any] = {
+            "max_failures": auth.max_failures,
+            "window_s": auth.failure_window_s,
+            "lockout_s": auth.lockout_s,
+            "clock": self.clock,
+        }
+        return (
+            FailedAuthThrottle(exempt_loopback=auth.exempt_loopback, **common),
+            FailedAuthThrottle(exempt_loopback=False, **common),
+        )
+
+    def state_version(self) -> dict[str, int]:
+        return {"presence": self.presence.version, "health": self.health_version}
+
+    # ------------------------------------------------------------------ health
+
+    def health_raw(self, *, fresh: bool = False) -> Raw:
+        """The encoded health payload, rebuilt at most once a second (or now, if `fresh`)."""
+        now = self.clock.monotonic()
+        if fresh or self._health_raw is None or now - self._health_at > _HEALTH_CACHE_S:
+            from moltis_desktop.gateway.methods.system import build_health
+
+            self._health_raw = Raw(encode_json(build_health(self)))
+            self._health_at = now
+        return self._health_raw
+
+    def invalidate_health(self) -> None:
+        """Make the next `health` rebuild its payload."""
+        self._health_raw = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def build_app(self) -> web.Application:
+        from moltis_desktop.gateway.http import add_routes, cors_middleware
+
+        app = web.Application(middlewares=[cors_middleware], client_max_size=1024**2)
+        app[GATEWAY_KEY] = self
+        add_routes(app)
+        return app
+
+    async def start(self) -> None:
+        """Bind the listener and start the background work (ticks, health, config watch)."""
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        await self._bind()
+        self.loop_monitor.start()
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="gateway-tick"),
+            asyncio.create_task(self._health_loop(), name="gateway-health"),
+            asyncio.create_task(self.config.watch(), name="config-watch"),
+        ]
+        self.ready = True
+        _LOGGER.info("gateway listening on %s", self.url)
+
+    async def _bind(self) -> None:
+        assert self._runner is not None
+        gw = self.settings.gateway
+        host = resolve_bind(gw.bind)
+        site = web.TCPSite(self._runner, host, gw.port, backlog=1024, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            from moltis_desktop.core.errors import MoltisError
+
+            raise MoltisError(
+                f"cannot listen on {host}:{gw.port}: {exc.strerror or exc}. Is another gateway "
+                f"running? Pick another port with `moltis gateway --port N` or gateway.port"
+            ) from None
+        self._site = site
+        server = site._server  # the asyncio Server; its socket tells the real port
+        sockets = getattr(server, "sockets", None) or ()
+        self.host, self.port = host, (sockets[0].getsockname()[1] if sockets else gw.port)
+
+    async def rebind(self) -> None:
+        """Move the listener to the current bind/port (connections already open stay)."""
+        old = self._site
+        await self._bind()
+        if old is not None:
+            await old.stop()
+        _LOGGER.info("gateway now listening on %s", self.url)
+
+    def schedule_rebind(self, delay_s: float) -> None:
+        """Rebind the listener after `delay_s` (a later call replaces an earlier one)."""
+        if self._rebind_handle is not None:
+            self._rebind_handle.cancel()
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            self._rebind_handle = None
+            task = loop.create_task(self._rebind_logged())
+            self._tasks.append(task)
+
+        self._rebind_handle = loop.call_later(delay_s, start)
+
+    async def _rebind_logged(self) -> None:
+        try:
+            await self.rebind()
+        except Exception as exc:
+            _LOGGER.error("cannot move the listener, staying on %s: %s", self.url, exc)
+
+    async def stop(
+        self, reason: str = "gateway stopping", restart_expected_ms: int | None = None
+    ) -> None:
+        """Tell clients (`shutdown`), close them with 1012, and release the port."""
+        if self._runner is None:
+            return
+        self.ready = False
+        self.draining = True
+        payload: dict[str, Any] = {"reason": reason}
+        if restart_expected_ms is not None:
+            payload["restartExpectedMs"] = restart_expected_ms
+        self.broadcast("shutdown", payload)
+        await asyncio.gather(
+            *(
+                c.close(CloseCode.SERVICE_RESTART, "service restart")
+                for c in list(self.connections)
+            ),
+            return_exceptions=True,
+        )
+        if self._rebind_handle is not None:
+            self._rebind_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self.loop_monitor.stop()
+        await self._runner.cleanup()
+        self._runner = None
+        _LOGGER.info("gateway stopped")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gateway.tick_interval_ms / 1000)
+            self.broadcast("tick", {"ts": self.clock.now_ms()})
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gateway.health_refresh_ms / 1000)
+            self.publish_health()
+
+    def publish_health(self) -> None:
+        """Rebuild the health snapshot and push it as a `health` event."""
+        self.health_version += 1
+        from moltis_desktop.gateway.methods.system import build_health
+
+        self.broadcast("health", build_health(self, snapshot=True), state_version=True)
+
+    def _on_config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
+        self.auth_throttle, self.browser_throttle = self._throttles(new.settings)
+        self.invalidate_health()
+        self.broadcast(
+            "config.changed",
+            {"path": str(new.path), "hash": new.hash, "ts": self.clock.now_ms()},
+            scope=Scope.READ,
+        )
+        for conn in self.connections:
+            conn.max_buffered = new.settings.gateway.max_buffered_bytes
+        if self._runner is not None and self.config.restart_keys(old.settings, new.settings):
+            self.schedule_rebind(0.0)
+
+    # ------------------------------------------------------------------ events
+
+    def broadcast(
+        self,
+        event: str,
+        payload: Any = None,
+        *,
+        droppable: bool = False,
+        scope: str | None = None,
+        state_version: bool = False,
+    ) -> int:
+        """Send an event to every connection allowed to see it; returns how many got it.
+
+        The frame is encoded once; each connection adds its own `seq`. Events other than
+        tick/health/shutdown need read scope (`scope`), and reach operators only.
+        """
+        body = encode_event_body(event, payload, self.state_version() if state_version else None)
+        needed = scope if scope is not None else (None if event in _UNGATED_EVENTS else Scope.READ)
+        sent = 0
+        for conn in self.connections:
+            if needed is not None and not _may_see(conn, needed):
+                continue
+            if conn.send_event(body, droppable=droppable):
+                sent += 1
+        return sent
+
+    def broadcast_presence(self) -> None:
+        """Push the presence list (a droppable event, with `stateVersion`)."""
+        self.broadcast(
+            "presence",
+            {"presence": self.presence.entries()},
+            droppable=True,
+            scope=Scope.READ,
+            state_version=True,
+        )
+
+
+def _may_see(conn: Connection, scope: str) -> bool:
+    if conn.role != Role.OPERATOR:
+        return False
+    scopes = conn.scopes
+    if Scope.ADMIN in scopes or scope in scopes:
+        return True
+    return scope == Scope.READ and Scope.WRITE in scopes

@@ -1,0 +1,380 @@
+"""The WebSocket side of the gateway: challenge, handshake, then the request loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from moltis_desktop.gateway.auth import is_loopback
+from moltis_desktop.gateway.connection import Connection
+from moltis_desktop.gateway.context import MethodContext
+from moltis_desktop.gateway.handshake import (
+    Admission,
+    HandshakeRejectedError,
+    HandshakeRequest,
+    admit,
+)
+from moltis_desktop.gateway.registry import MethodSpec, convert_params, missing_scope
+from moltis_desktop.gateway.server import CAPABILITIES, EVENTS, GatewayServer
+from moltis_desktop.protocol.constants import PREAUTH_MAX_PAYLOAD, CloseCode, ErrorCode, Role, Scope
+from moltis_desktop.protocol.frames import (
+    ErrorShape,
+    FrameError,
+    GatewayError,
+    RequestFrame,
+    decode_request,
+    encode_error,
+    encode_event_body,
+    encode_ok,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_PREAUTH_SOCKETS_PER_IP = 32
+"""Connections one IP may have open before their handshake completes."""
+_YIELD_EVERY = 32
+"""Frames handled back to back before letting other connections run (fairness under floods)."""
+_UNAUTHORIZED_ROLE_LIMIT = 10
+_HEARTBEAT_S = 25.0
+
+
+async def websocket_handler(gateway: GatewayServer, request: web.Request) -> web.StreamResponse:
+    """Serve one WebSocket client from upgrade to close."""
+    ip = request.remote or ""
+    if gateway.draining:
+        return web.Response(status=503, text="gateway is shutting down\n")
+    if gateway.preauth[ip] >= MAX_PREAUTH_SOCKETS_PER_IP:
+        return web.Response(status=503, text="Too many unauthenticated sockets\n")
+    settings = gateway.settings.gateway
+    ws = web.WebSocketResponse(
+        compress=False,
+        max_msg_size=settings.max_payload,
+        heartbeat=_HEARTBEAT_S,
+        protocols=_offered_protocols(request),
+    )
+    gateway.preauth[ip] += 1
+    try:
+        await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        conn = Connection(
+            ws,
+            transport,
+            conn_id=str(uuid.uuid4()),
+            remote_ip=ip,
+            is_loopback=is_loopback(ip),
+            max_buffered=settings.max_buffered_bytes,
+            inflight=settings.max_inflight_per_connection,
+            now_ms=gateway.clock.now_ms(),
+        )
+        admission = await _handshake(gateway, conn, request)
+    finally:
+        gateway.preauth[ip] -= 1
+        if gateway.preauth[ip] <= 0:
+            del gateway.preauth[ip]
+    if admission is None:
+        return ws
+    _register(gateway, conn, admission)
+    try:
+        await _serve(gateway, conn)
+    finally:
+        _unregister(gateway, conn)
+    return ws
+
+
+def _offered_protocols(request: web.Request) -> tuple[str, ...]:
+    # Echo a requested subprotocol, as OpenClaw's server (the `ws` library) does.
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    return tuple(p.strip() for p in offered.split(",") if p.strip())[:1]
+
+
+async def _handshake(
+    gateway: GatewayServer, conn: Connection, request: web.Request
+) -> Admission | None:
+    nonce, ts = str(uuid.uuid4()), gateway.clock.now_ms()
+    conn.send(encode_event_body("connect.challenge", {"nonce": nonce, "ts": ts}))
+    timeout_s = gateway.settings.gateway.handshake_timeout_ms / 1000
+    try:
+        async with asyncio.timeout(timeout_s):
+            msg = await conn.ws.receive()
+    except TimeoutError:
+        _LOGGER.info("handshake timeout", extra={"conn": conn.conn_id[:8], "ip": conn.remote_ip})
+        await conn.close(CloseCode.POLICY_VIOLATION, "handshake timeout")
+        return None
+    if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        return None
+    if msg.type != WSMsgType.TEXT:
+        await conn.close(CloseCode.POLICY_VIOLATION, "invalid request frame")
+        return None
+    data = msg.data
+    if len(data) > PREAUTH_MAX_PAYLOAD:
+        await conn.close(CloseCode.MESSAGE_TOO_BIG, "preauth payload too large")
+        return None
+    try:
+        frame = decode_request(data)
+    except FrameError as exc:
+        await conn.close(
+            CloseCode.POLICY_VIOLATION,
+            "invalid request frame" if "not valid JSON" not in exc.message else exc.message,
+        )
+        return None
+    if frame.method != "connect":
+        message = "invalid handshake: first request must be connect"
+        conn.send(encode_error(frame.id, ErrorShape(ErrorCode.INVALID_REQUEST, message)))
+        await conn.close(CloseCode.POLICY_VIOLATION, message)
+        return None
+    hs = HandshakeRequest(
+        remote_ip=conn.remote_ip,
+        origin=request.headers.get("Origin"),
+        host_header=request.headers.get("Host"),
+        nonce=nonce,
+        challenge_ts=ts,
+    )
+    try:
+        admission = admit(gateway, frame.params, hs)
+    except HandshakeRejectedError as rejected:
+        if rejected.delay_s:
+            await asyncio.sleep(rejected.delay_s)
+        _LOGGER.info(
+            "connect refused: %s",
+            rejected.error.message,
+            extra={"conn": conn.conn_id[:8], "ip": conn.remote_ip},
+        )
+        conn.send(encode_error(frame.id, rejected.error))
+        await conn.close(rejected.close_code, rejected.close_reason)
+        return None
+    conn.send(encode_ok(frame.id, _hello(gateway, conn, admission)))
+    return admission
+
+
+def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> dict[str, Any]:
+    settings = gateway.settings
+    from moltis_desktop.gateway.methods.system import build_health
+
+    reads = admission.role == Role.OPERATOR and bool(
+        {Scope.READ, Scope.WRITE, Scope.ADMIN} & set(admission.scopes)
+    )
+    default_agent = settings.agents.default
+    return {
+        "type": "hello-ok",
+        "protocol": admission.protocol,
+        "server": {"version": gateway.version, "bootId": gateway.boot_id, "connId": conn.conn_id},
+        "features": {
+            "methods": gateway.methods_advertised,
+            "events": list(EVENTS),
+            "capabilities": list(CAPABILITIES),
+        },
+        "snapshot": {
+            "presence": gateway.presence.entries() if reads else [],
+            "health": build_health(gateway, snapshot=True),
+            "stateVersion": gateway.state_version(),
+            "uptimeMs": gateway.uptime_ms(),
+            "configPath": str(gateway.config.path),
+            "stateDir": str(gateway.state_dir),
+            "authMode": gateway.shared_secret.mode,
+            "sessionDefaults": {
+                "defaultAgentId": default_agent,
+                "mainKey": "main",
+                "mainSessionKey": f"agent:{default_agent}:main",
+                "scope": "per-sender",
+            },
+        },
+        "auth": {"role": admission.role, "scopes": list(admission.scopes)},
+        "policy": {
+            "maxPayload": settings.gateway.max_payload,
+            "maxBufferedBytes": settings.gateway.max_buffered_bytes,
+            "tickIntervalMs": settings.gateway.tick_interval_ms,
+        },
+    }
+
+
+def _register(gateway: GatewayServer, conn: Connection, admission: Admission) -> None:
+    conn.hello_done = True
+    conn.role = admission.role
+    conn.scopes = frozenset(admission.scopes)
+    conn.protocol = admission.protocol
+    conn.client = admission.client
+    conn.device_id = admission.device_id
+    conn.instance_id = admission.client.get("instanceId")
+    gateway.connections.add(conn)
+    _LOGGER.debug(
+        "client connected",
+        extra={
+            "conn": conn.conn_id[:8],
+            "client": admission.client.get("id"),
+            "mode": admission.client.get("mode"),
+            "role": conn.role,
+            "ip": conn.remote_ip,
+        },
+    )
+    if gateway.presence.client_connected(
+        conn.conn_id,
+        admission.client,
+        ip=conn.remote_ip,
+        role=conn.role,
+        scopes=list(conn.scopes),
+        device_id=conn.device_id,
+    ):
+        gateway.broadcast_presence()
+
+
+def _unregister(gateway: GatewayServer, conn: Connection) -> None:
+    gateway.connections.discard(conn)
+    for task in list(conn.tasks):
+        task.cancel()
+    if gateway.presence.client_disconnected(conn.conn_id):
+        gateway.broadcast_presence()
+
+
+async def _serve(gateway: GatewayServer, conn: Connection) -> None:
+    ws = conn.ws
+    streak = 0
+    unauthorized = [0]
+    while not conn.closing:
+        msg = await ws.receive()
+        if msg.type == WSMsgType.TEXT:
+            try:
+                frame = decode_request(msg.data)
+            except FrameError as exc:
+                conn.send(
+                    encode_error(exc.request_id, ErrorShape(ErrorCode.INVALID_REQUEST, exc.message))
+                )
+            else:
+                await _dispatch(gateway, conn, frame, unauthorized)
+        elif msg.type == WSMsgType.BINARY:
+            conn.send(
+                encode_error(
+                    "invalid",
+                    ErrorShape(
+                        ErrorCode.INVALID_REQUEST,
+                        "invalid request frame: binary frames are not supported; send JSON text",
+                    ),
+                )
+            )
+        else:
+            return
+        streak += 1
+        if streak >= _YIELD_EVERY:
+            streak = 0
+            await asyncio.sleep(0)
+
+
+def _refuse(
+    gateway: GatewayServer, conn: Connection, frame: RequestFrame, spec: MethodSpec | None
+) -> GatewayError | None:
+    # Authorisation comes before the lookup, as in OpenClaw: an unknown method needs admin.
+    if frame.method == "health":
+        return None
+    if spec is not None:
+        return missing_scope(spec, conn.role, conn.scopes)
+    if conn.role != Role.OPERATOR:
+        return GatewayError.invalid(f"unauthorized role: {conn.role}")
+    if Scope.ADMIN not in conn.scopes:
+        return GatewayError(
+            "FORBIDDEN",
+            f"missing scope: {Scope.ADMIN}",
+            details={
+                "code": "MISSING_SCOPE",
+                "missingScope": Scope.ADMIN,
+                "requiredScopes": [Scope.ADMIN],
+            },
+        )
+    return GatewayError.invalid(f"unknown method: {frame.method}")
+
+
+async def _dispatch(
+    gateway: GatewayServer, conn: Connection, frame: RequestFrame, unauthorized: list[int]
+) -> None:
+    spec = gateway.registry.get(frame.method)
+    error = _refuse(gateway, conn, frame, spec)
+    if error is not None:
+        conn.send(encode_error(frame.id, error.shape))
+        if error.shape.message.startswith("unauthorized role:"):
+            unauthorized[0] += 1
+            if unauthorized[0] > _UNAUTHORIZED_ROLE_LIMIT:
+                conn.close_soon(CloseCode.POLICY_VIOLATION, "repeated unauthorized calls")
+        else:
+            unauthorized[0] = 0
+        return
+    unauthorized[0] = 0
+    assert spec is not None
+    ctx = MethodContext(gateway, conn, frame.id, frame.method)
+    if spec.dedupe or spec.is_async:
+        await conn.inflight.acquire()
+        task = asyncio.get_running_loop().create_task(_run_async(ctx, spec, frame.params))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+        return
+    try:
+        result = spec.handler(ctx, convert_params(spec, frame.params))
+    except GatewayError as exc:
+        conn.send(encode_error(frame.id, exc.shape))
+    except Exception:
+        _LOGGER.exception("method %s failed", frame.method)
+        conn.send(encode_error(frame.id, _internal_error(frame.method)))
+    else:
+        conn.send(encode_ok(frame.id, result))
+
+
+def _internal_error(method: str) -> ErrorShape:
+    return ErrorShape(
+        ErrorCode.UNAVAILABLE,
+        f"internal error in {method}; the gateway log has the details (`moltis call logs.tail`)",
+    )
+
+
+async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> None:
+    conn = ctx.conn
+    key: str | None = None
+    try:
+        params = convert_params(spec, raw_params)
+        key = _idempotency_key(spec, raw_params)
+        if key is not None:
+            earlier = ctx.gateway.dedupe.claim(spec.name, key)
+            if earlier is not None:
+                ok, encoded = await earlier
+                conn.send(_replay(ctx.request_id, ok, encoded))
+                return
+        result = spec.handler(ctx, params)
+        if spec.is_async:
+            result = await result
+        data = encode_ok(ctx.request_id, result)
+        conn.send(data)
+        if key is not None:
+            ctx.gateway.dedupe.resolve(spec.name, key, True, data)
+    except GatewayError as exc:
+        data = encode_error(ctx.request_id, exc.shape)
+        conn.send(data)
+        if key is not None:
+            ctx.gateway.dedupe.resolve(spec.name, key, False, data)
+    except asyncio.CancelledError:
+        if key is not None:
+            ctx.gateway.dedupe.forget(spec.name, key)
+        raise
+    except Exception:
+        _LOGGER.exception("method %s failed", spec.name)
+        conn.send(encode_error(ctx.request_id, _internal_error(spec.name)))
+        if key is not None:
+            ctx.gateway.dedupe.forget(spec.name, key)
+    finally:
+        conn.inflight.release()
+
+
+def _idempotency_key(spec: MethodSpec, raw_params: Any) -> str | None:
+    if not spec.dedupe or not isinstance(raw_params, dict):
+        return None
+    key = raw_params.get("idempotencyKey")
+    return key if isinstance(key, str) and key else None
+
+
+def _replay(request_id: str, ok: bool, encoded: bytes) -> bytes:
+    # The first answer, re-addressed to this request's id.
+    from moltis_desktop.protocol.frames import decode_json, encode_json
+
+    frame = decode_json(encoded)
+    frame["id"] = request_id
+    return encode_json(frame)

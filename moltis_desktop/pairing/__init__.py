@@ -1,0 +1,1 @@
+"""Device identity and pairing: signed connects, paired devices, device tokens, setup codes."""
