@@ -1,0 +1,170 @@
+"""A small client of the gateway's WebSocket protocol, used by the `moltis` CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import platform
+import uuid
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from moltis_desktop import __version__
+from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.protocol.constants import PROTOCOL_VERSION
+
+
+class GatewayUnreachableError(MoltisError):
+    """No gateway answers at the URL."""
+
+    exit_code = 2
+
+
+class GatewayRequestError(MoltisError):
+    """The gateway answered with `ok:false`."""
+
+    def __init__(self, method: str, error: dict[str, Any]) -> None:
+        self.error = error
+        self.code = str(error.get("code", "ERROR"))
+        super().__init__(f"{method}: {error.get('message', 'failed')} ({self.code})")
+
+
+class GatewayClient:
+    """One connection: challenge, `connect`, then `call(method, params)`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        password: str | None = None,
+        scopes: list[str] | None = None,
+        timeout_s: float = 30.0,
+        client_id: str = "cli",
+        mode: str = "cli",
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.password = password
+        self.scopes = scopes or ["operator.read"]
+        self.timeout_s = timeout_s
+        self.client_id = client_id
+        self.mode = mode
+        self.hello: dict[str, Any] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ids = itertools.count(1)
+        self._prefix = uuid.uuid4().hex[:12]
+
+    async def __aenter__(self) -> GatewayClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _next_id(self) -> str:
+        return f"{next(self._ids)}:{self._prefix}"
+
+    async def connect(self) -> dict[str, Any]:
+        """Open the socket and complete the handshake; returns the hello-ok payload."""
+        self._session = aiohttp.ClientSession()
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url, timeout=aiohttp.ClientWSTimeout(ws_close=2.0), max_msg_size=0
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            await self.close()
+            raise GatewayUnreachableError(
+                f"cannot reach the gateway at {self.url} ({exc}). Is it running? Start it "
+                "with `moltis gateway`, or point --url / MOLTIS_URL at it."
+            ) from None
+        try:
+            challenge = await self._receive()
+            if challenge.get("event") != "connect.challenge":
+                raise MoltisError(
+                    f"{self.url} does not speak the gateway protocol "
+                    f"(first frame: {str(challenge)[:120]})"
+                )
+            auth: dict[str, str] = {}
+            if self.token:
+                auth["token"] = self.token
+            if self.password:
+                auth["password"] = self.password
+            params = {
+                "minProtocol": PROTOCOL_VERSION,
+                "maxProtocol": PROTOCOL_VERSION,
+                "client": {
+                    "id": self.client_id,
+                    "displayName": "moltis",
+                    "version": __version__,
+                    "platform": platform.system().lower() or "unknown",
+                    "deviceFamily": platform.system() or "Unknown",
+                    "mode": self.mode,
+                    "instanceId": str(uuid.uuid4()),
+                },
+                "caps": [],
+                "auth": auth,
+                "role": "operator",
+                "scopes": self.scopes,
+            }
+            self.hello = await self.call("connect", params)
+        except BaseException:
+            await self.close()
+            raise
+        return self.hello
+
+    async def _receive(self) -> dict[str, Any]:
+        assert self._ws is not None
+        try:
+            msg = await asyncio.wait_for(self._ws.receive(), self.timeout_s)
+        except TimeoutError:
+            raise MoltisError(
+                f"the gateway at {self.url} did not answer within {self.timeout_s:g} s"
+            ) from None
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            frame: dict[str, Any] = json.loads(msg.data)
+            return frame
+        if msg.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.CLOSING,
+        ):
+            code = self._ws.close_code
+            raise GatewayUnreachableError(
+                f"the gateway closed the connection ({code}"
+                f"{': ' + str(msg.extra) if msg.extra else ''})"
+            )
+        raise MoltisError(f"unexpected WebSocket message from the gateway: {msg.type}")
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Send one request and return its payload (raises `GatewayRequestError`)."""
+        assert self._ws is not None
+        rid = self._next_id()
+        frame: dict[str, Any] = {"type": "req", "id": rid, "method": method}
+        if params is not None:
+            frame["params"] = params
+        await self._ws.send_str(json.dumps(frame))
+        while True:
+            reply = await self._receive()
+            if reply.get("type") == "res" and reply.get("id") == rid:
+                break
+        if not reply.get("ok"):
+            raise GatewayRequestError(method, reply.get("error") or {})
+        return reply.get("payload")
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,371 @@
+"""The `moltis` subcommands other than `gateway`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from moltis_desktop.cli import print_json, run
+from moltis_desktop.cli.client import GatewayClient, GatewayUnreachableError
+from moltis_desktop.config.loader import ConfigError, set_dotted
+from moltis_desktop.config.secrets import SecretStore
+from moltis_desktop.config.store import ConfigStore, text_hash
+from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.paths import AppPaths
+from moltis_desktop.gateway.auth import is_loopback
+from moltis_desktop.protocol.constants import Scope
+
+# ---------------------------------------------------------------- connection details
+
+
+def _local_config() -> ConfigStore:
+    return ConfigStore(AppPaths.resolve().config_file, read_only=True)
+
+
+def _secret_store(store: ConfigStore) -> SecretStore:
+    return SecretStore(AppPaths.resolve().state_dir, backend=store.current.settings.secrets.backend)
+
+
+def _url(args: argparse.Namespace, store: ConfigStore) -> str:
+    url = getattr(args, "url", None) or os.environ.get("MOLTIS_URL")
+    if url:
+        return str(url)
+    gw = store.current.settings.gateway
+    host = "127.0.0.1" if gw.bind in ("loopback", "lan", "0.0.0.0") else gw.bind  # noqa: S104
+    return f"ws://{host}:{gw.port}"
+
+
+def client_for(args: argparse.Namespace, scopes: list[str]) -> GatewayClient:
+    """A client for the gateway the flags / environment / config point at."""
+    store = _local_config()
+    url = _url(args, store)
+    token = getattr(args, "token", None) or os.environ.get("MOLTIS_TOKEN")
+    password = getattr(args, "password", None) or os.environ.get("MOLTIS_PASSWORD")
+    host = urlsplit(url).hostname or ""
+    if not token and not password and (host == "localhost" or is_loopback(host)):
+        # The local gateway's own secret, read from the same secret store it uses.
+        auth = store.current.settings.gateway.auth
+        secrets = _secret_store(store)
+        if auth.mode == "token":
+            token = secrets.get(auth.token_secret)
+        elif auth.mode == "password":
+            password = secrets.get(auth.password_secret)
+    return GatewayClient(
+        url, token=token, password=password, scopes=scopes, timeout_s=getattr(args, "timeout", 30.0)
+    )
+
+
+async def _call(args: argparse.Namespace, method: str, params: Any, scopes: list[str]) -> Any:
+    async with client_for(args, scopes) as client:
+        return await client.call(method, params)
+
+
+# ---------------------------------------------------------------- health / status / call
+
+
+def _duration(ms: int) -> str:
+    seconds = ms // 1000
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or days:
+        parts.append(f"{hours}h")
+    if minutes or hours or days:
+        parts.append(f"{minutes}m")
+    parts.append(f"{secs}s")
+    return " ".join(parts)
+
+
+def _config_line(config: dict[str, Any]) -> str:
+    if config.get("valid", True):
+        return f"{config.get('path')} (valid)"
+    return (
+        f"{config.get('path')} is BROKEN, running on the {config.get('source')} config: "
+        f"{config.get('error')}"
+    )
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    params = {"probe": True} if args.probe else None
+    health = run(_call(args, "health", params, [Scope.READ]))
+    if args.json:
+        print_json(health)
+        return 0
+    loop = health.get("eventLoop", {})
+    print(f"Gateway: {'ok' if health.get('ok') else 'NOT OK'}")
+    if "config" in health:
+        print(f"Config: {_config_line(health['config'])}")
+    agents = ", ".join(
+        a["agentId"] + (" (default)" if a.get("isDefault") else "")
+        for a in health.get("agents", [])
+    )
+    print(f"Agents: {agents or 'none'}")
+    channels = health.get("channelOrder") or []
+    print(f"Channels: {', '.join(channels) if channels else 'none configured'}")
+    print(f"Sessions: {health.get('sessions', {}).get('count', 0)}")
+    print(
+        f"Event loop: p99 delay {loop.get('delayP99Ms', 0)} ms, "
+        f"utilization {100 * float(loop.get('utilization', 0)):.1f}%"
+        f"{'  DEGRADED' if loop.get('degraded') else ''}"
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = run(_call(args, "status", {}, [Scope.READ]))
+    if args.json:
+        print_json(status)
+        return 0
+    gw = status.get("gateway", {})
+    mem = status.get("processMemory", {}).get("rssBytes", 0) / 1024 / 1024
+    print(
+        f"Moltis gateway {status.get('runtimeVersion')} at {gw.get('url')} "
+        f"(pid {status.get('pid')}, up {_duration(int(gw.get('uptimeMs', 0)))})"
+    )
+    print(
+        f"Auth: {gw.get('authMode')}   Connections: {gw.get('connections')}   Memory: {mem:.1f} MiB"
+    )
+    print(f"Config: {_config_line(status.get('config', {}))}")
+    hb = status.get("heartbeat", {})
+    print(
+        f"Agents: {', '.join(a['agentId'] for a in hb.get('agents', []))} "
+        f"(default {hb.get('defaultAgentId')})"
+    )
+    print(
+        f"Sessions: {status.get('sessions', {}).get('count', 0)}   "
+        f"Queued system events: {len(status.get('queuedSystemEvents', []))}"
+    )
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    try:
+        params = None if args.params is None else json.loads(args.params)
+    except ValueError as exc:
+        raise MoltisError(f"--params is not valid JSON: {exc}") from None
+    result = run(_call(args, args.method, params, [Scope.ADMIN]))
+    print_json(result)
+    return 0
+
+
+# ---------------------------------------------------------------- config
+
+
+def _value_at(tree: Any, key: str | None) -> Any:
+    if not key:
+        return tree
+    node = tree
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise MoltisError(f"no config key {key!r}; see `moltis config get` for the keys")
+    return node
+
+
+def _print_value(value: Any, as_json: bool) -> None:
+    if as_json or isinstance(value, dict | list):
+        print_json(value)
+    elif isinstance(value, bool):
+        print("true" if value else "false")
+    else:
+        print(value)
+
+
+def _offline_note(exc: GatewayUnreachableError) -> None:
+    print(f"note: {exc.message.split(' (')[0]}; using the config file directly", file=sys.stderr)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    action = args.config_command
+    if action == "path":
+        path = AppPaths.resolve().config_file
+        print(path)
+        return 0
+    if action == "validate":
+        return _config_validate(args)
+    if action == "edit":
+        return _config_edit()
+    if action == "get":
+        try:
+            snapshot = run(_call(args, "config.get", {}, [Scope.READ]))
+            effective = snapshot["config"]
+        except GatewayUnreachableError as exc:
+            _offline_note(exc)
+            store = _local_config()
+            if store.error is not None:
+                print(f"warning: {store.error}", file=sys.stderr)
+            effective = store.current.effective
+        _print_value(_value_at(effective, args.key), args.json)
+        return 0
+    if action == "set":
+        return _config_set(args)
+    raise MoltisError(f"unknown config action {action!r}")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _config_set(args: argparse.Namespace) -> int:
+    patch: dict[str, Any] = {}
+    set_dotted(patch, args.key, _parse_value(args.value))
+
+    async def online() -> Any:
+        async with client_for(args, [Scope.ADMIN]) as client:
+            current = await client.call("config.get", {})
+            return await client.call(
+                "config.patch", {"raw": json.dumps(patch), "baseHash": current["hash"]}
+            )
+
+    try:
+        result = run(online())
+        where = "the gateway applied it"
+    except GatewayUnreachableError as exc:
+        _offline_note(exc)
+        store = ConfigStore(AppPaths.resolve().config_file)
+        try:
+            store.patch(
+                patch,
+                text_hash(store.path.read_text(encoding="utf-8")) if store.path.exists() else None,
+            )
+        except ConfigError as err:
+            raise MoltisError(f"not saved: {err}") from None
+        result = {"path": str(store.path)}
+        where = "saved to the file"
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.key} = {json.dumps(_parse_value(args.value))} ({where})")
+        restart = result.get("restart") if isinstance(result, dict) else None
+        if restart:
+            print(
+                f"the gateway moves its listener in {restart['delayMs']} ms "
+                f"({', '.join(restart['keys'])})"
+            )
+    return 0
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file else AppPaths.resolve().config_file
+    store = ConfigStore(path, read_only=True)
+    ok = store.error is None
+    if args.json:
+        print_json(
+            {
+                "path": str(path),
+                "valid": ok,
+                "exists": path.exists(),
+                "error": None if ok else str(store.error),
+                "key": None if ok else store.error.key if store.error else None,
+                "warnings": list(store.current.warnings),
+            }
+        )
+        return 0 if ok else 1
+    if not ok:
+        print(f"invalid: {store.error}")
+        return 1
+    for warning in store.current.warnings:
+        print(f"warning: {warning}")
+    print(f"{path}: valid" + ("" if path.exists() else " (does not exist: defaults apply)"))
+    return 0
+
+
+def _editor() -> list[str]:
+    for name in ("VISUAL", "EDITOR"):
+        value = os.environ.get(name)
+        if value:
+            return shlex.split(value)
+    for candidate in ("nano", "vi", "notepad"):
+        from shutil import which
+
+        if which(candidate):
+            return [candidate]
+    raise MoltisError("no editor found: set $EDITOR (e.g. `export EDITOR=nano`)")
+
+
+def _config_edit() -> int:
+    store = ConfigStore(AppPaths.resolve().config_file)
+    path = store.path
+    original = path.read_text(encoding="utf-8") if path.exists() else _starter_config()
+    base = text_hash(path.read_text(encoding="utf-8")) if path.exists() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        draft = Path(tmp) / path.name
+        draft.write_text(original, encoding="utf-8")
+        while True:
+            subprocess.run([*_editor(), str(draft)], check=False)  # noqa: S603
+            text = draft.read_text(encoding="utf-8")
+            if text == original:
+                print("no changes")
+                return 0
+            try:
+                store.write_raw(text, base)
+            except ConfigError as exc:
+                print(f"not saved: {exc}", file=sys.stderr)
+                if not sys.stdin.isatty() or input("edit again? [Y/n] ").strip().lower() in (
+                    "n",
+                    "no",
+                ):
+                    return 1
+                continue
+            print(f"saved {path} (a running gateway applies it within a second)")
+            return 0
+
+
+def _starter_config() -> str:
+    return (
+        "# Moltis Desktop configuration. Every key is optional; see `moltis config get`\n"
+        "# for the values in effect and docs/CONFIG in the README for what each means.\n\n"
+        '[gateway]\n# bind = "loopback"\n# port = 18789\n\n'
+        '[logging]\n# level = "info"\n'
+    )
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    store = _secret_store(_local_config())
+    action = args.secrets_command
+    if action == "list":
+        names = store.names()
+        print("\n".join(names) if names else "(no secrets stored)")
+        print(f"backend: {store.backend.name}", file=sys.stderr)
+        return 0
+    if action == "get":
+        value = store.get(args.name)
+        if value is None:
+            raise MoltisError(f"no secret named {args.name!r} (see `moltis secrets list`)")
+        print(value)
+        return 0
+    if action == "set":
+        value = args.value
+        if value is None:
+            value = (
+                getpass.getpass(f"Value for {args.name}: ")
+                if sys.stdin.isatty()
+                else sys.stdin.readline().rstrip("\n")
+            )
+        store.set(args.name, value)
+        print(f"stored {args.name!r} in the {store.backend.name}")
+        return 0
+    if action == "delete":
+        removed = store.delete(args.name)
+        print(f"deleted {args.name!r}" if removed else f"no secret named {args.name!r}")
+        return 0 if removed else 1
+    raise MoltisError(f"unknown secrets action {action!r}")

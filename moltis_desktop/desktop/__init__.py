@@ -1,0 +1,1 @@
+"""The desktop shell: the only package that may import Qt (PySide6, qasync)."""

@@ -1,0 +1,185 @@
+"""The composition root: builds config, logging, secrets and the gateway, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets as _secrets
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from moltis_desktop.config.secrets import SecretStore, SecretStoreError, terminal_passphrase
+from moltis_desktop.config.settings import Settings
+from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
+from moltis_desktop.core.logging import REDACTOR, configure_logging
+from moltis_desktop.core.paths import AppPaths
+from moltis_desktop.gateway.auth import SharedSecret
+from moltis_desktop.gateway.server import GatewayServer
+
+_LOGGER = logging.getLogger(__name__)
+
+TOKEN_ENV = "MOLTIS_TOKEN"
+PASSWORD_ENV = "MOLTIS_PASSWORD"
+
+
+def log_file_for(paths: AppPaths, settings: Settings) -> Path:
+    """The JSON log file in use."""
+    if settings.logging.file:
+        return Path(settings.logging.file).expanduser()
+    return paths.log_dir / "moltis.log"
+
+
+class Runtime:
+    """Everything Moltis runs, wired together. Used by the headless gateway and the tray app."""
+
+    def __init__(
+        self,
+        *,
+        paths: AppPaths | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        console: TextIO | None = sys.stderr,
+        prompt: Callable[[bool], str] | None = terminal_passphrase,
+    ) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.paths = paths or AppPaths.resolve(self.env)
+        self.overrides = dict(overrides or {})
+        self.console = console
+        self.prompt = prompt
+        self.config: ConfigStore | None = None
+        self.secrets: SecretStore | None = None
+        self.gateway: GatewayServer | None = None
+        self.ephemeral_secret = False
+
+    def _configure_logging(self, settings: Settings) -> None:
+        log = settings.logging
+        configure_logging(
+            level=log.level,
+            log_file=log_file_for(self.paths, settings),
+            max_bytes=log.max_bytes,
+            backups=log.backups,
+            console=self.console,
+        )
+
+    async def start(self) -> GatewayServer:
+        """Load everything and start the gateway; returns it once it accepts clients."""
+        self.paths.ensure()
+        self._configure_logging(Settings())
+        self.config = ConfigStore(self.paths.config_file, env=self.env, overrides=self.overrides)
+        settings = self.config.current.settings
+        self._configure_logging(settings)
+        self.secrets = SecretStore(
+            self.paths.state_dir, backend=settings.secrets.backend, env=self.env, prompt=self.prompt
+        )
+        shared = self.resolve_shared_secret(settings)
+        self.gateway = GatewayServer(
+            self.config,
+            shared_secret=shared,
+            log_file=log_file_for(self.paths, settings),
+            state_dir=self.paths.state_dir,
+        )
+        self.config.subscribe(self._on_config_changed)
+        await self.gateway.start()
+        return self.gateway
+
+    def resolve_shared_secret(self, settings: Settings) -> SharedSecret:
+        """The token/password clients must present, from the environment or the secret store.
+
+        A token is created on first start. When no secret store is usable (no keyring, no
+        passphrase for the encrypted file), the gateway still starts, with a token that lasts
+        this run only; the log says how to make it permanent.
+        """
+        auth = settings.gateway.auth
+        assert self.secrets is not None
+        self.ephemeral_secret = False
+        if auth.mode == "none":
+            return SharedSecret("none")
+        if auth.mode == "password":
+            password = self.env.get(PASSWORD_ENV)
+            if not password:
+                try:
+                    password = self.secrets.get(auth.password_secret)
+                except SecretStoreError as exc:
+                    _LOGGER.error("cannot read the gateway password: %s", exc)
+            if not password:
+                _LOGGER.error(
+                    "auth mode is `password` but no password is set: run `moltis "
+                    "secrets set %s` or set %s; every connect is refused until then",
+                    auth.password_secret,
+                    PASSWORD_ENV,
+                )
+            REDACTOR.add(password)
+            return SharedSecret("password", password=password)
+        token = self.env.get(TOKEN_ENV)
+        if token:
+            REDACTOR.add(token)
+            return SharedSecret("token", token=token)
+        try:
+            token = self.secrets.get_or_create(auth.token_secret)
+        except SecretStoreError as exc:
+            token = _secrets.token_urlsafe(32)
+            REDACTOR.add(token)
+            self.ephemeral_secret = True
+            _LOGGER.warning(
+                "the gateway token cannot be kept (%s); using a token for this run only. To "
+                "keep one: set %s, or %s, or use an OS keyring",
+                exc,
+                TOKEN_ENV,
+                "MOLTIS_SECRETS_PASSPHRASE",
+            )
+            self._show_ephemeral_token(token)
+        return SharedSecret("token", token=token)
+
+    def _show_ephemeral_token(self, token: str) -> None:
+        # Straight to the user's terminal, never through logging (which may reach files).
+        if self.console is not None and self.console.isatty():
+            print(f"Gateway token for this run: {token}", file=self.console)
+
+    def _on_config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
+        if old.settings.logging != new.settings.logging:
+            self._configure_logging(new.settings)
+        if old.settings.gateway.auth != new.settings.gateway.auth and self.gateway is not None:
+            self.gateway.shared_secret = self.resolve_shared_secret(new.settings)
+            _LOGGER.info("gateway auth settings changed (mode %s)", new.settings.gateway.auth.mode)
+
+    async def stop(self) -> None:
+        """Stop the gateway (clients get `shutdown`, then close 1012)."""
+        if self.gateway is not None:
+            await self.gateway.stop()
+
+
+async def serve_until_signalled(runtime: Runtime, stop: asyncio.Event | None = None) -> int:
+    """Start, then run until SIGINT/SIGTERM (or `stop` is set); returns an exit code."""
+    from moltis_desktop.core.errors import MoltisError
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        gateway = await runtime.start()
+    except MoltisError as exc:
+        _LOGGER.error("%s", exc)
+        return exc.exit_code
+    _LOGGER.info("ready: %s (config %s)", gateway.url, runtime.paths.config_file)
+    await stop.wait()
+    await runtime.stop()
+    return 0
+
+
+def run_headless(
+    *, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> int:
+    """Run the gateway without a GUI on the fastest available event loop."""
+    runtime = Runtime(overrides=overrides, env=env)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows, or uvloop missing
+        return asyncio.run(serve_until_signalled(runtime))
+    return int(uvloop.run(serve_until_signalled(runtime)))
