@@ -39,6 +39,7 @@ class Connection:
 
     __slots__ = (
         "_closing",
+        "_close_task",
         "client",
         "closed_reason",
         "conn_id",
@@ -49,6 +50,7 @@ class Connection:
         "instance_id",
         "is_loopback",
         "max_buffered",
+        "max_payload",
         "protocol",
         "remote_ip",
         "role",
@@ -68,6 +70,7 @@ class Connection:
         remote_ip: str,
         is_loopback: bool,
         max_buffered: int,
+        max_payload: int,
         inflight: int,
         now_ms: int,
     ) -> None:
@@ -77,6 +80,7 @@ class Connection:
         self.remote_ip = remote_ip
         self.is_loopback = is_loopback
         self.max_buffered = max_buffered
+        self.max_payload = max_payload
         self.inflight = asyncio.Semaphore(inflight)
         self.connected_at_ms = now_ms
         self.hello_done = False
@@ -89,6 +93,7 @@ class Connection:
         self.seq = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
         self.closed_reason: str | None = None
 
     @property
@@ -128,14 +133,31 @@ class Connection:
         return self.send(with_seq(body, self.seq))
 
     def close_soon(self, code: int, reason: str = "") -> None:
-        """Close with `code` without waiting (safe from any callback)."""
+        """Close with `code` without waiting (safe from any callback); `closed()` waits."""
         if self._closing:
             return
         self._closing = True
         self.closed_reason = reason or str(code)
-        task = asyncio.get_running_loop().create_task(self._close(code, reason))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def release(self, grace_s: float = 1.0) -> None:
+        """After the WebSocket is done: give queued bytes (the close frame among them)
+        `grace_s` to reach the client, then drop the TCP connection if they have not.
+
+        Without this a client that stopped reading keeps a closing transport, and its
+        buffer, alive indefinitely (OpenClaw's close grace is the same 1 s).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.buffered() > 0 and not self.transport.is_closing() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.buffered() > 0:
+            self.transport.abort()
+
+    async def closed(self) -> None:
+        """Wait for a close started by `close_soon` to finish."""
+        if self._close_task is not None:
+            await self._close_task
 
     async def _close(self, code: int, reason: str) -> None:
         try:
@@ -143,9 +165,9 @@ class Connection:
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
-            # A client that never answers the close frame (or reads nothing at all) is cut off.
-            if not self.transport.is_closing():
-                self.transport.abort()
+            # A client that never answers the close frame (or reads nothing at all) would keep
+            # a closing transport (and its buffer) alive forever: cut it off.
+            self.transport.abort()
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close with `code` and wait until the close handshake is done (or timed out)."""

@@ -286,6 +286,7 @@ class GatewayServer:
         )
         for conn in self.connections:
             conn.max_buffered = new.settings.gateway.max_buffered_bytes
+            conn.max_payload = new.settings.gateway.max_payload
         if self._runner is not None and self.config.restart_keys(old.settings, new.settings):
             self.schedule_rebind(0.0)
 

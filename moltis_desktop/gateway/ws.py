@@ -50,9 +50,11 @@ async def websocket_handler(gateway: GatewayServer, request: web.Request) -> web
     if gateway.preauth[ip] >= MAX_PREAUTH_SOCKETS_PER_IP:
         return web.Response(status=503, text="Too many unauthenticated sockets\n")
     settings = gateway.settings.gateway
+    # aiohttp drops the TCP connection without a close frame when its own limit trips, so
+    # its limit sits above ours: frames up to twice the policy get a proper 1009 from us.
     ws = web.WebSocketResponse(
         compress=False,
-        max_msg_size=settings.max_payload,
+        max_msg_size=2 * max(settings.max_payload, PREAUTH_MAX_PAYLOAD),
         heartbeat=_HEARTBEAT_S,
         protocols=_offered_protocols(request),
     )
@@ -68,6 +70,7 @@ async def websocket_handler(gateway: GatewayServer, request: web.Request) -> web
             remote_ip=ip,
             is_loopback=is_loopback(ip),
             max_buffered=settings.max_buffered_bytes,
+            max_payload=settings.max_payload,
             inflight=settings.max_inflight_per_connection,
             now_ms=gateway.clock.now_ms(),
         )
@@ -83,6 +86,8 @@ async def websocket_handler(gateway: GatewayServer, request: web.Request) -> web
         await _serve(gateway, conn)
     finally:
         _unregister(gateway, conn)
+        await conn.closed()
+        await conn.release()
     return ws
 
 
@@ -236,6 +241,9 @@ async def _serve(gateway: GatewayServer, conn: Connection) -> None:
     unauthorized = [0]
     while not conn.closing:
         msg = await ws.receive()
+        if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and len(msg.data) > conn.max_payload:
+            await conn.close(CloseCode.MESSAGE_TOO_BIG, "payload too large")
+            return
         if msg.type == WSMsgType.TEXT:
             try:
                 frame = decode_request(msg.data)

@@ -240,3 +240,9 @@ def system_event(ctx: MethodContext, params: SystemEventParams) -> dict[str, Any
 def last_heartbeat(ctx: MethodContext, params: Any) -> None:
     """The last agent heartbeat; null until the agent heartbeat runs (a later release)."""
     return None
+
+
+@TABLE.method("connect", scope=Scope.ADMIN, advertised=False)
+def connect(ctx: MethodContext, params: Any) -> None:
+    """`connect` after the handshake: refused (as OpenClaw does), the socket stays open."""
+    raise GatewayError.invalid("connect is only valid as the first request")

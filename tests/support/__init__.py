@@ -1,0 +1,1 @@
+"""Test support: a schema-validating protocol client, fake keyrings, gateway processes."""
