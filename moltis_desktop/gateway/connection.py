@@ -38,8 +38,8 @@ class Connection:
     """
 
     __slots__ = (
-        "_closing",
         "_close_task",
+        "_closing",
         "client",
         "closed_reason",
         "conn_id",
@@ -149,7 +149,8 @@ class Connection:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while self.buffered() > 0 and not self.transport.is_closing() and loop.time() < deadline:
+        # Polled: the transport offers no "drained" event to await (aiohttp owns its protocol).
+        while self.buffered() > 0 and not self.transport.is_closing() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if self.buffered() > 0:
             self.transport.abort()
