@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,9 +125,20 @@ class ConfigStore:
         self._listeners: list[Listener] = []
         self._stamp: _FileStamp | None = None
         self.error: ConfigError | None = None
+        if not read_only:
+            self._remove_stale_temp_files()
         self.current = self._load_initial()
 
     # ------------------------------------------------------------------ loading
+
+    def _remove_stale_temp_files(self) -> None:
+        # Temp files of atomic writes interrupted by a crash (the real file is intact). Only
+        # old ones: a fresh one may belong to another process writing right now.
+        cutoff = time.time() - 60
+        for stale in self.path.parent.glob(f".{self.path.name}*.tmp"):
+            with contextlib.suppress(OSError):
+                if stale.stat().st_mtime < cutoff:
+                    stale.unlink()
 
     @property
     def last_good_path(self) -> Path:

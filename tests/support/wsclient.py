@@ -67,6 +67,7 @@ class ProtoClient:
         role: str = "operator",
         min_protocol: int = 4,
         max_protocol: int = 4,
+        client: dict[str, Any] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         auth: dict[str, str] = {}
@@ -84,6 +85,7 @@ class ProtoClient:
                 "deviceFamily": "Linux",
                 "mode": mode,
                 "instanceId": str(uuid.uuid4()),
+                **(client or {}),
             },
             "caps": [],
             "auth": auth,

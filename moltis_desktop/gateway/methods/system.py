@@ -211,7 +211,7 @@ def system_event(ctx: MethodContext, params: SystemEventParams) -> dict[str, Any
     fields: dict[str, Any] = {
         k: v
         for k, v in msgspec.to_builtins(params).items()
-        if k not in ("idempotencyKey", "sessionKey", "wake")
+        if v is not None and k not in ("idempotencyKey", "sessionKey", "wake")
     }
     match = _NODE_LINE.match(text)
     if match:
