@@ -169,7 +169,7 @@ def test_writes_are_validated_atomic_and_keep_a_backup(tmp_path: Path) -> None:
     path = tmp_path / "moltis.toml"
     path.write_text(TOML)
     store = ConfigStore(path, env={})
-    with pytest.raises(ConfigError, match="gateway.port"):
+    with pytest.raises(ConfigError, match=r"gateway\.port"):
         store.write_raw("[gateway]\nport = 'x'\n", store.current.hash)
     assert path.read_text() == TOML  # refused writes leave the file alone
     snap = store.patch(
