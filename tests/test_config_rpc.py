@@ -33,6 +33,8 @@ async def test_config_get(start_gateway: StartGateway, make_client: MakeClient) 
     assert snap["valid"] is True
     assert snap["parsed"] == {"gateway": {"tick_interval_ms": 30000}}
     assert snap["config"]["gateway"]["port"] == 0  # the effective config (flags included)
+    assert snap["config"]["gateway"]["bind"] == "loopback"  # defaults included
+    assert snap["config"]["gateway"]["tick_interval_ms"] == 30000
     import hashlib
 
     assert snap["hash"] == hashlib.sha256(CONFIG.encode()).hexdigest()

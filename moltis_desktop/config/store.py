@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,8 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 from moltis_desktop.config.loader import (
     ConfigError,
@@ -89,6 +88,22 @@ class _FileStamp:
     mtime_ns: int
     size: int
     inode: int
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """Settings as plain JSON-ready data (every field, defaults included)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    # dataclasses.asdict, not msgspec.to_builtins: msgspec leaves untouched defaults on the
+    # class, and to_builtins then skips them.
+    result: dict[str, Any] = plain(dataclasses.asdict(settings))
+    return result
 
 
 def text_hash(raw: str) -> str:
@@ -177,7 +192,7 @@ class ConfigStore:
             warnings=tuple(warnings),
             loaded_at_ms=self._clock.now_ms(),
             source=source,
-            effective=msgspec.to_builtins(settings),
+            effective=settings_as_dict(settings),
         )
 
     def _load_initial(self) -> ConfigSnapshot:

@@ -18,7 +18,7 @@ PROTOCOL_PACKAGE_VERSION = "2026.9.1"
 _ROOT_ID = "https://openclaw.ai/protocol.schema.json"
 
 
-def test_cache() -> Path:
+def tools_cache() -> Path:
     """Where `make install` keeps Node, the openclaw CLI and the schema."""
     env = os.environ.get("MOLTIS_TEST_CACHE")
     if env:
@@ -28,7 +28,7 @@ def test_cache() -> Path:
 
 
 def schema_path() -> Path:
-    return test_cache() / f"gateway-protocol-{PROTOCOL_PACKAGE_VERSION}" / "protocol.schema.json"
+    return tools_cache() / f"gateway-protocol-{PROTOCOL_PACKAGE_VERSION}" / "protocol.schema.json"
 
 
 @functools.cache

@@ -49,6 +49,8 @@ class ModelsListParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel
     prepared_only: bool | None = None
     refresh: bool | None = None
     view: Literal["default", "configured", "provider-config", "all"] | None = None
+    include_details: bool | None = None
+    """Sent by openclaw 2026.9.6 (newer than the published 2026.9.1 schema)."""
 
 
 @TABLE.method("models.list", scope=Scope.READ, params=ModelsListParams)

@@ -1,0 +1,99 @@
+"""The gateway as a separate process (`moltis gateway`), as users and outside clients see it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, timeout: float = 15.0, proc: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"gateway on port {port} not ready after {timeout} s")
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    home: Path
+    env: dict[str, str]
+    token: str | None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return (self.home / "gateway.out").read_text(errors="replace")
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTIS_")}
+    env.update({"MOLTIS_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+    env.pop("DISPLAY", None)
+    env.pop("WAYLAND_DISPLAY", None)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def gateway_process(
+    home: Path,
+    *,
+    token: str | None = "proc-token-0123456789",
+    args: tuple[str, ...] = (),
+    command: tuple[str, ...] | None = None,
+    **env_extra: str,
+) -> Iterator[GatewayProcess]:
+    """Run `moltis gateway` on a free port until the block ends (then SIGTERM)."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    extra = dict(env_extra)
+    if token is not None:
+        extra["MOLTIS_TOKEN"] = token
+    env = base_env(home, **extra)
+    cmd = list(command) if command else [str(BIN / "moltis"), "gateway", "--port", str(port)]
+    if command:
+        env["MOLTIS_PORT"] = str(port)
+    out = (home / "gateway.out").open("w")
+    proc = subprocess.Popen([*cmd, *args], env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    out.close()
+    handle = GatewayProcess(proc, port, home, env, token)
+    try:
+        wait_ready(port, proc=proc)
+        yield handle
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

