@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections import deque
@@ -14,6 +15,11 @@ def is_loopback(host: str | None) -> bool:
     """Whether `host` (an IP address, possibly IPv4-mapped IPv6) is a loopback address."""
     if not host:
         return False
+    return _is_loopback(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_loopback(host: str) -> bool:
     try:
         addr = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -12,6 +12,7 @@ _WINDOW = 60
 """Samples kept (one a second: the last minute)."""
 _DEGRADED_DELAY_MS = 200.0
 _DEGRADED_UTILIZATION = 0.9
+_CORES = os.cpu_count() or 1
 
 
 class EventLoopMonitor:
@@ -65,7 +66,6 @@ class EventLoopMonitor:
             self._degraded_since_ms = now_ms
         elif not degraded:
             self._degraded_since_ms = None
-        cores = os.cpu_count() or 1
         return {
             "degraded": degraded,
             "degradedSinceMs": self._degraded_since_ms,
@@ -74,5 +74,5 @@ class EventLoopMonitor:
             "delayP99Ms": round(p99, 1),
             "delayMaxMs": round(delays[-1], 1),
             "utilization": round(min(self._utilization, 1.0), 3),
-            "cpuCoreRatio": round(self._utilization / cores, 3),
+            "cpuCoreRatio": round(self._utilization / _CORES, 3),
         }

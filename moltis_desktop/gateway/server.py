@@ -99,6 +99,7 @@ class GatewayServer:
         self._site: web.TCPSite | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health_raw: Raw | None = None
+        self._health_snapshot_raw: Raw | None = None
         self._health_at = -1e9
         self._rebind_handle: asyncio.TimerHandle | None = None
         self.config_lock = asyncio.Lock()
@@ -141,15 +142,26 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ health
 
-    def health_raw(self, *, fresh: bool = False) -> Raw:
-        """The encoded health payload, rebuilt at most once a second (or now, if `fresh`)."""
+    def _health_cache(self, fresh: bool) -> tuple[Raw, Raw]:
         now = self.clock.monotonic()
         if fresh or self._health_raw is None or now - self._health_at > _HEALTH_CACHE_S:
             from moltis_desktop.gateway.methods.system import build_health
 
-            self._health_raw = Raw(encode_json(build_health(self)))
+            payload = build_health(self)
+            self._health_raw = Raw(encode_json(payload))
+            payload.pop("config")
+            self._health_snapshot_raw = Raw(encode_json(payload))
             self._health_at = now
-        return self._health_raw
+        assert self._health_snapshot_raw is not None
+        return self._health_raw, self._health_snapshot_raw
+
+    def health_raw(self, *, fresh: bool = False) -> Raw:
+        """The encoded `health` RPC payload, rebuilt at most once a second (now if `fresh`)."""
+        return self._health_cache(fresh)[0]
+
+    def health_snapshot_raw(self) -> Raw:
+        """The encoded schema-exact health snapshot (for `hello-ok`), cached like `health`."""
+        return self._health_cache(False)[1]
 
     def invalidate_health(self) -> None:
         """Make the next `health` rebuild its payload."""

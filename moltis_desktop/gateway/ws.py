@@ -137,7 +137,6 @@ async def _handshake(
         origin=request.headers.get("Origin"),
         host_header=request.headers.get("Host"),
         nonce=nonce,
-        challenge_ts=ts,
     )
     try:
         admission = admit(gateway, frame.params, hs)
@@ -158,8 +157,6 @@ async def _handshake(
 
 def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> dict[str, Any]:
     settings = gateway.settings
-    from moltis_desktop.gateway.methods.system import build_health
-
     reads = admission.role == Role.OPERATOR and bool(
         {Scope.READ, Scope.WRITE, Scope.ADMIN} & set(admission.scopes)
     )
@@ -175,7 +172,7 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
         },
         "snapshot": {
             "presence": gateway.presence.entries() if reads else [],
-            "health": build_health(gateway, snapshot=True),
+            "health": gateway.health_snapshot_raw(),
             "stateVersion": gateway.state_version(),
             "uptimeMs": gateway.uptime_ms(),
             "configPath": str(gateway.config.path),
