@@ -244,7 +244,14 @@ def allowed_values(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if origin is tuple:
-        return "a list of " + allowed_values(get_args(tp)[0])
+        element = _unwrap(get_args(tp)[0])
+        if isinstance(element, type) and dataclasses.is_dataclass(element):
+            return "a list of tables with keys " + ", ".join(
+                f.name for f in dataclasses.fields(element)
+            )
+        item = allowed_values(element)
+        plural = {"a string": "strings", "an integer": "integers", "a number": "numbers"}
+        return "a list of " + plural.get(item, item)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return "a table with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

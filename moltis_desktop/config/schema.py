@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import sys
 import typing
 from typing import Any
 
@@ -86,3 +87,89 @@ def config_schema() -> dict[str, Any]:
     hints: dict[str, dict[str, Any]] = {}
     _walk(Settings, "", hints)
     return {"schema": schema, "uiHints": hints}
+
+
+def _default_text(cls: type, name: str) -> str:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        value: Any = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "(required)"
+    if dataclasses.is_dataclass(value):
+        return "(table)"
+    if isinstance(value, tuple):
+        value = list(value)
+        if value and dataclasses.is_dataclass(value[0]):
+            return "(see below)"
+    import json
+
+    return f"`{json.dumps(value)}`"
+
+
+def reference_markdown() -> str:
+    """docs/CONFIG.md's key reference, generated from the settings (kept true by a test)."""
+    lines: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        docs = field_docs(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
+        rows = []
+        nested: list[tuple[type, str]] = []
+        for f in dataclasses.fields(cls):
+            tp = _unwrap(hints[f.name])
+            item = _unwrap(typing.get_args(tp)[0]) if typing.get_origin(tp) is tuple else None
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                nested.append((tp, f"{prefix}{f.name}"))
+                continue
+            if isinstance(item, type) and dataclasses.is_dataclass(item):
+                nested.append((item, f"{prefix}{f.name}[]"))
+            rows.append(
+                f"| `{prefix}{f.name}` | {allowed_values(tp)} | "
+                f"{_default_text(cls, f.name)} | {docs.get(f.name, '')} |"
+            )
+        if rows:
+            title = prefix.rstrip(".") or "(top level)"
+            lines.extend(
+                [
+                    f"### `{title}`",
+                    "",
+                    cls.__doc__ or "",
+                    "",
+                    "| key | allowed | default | what it does |",
+                    "| --- | --- | --- | --- |",
+                    *rows,
+                    "",
+                ]
+            )
+        for sub, path in nested:
+            walk(sub, f"{path}.")
+
+    walk(Settings, "")
+    return "\n".join(lines)
+
+
+_DOC_HEAD = """# Configuration reference
+
+Generated from the settings dataclasses (`moltis_desktop/config/settings.py`);
+`tests/test_docs.py` fails when this file and the code disagree. Regenerate with:
+
+    .venv/bin/python -m moltis_desktop.config.schema > docs/CONFIG.md
+
+Where values come from, lowest first: defaults, the config file (`moltis config path`),
+`MOLTIS_SECTION__KEY` environment variables, command-line flags. `${VAR}` and
+`${VAR:-default}` are expanded in every string value; `$${` is a literal `${`.
+Secrets are never written here: a key ending in `_secret` names an entry of the secret
+store (`moltis secrets set NAME`).
+
+"""
+
+
+def config_reference_doc() -> str:
+    """The whole of docs/CONFIG.md."""
+    return _DOC_HEAD + reference_markdown()
+
+
+if __name__ == "__main__":
+    sys.stdout.write(config_reference_doc())

@@ -27,8 +27,8 @@ class AuthSettings:
     """Name of the secret-store entry holding the shared password (mode `password`). The
     MOLTIS_PASSWORD environment variable, when set, is used instead."""
     max_failures: int = 10
-    """Failed connect attempts allowed per client IP within `failure_window_s`; further
-    attempts are refused until the window passes."""
+    """Failed connect attempts allowed per client IP within `failure_window_s`; then the IP
+    is refused for `lockout_s`."""
     failure_window_s: float = 60.0
     """Length of the failed-attempt window, in seconds."""
     lockout_s: float = 300.0

@@ -93,7 +93,6 @@ class HandshakeRequest:
     origin: str | None
     host_header: str | None
     nonce: str
-    challenge_ts: int
 
 
 def _auth_error(

@@ -65,13 +65,7 @@ async def readyz(request: web.Request) -> web.Response:
     ready = gateway.ready and not gateway.draining
     if not _may_see_details(gateway, request):
         return _json(200 if ready else 503, {"ready": ready})
-    failing = []
-    if gateway.draining:
-        failing.append("gateway-draining")
-    if gateway.config.error is not None:
-        # A broken config file does not stop the gateway (it runs on the last good one),
-        # so it is reported here without failing readiness.
-        pass
+    failing = ["gateway-draining"] if gateway.draining else []
     body = {
         "ready": ready,
         "failing": failing,
@@ -79,6 +73,8 @@ async def readyz(request: web.Request) -> web.Response:
         "eventLoop": gateway.loop_monitor.snapshot(gateway.clock.now_ms()),
     }
     if gateway.config.error is not None:
+        # A broken config file does not make the gateway unready (it runs on the last good
+        # config); it is reported here and on `health`.
         body["configError"] = str(gateway.config.error)
     return _json(200 if ready else 503, body)
 

@@ -42,6 +42,10 @@ class MethodSpec:
     """Listed in `hello-ok.features.methods`."""
 
 
+class EmptyParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Params of a method that takes none (anything else is refused)."""
+
+
 class MethodTable:
     """A set of methods declared with the `@table.method(...)` decorator."""
 

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from moltis_desktop.gateway.methods.config import EmptyParams
-from moltis_desktop.gateway.registry import MethodTable
+from moltis_desktop.gateway.registry import EmptyParams, MethodTable
 from moltis_desktop.protocol.constants import Scope
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from moltis_desktop.config.store import (
     redact_tree,
     text_hash,
 )
-from moltis_desktop.gateway.registry import MethodTable
+from moltis_desktop.gateway.registry import EmptyParams, MethodTable
 from moltis_desktop.protocol.constants import Scope
 from moltis_desktop.protocol.frames import GatewayError
 
@@ -29,10 +29,6 @@ TABLE = MethodTable()
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _BASE_HASH_REQUIRED = "config base hash required; re-run config.get and retry"
 _BASE_HASH_STALE = "config changed since last load; re-run config.get and retry"
-
-
-class EmptyParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
 
 
 class ConfigSetParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
