@@ -243,21 +243,26 @@ async def test_probe_gets_no_scopes_but_may_call_health(
     }
 
 
-async def test_backend_client_keeps_scopes_other_devices_less_clients_do_not(
+async def test_local_clients_with_the_token_keep_their_scopes(
     gateway: GatewayHandle, make_client: MakeClient
 ) -> None:
-    backend = make_client(gateway.url)
-    res = await backend.connect(
-        token=gateway.token,
-        client_id="gateway-client",
-        mode="backend",
-        scopes=["operator.read", "operator.write"],
-    )
-    assert res["payload"]["auth"]["scopes"] == ["operator.read", "operator.write"]
-    other = make_client(gateway.url)
-    res = await other.connect(
-        token=gateway.token, client_id="test", mode="test", scopes=["operator.admin"]
-    )
+    for client_id, mode in (
+        ("gateway-client", "backend"),
+        ("test", "test"),
+        ("openclaw-linux", "ui"),
+    ):
+        client = make_client(gateway.url)
+        res = await client.connect(
+            token=gateway.token,
+            client_id=client_id,
+            mode=mode,
+            scopes=["operator.read", "operator.write"],
+        )
+        assert res["payload"]["auth"]["scopes"] == ["operator.read", "operator.write"]
+    # The same client with a browser Origin header gets none from the token alone.
+    browser = make_client(gateway.url)
+    await browser.open(headers={"Origin": gateway.http})
+    res = await browser.connect(token=gateway.token, scopes=["operator.admin"])
     assert res["payload"]["auth"]["scopes"] == []
 
 

@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     from moltis_desktop.gateway.server import GatewayServer
 
 _CLOSE_REASON_MAX_BYTES = 120
-# Device-less clients keep the scopes they ask for only as these (id, mode) pairs, from a
-# direct loopback connection without an Origin header (the OpenClaw CLI's own clients).
-_LOCAL_TRUSTED_CLIENTS = frozenset({("cli", "cli"), ("gateway-client", "backend")})
 _BROWSER_CLIENTS = frozenset(
     {
         "openclaw-control-ui",
@@ -225,10 +222,12 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
         # Remote and browser clients get scopes from pairing (device tokens), not from the
         # shared secret alone.
         scopes = ()
-    elif device_id is not None or (params.client.id, params.client.mode) in _LOCAL_TRUSTED_CLIENTS:
-        scopes = requested
-    else:
+    elif params.client.mode == "probe":
+        # Probes only check that a gateway answers (OpenClaw grants them nothing either).
         scopes = ()
+    else:
+        # A local client holding the shared secret is the owner's own tool.
+        scopes = requested
     return Admission(params, protocol, params.role, scopes, client, device_id, auth_method)
 
 
