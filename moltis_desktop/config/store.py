@@ -150,7 +150,7 @@ class ConfigStore:
         # Temp files of atomic writes interrupted by a crash (the real file is intact). Only
         # old ones: a fresh one may belong to another process writing right now.
         cutoff = time.time() - 60
-        for stale in self.path.parent.glob(f".{self.path.name}*.tmp"):
+        for stale in self.path.parent.glob(f".*{self.path.name}*.tmp"):
             with contextlib.suppress(OSError):
                 if stale.stat().st_mtime < cutoff:
                     stale.unlink()
