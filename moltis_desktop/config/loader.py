@@ -22,8 +22,9 @@ _LOGGER = logging.getLogger(__name__)
 
 Format = Literal["toml", "yaml", "json"]
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-# Keys that must never hold a secret value in config (the value belongs in the secret store).
-_PLAINTEXT_SECRET_KEYS = frozenset(
+# Keys that must never hold a secret value in config (the value belongs in the secret store);
+# values found under them are warned about and redacted.
+SECRET_KEY_NAMES = frozenset(
     {
         "token",
         "password",
@@ -280,7 +281,7 @@ def check_keys(data: Mapping[str, Any], source: str) -> list[str]:
     warnings = []
     for dotted, known in _walk_unknown(dict(data), Settings, ""):
         leaf = dotted.rsplit(".", 1)[-1]
-        if leaf.lower() in _PLAINTEXT_SECRET_KEYS:
+        if leaf.lower() in SECRET_KEY_NAMES:
             warnings.append(
                 f"{source}: `{dotted}` looks like a secret written in plain text; it is ignored. "
                 f"Store it with `moltis secrets set NAME` and refer to it by name "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from moltis_desktop.config.loader import (
+    SECRET_KEY_NAMES,
     ConfigError,
     Format,
     check_keys,
@@ -36,19 +37,6 @@ _LOGGER = logging.getLogger(__name__)
 REDACTED_SENTINEL = "__OPENCLAW_REDACTED__"
 """What a secret value written in config looks like in `config.get` (OpenClaw's own marker,
 so that OpenClaw clients that round-trip it keep working)."""
-_SECRET_LEAVES = frozenset(
-    {
-        "token",
-        "password",
-        "api_key",
-        "apikey",
-        "secret",
-        "access_token",
-        "refresh_token",
-        "bot_token",
-        "app_token",
-    }
-)
 
 
 class ConfigConflictError(ConfigError):
@@ -376,7 +364,7 @@ def _secret_values(tree: Any) -> list[str]:
     out: list[str] = []
     if isinstance(tree, dict):
         for key, value in tree.items():
-            if str(key).lower() in _SECRET_LEAVES and isinstance(value, str) and value:
+            if str(key).lower() in SECRET_KEY_NAMES and isinstance(value, str) and value:
                 out.append(value)
             else:
                 out.extend(_secret_values(value))
@@ -403,7 +391,7 @@ def redact_tree(tree: Any) -> Any:
         return {
             k: (
                 REDACTED_SENTINEL
-                if str(k).lower() in _SECRET_LEAVES and isinstance(v, str) and v
+                if str(k).lower() in SECRET_KEY_NAMES and isinstance(v, str) and v
                 else redact_tree(v)
             )
             for k, v in tree.items()

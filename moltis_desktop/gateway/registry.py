@@ -112,25 +112,31 @@ class MethodTable:
         return [s.name for s in self._specs.values() if s.advertised]
 
 
+def has_scope(scopes: frozenset[str], needed: str) -> bool:
+    """Whether `scopes` satisfy `needed` (admin satisfies all; write implies read)."""
+    return (
+        needed in scopes
+        or Scope.ADMIN in scopes
+        or (needed == Scope.READ and Scope.WRITE in scopes)
+    )
+
+
+def forbidden(scope: str) -> GatewayError:
+    """OpenClaw's missing-scope error."""
+    return GatewayError(
+        "FORBIDDEN",
+        f"missing scope: {scope}",
+        details={"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]},
+    )
+
+
 def missing_scope(spec: MethodSpec, role: str, scopes: frozenset[str]) -> GatewayError | None:
     """Why a connection with `role`/`scopes` may not call `spec`, or None when it may."""
     if role not in spec.roles:
         return GatewayError.invalid(f"unauthorized role: {role}")
-    if role != Role.OPERATOR or spec.scope == ANY_OPERATOR or Scope.ADMIN in scopes:
+    if role != Role.OPERATOR or spec.scope == ANY_OPERATOR or has_scope(scopes, spec.scope):
         return None
-    if spec.scope in scopes:
-        return None
-    if spec.scope == Scope.READ and Scope.WRITE in scopes:
-        return None
-    return GatewayError(
-        "FORBIDDEN",
-        f"missing scope: {spec.scope}",
-        details={
-            "code": "MISSING_SCOPE",
-            "missingScope": spec.scope,
-            "requiredScopes": [spec.scope],
-        },
-    )
+    return forbidden(spec.scope)
 
 
 def convert_params(spec: MethodSpec, params: Any) -> Any:

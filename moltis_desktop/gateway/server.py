@@ -26,7 +26,7 @@ from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
 from moltis_desktop.gateway.presence import PresenceTracker
-from moltis_desktop.gateway.registry import MethodTable
+from moltis_desktop.gateway.registry import MethodTable, has_scope
 from moltis_desktop.protocol.constants import CloseCode, Role, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
 
@@ -340,9 +340,4 @@ class GatewayServer:
 
 
 def _may_see(conn: Connection, scope: str) -> bool:
-    if conn.role != Role.OPERATOR:
-        return False
-    scopes = conn.scopes
-    if Scope.ADMIN in scopes or scope in scopes:
-        return True
-    return scope == Scope.READ and Scope.WRITE in scopes
+    return conn.role == Role.OPERATOR and has_scope(conn.scopes, scope)

@@ -18,7 +18,13 @@ from moltis_desktop.gateway.handshake import (
     HandshakeRequest,
     admit,
 )
-from moltis_desktop.gateway.registry import MethodSpec, convert_params, missing_scope
+from moltis_desktop.gateway.registry import (
+    MethodSpec,
+    convert_params,
+    forbidden,
+    has_scope,
+    missing_scope,
+)
 from moltis_desktop.gateway.server import CAPABILITIES, EVENTS, GatewayServer
 from moltis_desktop.protocol.constants import PREAUTH_MAX_PAYLOAD, CloseCode, ErrorCode, Role, Scope
 from moltis_desktop.protocol.frames import (
@@ -157,9 +163,7 @@ async def _handshake(
 
 def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> dict[str, Any]:
     settings = gateway.settings
-    reads = admission.role == Role.OPERATOR and bool(
-        {Scope.READ, Scope.WRITE, Scope.ADMIN} & set(admission.scopes)
-    )
+    reads = admission.role == Role.OPERATOR and has_scope(frozenset(admission.scopes), Scope.READ)
     default_agent = settings.agents.default
     return {
         "type": "hello-ok",
@@ -279,15 +283,7 @@ def _refuse(
     if conn.role != Role.OPERATOR:
         return GatewayError.invalid(f"unauthorized role: {conn.role}")
     if Scope.ADMIN not in conn.scopes:
-        return GatewayError(
-            "FORBIDDEN",
-            f"missing scope: {Scope.ADMIN}",
-            details={
-                "code": "MISSING_SCOPE",
-                "missingScope": Scope.ADMIN,
-                "requiredScopes": [Scope.ADMIN],
-            },
-        )
+        return forbidden(Scope.ADMIN)
     return GatewayError.invalid(f"unknown method: {frame.method}")
 
 
