@@ -135,6 +135,20 @@ class Runtime:
             self._show_ephemeral_token(token)
         return SharedSecret("token", token=token)
 
+    def auth_hint(self) -> str:
+        """How a client gets in, for the start-up message (never the secret itself)."""
+        assert self.config is not None
+        auth = self.config.current.settings.gateway.auth
+        if auth.mode == "none":
+            return "no auth: loopback clients only"
+        if auth.mode == "password":
+            return f"password from {PASSWORD_ENV} or `moltis secrets get {auth.password_secret}`"
+        if self.env.get(TOKEN_ENV):
+            return f"token from {TOKEN_ENV}"
+        if self.ephemeral_secret:
+            return "token valid for this run only"
+        return f"token: `moltis secrets get {auth.token_secret}`"
+
     def _show_ephemeral_token(self, token: str) -> None:
         # Straight to the user's terminal, never through logging (which may reach files).
         if self.console is not None and self.console.isatty():
@@ -167,7 +181,9 @@ async def serve_until_signalled(runtime: Runtime, stop: asyncio.Event | None = N
     except MoltisError as exc:
         _LOGGER.error("%s", exc)
         return exc.exit_code
-    _LOGGER.info("ready: %s (config %s)", gateway.url, runtime.paths.config_file)
+    _LOGGER.info(
+        "ready: %s (config %s; %s)", gateway.url, runtime.paths.config_file, runtime.auth_hint()
+    )
     await stop.wait()
     await runtime.stop()
     return 0
