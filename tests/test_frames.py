@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -162,3 +163,34 @@ async def test_invalid_params_are_refused(operator: ProtoClient) -> None:
     assert "invalid config.get params" in res["error"]["message"]
     res = await operator.request("system-event", {"text": "   "})
     assert res["error"] == {"code": "INVALID_REQUEST", "message": "text required"}
+
+
+async def test_client_close_codes_are_handled(
+    gateway: GatewayHandle, make_client: MakeClient, operator: ProtoClient
+) -> None:
+    # OpenClaw clients close with 4000 when ticks stop arriving; the gateway cleans up.
+    app = make_client(gateway.url)
+    await app.connect(token=gateway.token, client_id="openclaw-linux", mode="ui")
+    assert len(gateway.gateway.connections) == 2
+    assert app.ws is not None
+    await app.ws.close(code=4000, message=b"tick timeout")
+    for _ in range(100):
+        if len(gateway.gateway.connections) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert len(gateway.gateway.connections) == 1
+    modes = [e["mode"] for e in await operator.call("system-presence")]
+    assert modes == ["gateway"]
+
+
+async def test_a_failing_method_answers_unavailable(
+    gateway: GatewayHandle, operator: ProtoClient
+) -> None:
+    log = gateway.log_file
+    log.rename(log.with_name("moved.log"))
+    log.mkdir()  # the log path is now unreadable as a file
+    res = await operator.request("logs.tail")
+    assert res["ok"] is False
+    assert res["error"]["code"] == "UNAVAILABLE"
+    assert res["error"]["message"].startswith("log read failed:")
+    assert (await operator.call("health"))["ok"]
