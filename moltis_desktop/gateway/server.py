@@ -11,7 +11,7 @@ import contextlib
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -274,12 +274,20 @@ class GatewayServer:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.gateway.tick_interval_ms / 1000)
-            self.broadcast("tick", {"ts": self.clock.now_ms()})
+            self._guarded(lambda: self.broadcast("tick", {"ts": self.clock.now_ms()}), "tick")
 
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.gateway.health_refresh_ms / 1000)
-            self.publish_health()
+            self._guarded(self.publish_health, "health refresh")
+
+    @staticmethod
+    def _guarded(step: Callable[[], object], what: str) -> None:
+        # A failing step must not end the loop that runs it (and with it ticks or health).
+        try:
+            step()
+        except Exception:
+            _LOGGER.exception("%s failed; trying again next interval", what)
 
     def publish_health(self) -> None:
         """Rebuild the health snapshot and push it as a `health` event."""
