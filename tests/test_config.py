@@ -105,7 +105,7 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ('[gateway]\nport = "eighty"\n', "gateway.port", "an integer"),
         ("[gateway]\nport = 99999\n", "gateway.port", "0-65535"),
         ('[logging]\nlevel = "loud"\n', "logging.level", "'debug', 'info', 'warning', 'error'"),
-        ('[[agents.list]]\nname = "x"\n', "agents.list[0]", "id, name, model, workspace"),
+        ('[[agents.list]]\nname = "x"\n', "agents.list[0]", "id, name, model, fallbacks"),
         ("[gateway]\nmax_payload = 10\n", "gateway.max_payload", "at least 1024"),
         ('[agents]\ndefault = "ghost"\n', "agents.default", "'main'"),
     ],

@@ -229,6 +229,9 @@ def type_at(path: str, root: type = Settings) -> Any:
                 return None
             tp = get_args(tp)[0]
             continue
+        if get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+            continue
         if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
             return None
         hints = _hints(tp)
@@ -255,6 +258,9 @@ def allowed_values(tp: Any) -> str:
         return "a list of " + plural.get(item, item)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return "a table with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    if origin is dict:
+        inner = allowed_values(get_args(tp)[1])
+        return "a table of " + inner.replace("a table with keys", "tables with keys", 1)
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names.get(tp, str(tp))
 
@@ -264,6 +270,10 @@ def _walk_unknown(data: Any, tp: Any, path: str) -> Iterator[tuple[str, list[str
     if get_origin(tp) is tuple and isinstance(data, list):
         for i, item in enumerate(data):
             yield from _walk_unknown(item, get_args(tp)[0], f"{path}[{i}]")
+        return
+    if get_origin(tp) is dict and isinstance(data, dict):
+        for key, item in data.items():
+            yield from _walk_unknown(item, get_args(tp)[1], f"{path}.{key}")
         return
     if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)) or not isinstance(data, dict):
         return
@@ -294,7 +304,7 @@ def check_keys(data: Mapping[str, Any], source: str) -> list[str]:
     return warnings
 
 
-_PATH_IN_ERROR = re.compile(r" - at `\$((?:\.[A-Za-z0-9_]+|\[\d+\])*)`$")
+_PATH_IN_ERROR = re.compile(r" - at `\$((?:\.[A-Za-z0-9_]+|\[\d+\]|\[\.\.\.\])*)`$")
 
 
 def to_settings(data: Mapping[str, Any], file: Path | None = None) -> Settings:
@@ -305,6 +315,8 @@ def to_settings(data: Mapping[str, Any], file: Path | None = None) -> Settings:
         text = str(exc)
         match = _PATH_IN_ERROR.search(text)
         key = match.group(1).lstrip(".") if match else None
+        if key and "[...]" in key:
+            key = _name_dict_key(dict(data), key)
         message = _PATH_IN_ERROR.sub("", text)
         if key:
             tp = type_at(key)
@@ -315,10 +327,30 @@ def to_settings(data: Mapping[str, Any], file: Path | None = None) -> Settings:
     return settings
 
 
+def _name_dict_key(data: dict[str, Any], key: str) -> str:
+    """msgspec reports a value inside a table of tables as `providers[...]`; find which."""
+    head, _, rest = key.partition("[...]")
+    container: Any = data
+    for part in head.split("."):
+        container = container.get(part, {}) if isinstance(container, dict) else {}
+    item_type = _unwrap(type_at(head))
+    if isinstance(container, dict) and get_origin(item_type) is dict:
+        for name, value in container.items():
+            try:
+                msgspec.convert(
+                    _known_only(value, get_args(item_type)[1]), get_args(item_type)[1], strict=False
+                )
+            except msgspec.ValidationError:
+                return f"{head}.{name}{rest}"
+    return key.replace("[...]", ".*")
+
+
 def _known_only(data: Any, tp: Any) -> Any:
     tp = _unwrap(tp)
     if get_origin(tp) is tuple and isinstance(data, list):
         return [_known_only(item, get_args(tp)[0]) for item in data]
+    if get_origin(tp) is dict and isinstance(data, dict):
+        return {k: _known_only(v, get_args(tp)[1]) for k, v in data.items()}
     if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(data, dict):
         hints = _hints(tp)
         return {k: _known_only(v, hints[k]) for k, v in data.items() if k in hints}

@@ -52,8 +52,8 @@ def _walk(cls: type, prefix: str, hints: dict[str, dict[str, Any]]) -> None:
         hints[path] = hint
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             _walk(tp, f"{path}.", hints)
-        elif typing.get_origin(tp) is tuple:
-            item = _unwrap(typing.get_args(tp)[0])
+        elif typing.get_origin(tp) in (tuple, dict):
+            item = _unwrap(typing.get_args(tp)[-1])
             if isinstance(item, type) and dataclasses.is_dataclass(item):
                 _walk(item, f"{path}.*.", hints)
             else:
@@ -67,8 +67,8 @@ def _dataclasses(cls: type, seen: set[type] | None = None) -> set[type]:
     seen.add(cls)
     for hint in typing.get_type_hints(cls).values():
         tp = _unwrap(hint)
-        if typing.get_origin(tp) is tuple:
-            tp = _unwrap(typing.get_args(tp)[0])
+        if typing.get_origin(tp) in (tuple, dict):
+            tp = _unwrap(typing.get_args(tp)[-1])
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             _dataclasses(tp, seen)
     return seen
@@ -103,6 +103,8 @@ def _default_text(cls: type, name: str) -> str:
         value = list(value)
         if value and dataclasses.is_dataclass(value[0]):
             return "(see below)"
+    if isinstance(value, dict) and not value:
+        return "`{}`"
     import json
 
     return f"`{json.dumps(value)}`"
@@ -119,12 +121,14 @@ def reference_markdown() -> str:
         nested: list[tuple[type, str]] = []
         for f in dataclasses.fields(cls):
             tp = _unwrap(hints[f.name])
-            item = _unwrap(typing.get_args(tp)[0]) if typing.get_origin(tp) is tuple else None
+            container = typing.get_origin(tp)
+            item = _unwrap(typing.get_args(tp)[-1]) if container in (tuple, dict) else None
             if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 nested.append((tp, f"{prefix}{f.name}"))
                 continue
             if isinstance(item, type) and dataclasses.is_dataclass(item):
-                nested.append((item, f"{prefix}{f.name}[]"))
+                suffix = "[]" if container is tuple else ".<name>"
+                nested.append((item, f"{prefix}{f.name}{suffix}"))
             rows.append(
                 f"| `{prefix}{f.name}` | {allowed_values(tp)} | "
                 f"{_default_text(cls, f.name)} | {docs.get(f.name, '')} |"

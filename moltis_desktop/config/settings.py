@@ -74,6 +74,9 @@ class GatewaySettings:
     """Authentication of clients."""
     cors: CorsSettings = field(default_factory=CorsSettings)
     """Cross-origin access from browsers."""
+    chat_completions: bool = False
+    """Serve the OpenAI-compatible `POST /v1/chat/completions` (needs the gateway token or
+    password as a Bearer token)."""
 
 
 @dataclass(frozen=True)
@@ -99,28 +102,172 @@ class SecretsSettings:
     MOLTIS_SECRETS_PASSPHRASE or a prompt); `auto`: the keyring when one works, else the file."""
 
 
+ThinkingLevel = Literal["off", "minimal", "low", "medium", "high", "xhigh"]
+
+
 @dataclass(frozen=True)
 class AgentSettings:
-    """One agent: a persona with its own model and workspace."""
+    """One agent: a persona with its own model, workspace, tools and credentials."""
 
     id: str
     """Identifier used in session keys (`agent:<id>:main`)."""
     name: str = ""
     """Display name; empty means the id."""
     model: str = ""
-    """Primary model as `provider/model`; empty means the default model."""
+    """Primary model as `provider/model`; empty means `agents.model`."""
+    fallbacks: tuple[str, ...] = ()
+    """Models (`provider/model`) tried in order when the primary one fails with a retryable
+    error; empty means `agents.fallbacks`."""
     workspace: str = ""
-    """Workspace directory; empty means `workspace/<id>` in the state directory."""
+    """Workspace directory (bootstrap files, skills); empty means `workspace/<id>` in the
+    state directory."""
+    thinking: ThinkingLevel = "off"
+    """Default reasoning effort; `/think <level>` overrides it per session."""
+    tools_allow: tuple[str, ...] = ("*",)
+    """Tools the agent may use (names, `*` for all)."""
+    tools_deny: tuple[str, ...] = ()
+    """Tools the agent may not use (wins over `tools_allow`)."""
+    auth_profile: str = ""
+    """Name of an entry in `auth_profiles` whose credentials this agent uses; empty means
+    the provider's own key."""
 
 
 @dataclass(frozen=True)
 class AgentsSettings:
-    """The agents this gateway runs."""
+    """The agents this gateway runs, and what they share."""
 
     default: str = "main"
     """Id of the agent that gets messages not routed elsewhere."""
     list: tuple[AgentSettings, ...] = (AgentSettings(id="main"),)
     """The agents."""
+    model: str = ""
+    """Default model as `provider/model`; empty picks the first available: a configured
+    provider, else ANTHROPIC_API_KEY, OPENAI_API_KEY, else a local Ollama."""
+    fallbacks: tuple[str, ...] = ()
+    """Default fallback models (`provider/model`)."""
+    max_iterations: int = 25
+    """Most model calls in one turn (each tool round is one)."""
+    max_tokens: int = 8192
+    """Most output tokens per model call."""
+    tool_timeout_s: float = 60.0
+    """Time a tool may run before it is cancelled, in seconds."""
+    tool_result_max_chars: int = 32_000
+    """Longest tool result handed to the model, in characters (the rest is cut with a note)."""
+    skills_dirs: tuple[str, ...] = ()
+    """Extra directories with `SKILL.md` skills (besides `<workspace>/skills` and the user
+    skills directory)."""
+
+
+@dataclass(frozen=True)
+class BindingSettings:
+    """Routes inbound messages to an agent; the most specific match wins
+    (peer > guild > team > account > channel)."""
+
+    agent: str
+    """The agent id messages matching this binding go to."""
+    channel: str = ""
+    """Channel (`telegram`, `slack`, …); empty matches any."""
+    account: str = ""
+    """Channel account id; empty matches any."""
+    peer: str = ""
+    """Sender / chat id; empty matches any."""
+    guild: str = ""
+    """Guild / server id (Discord); empty matches any."""
+    team: str = ""
+    """Team / workspace id (Slack); empty matches any."""
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One LLM provider. The table name is its id; a known id (`anthropic`, `openai`,
+    `gemini`, `groq`, `xai`, `deepseek`, `openrouter`, `mistral`, `ollama`, `lmstudio`) brings
+    its preset, so most keys can stay empty."""
+
+    kind: Literal["", "anthropic", "openai"] = ""
+    """Wire API: `anthropic` (Messages) or `openai` (Chat Completions); empty means the
+    preset's."""
+    base_url: str = ""
+    """API base URL; empty means the preset's (or the SDK's own environment variable)."""
+    api_key_secret: str = ""
+    """Name of the secret-store entry holding the API key; empty means `<id>-api-key`."""
+    api_key_env: str = ""
+    """Environment variable that may hold the key; empty means the preset's (e.g.
+    ANTHROPIC_API_KEY)."""
+    enabled: bool = True
+    """Offer this provider's models."""
+    models: tuple[str, ...] = ()
+    """Model ids offered even when the model list does not report them."""
+    discover_models: bool = True
+    """Ask the provider for its model list (cached, refreshed in the background)."""
+    timeout_s: float = 120.0
+    """Time one request may take, in seconds."""
+    max_retries: int = 2
+    """Retries (with backoff, honouring Retry-After) on 429, 5xx and connection errors."""
+
+
+@dataclass(frozen=True)
+class AuthProfileSettings:
+    """A set of credentials agents can use instead of the provider's default key."""
+
+    provider: str
+    """Provider id the credentials are for."""
+    kind: Literal["api_key", "oauth"] = "api_key"
+    """`api_key`: a key in the secret store; `oauth`: tokens from `moltis auth login`."""
+    secret: str = ""
+    """Secret-store entry holding the key or the OAuth tokens; empty means
+    `auth-<profile name>`."""
+
+
+@dataclass(frozen=True)
+class SessionResetSettings:
+    """When a session starts over (the transcript is archived, never lost)."""
+
+    mode: Literal["daily", "idle", "never"] = "daily"
+    """`daily`: at `at_hour` local time; `idle`: after `idle_minutes` without messages;
+    `never`."""
+    at_hour: int = 4
+    """Hour of the daily reset (0-23, gateway local time)."""
+    idle_minutes: int = 0
+    """Minutes without messages before an idle reset (mode `idle`)."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Conversations: keys, resets, compaction."""
+
+    main_key: str = "main"
+    """The main session's key suffix (`agent:<id>:<main_key>`)."""
+    dm_scope: Literal["main", "per-peer", "per-channel-peer", "per-account-channel-peer"] = "main"
+    """How direct messages map to sessions: all to the main session, or one per peer (per
+    channel, per account)."""
+    reset: SessionResetSettings = field(default_factory=SessionResetSettings)
+    """Reset policy."""
+    compaction_reserve_tokens: int = 16_384
+    """Compact when the context leaves fewer than this many tokens of the model's window."""
+    compaction_keep_recent_tokens: int = 20_000
+    """Tokens of recent conversation kept verbatim when compacting."""
+
+
+@dataclass(frozen=True)
+class PriceSettings:
+    """A model's price, in US dollars per million tokens."""
+
+    input: float = 0.0
+    """Per million input tokens."""
+    output: float = 0.0
+    """Per million output tokens."""
+    cache_read: float = 0.0
+    """Per million tokens read from the prompt cache."""
+    cache_write: float = 0.0
+    """Per million tokens written to the prompt cache."""
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    """Token and cost accounting."""
+
+    prices: dict[str, PriceSettings] = field(default_factory=dict)
+    """Prices per `provider/model`, overriding the built-in table."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +310,16 @@ class Settings:
     """Agents."""
     models: ModelsSettings = field(default_factory=ModelsSettings)
     """Models."""
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    """LLM providers by id (`[providers.anthropic]`, `[providers.ollama]`, …)."""
+    auth_profiles: dict[str, AuthProfileSettings] = field(default_factory=dict)
+    """Named credentials agents can use (`agents.list[].auth_profile`)."""
+    bindings: tuple[BindingSettings, ...] = ()
+    """Routing of inbound messages to agents."""
+    session: SessionSettings = field(default_factory=SessionSettings)
+    """Conversations."""
+    usage: UsageSettings = field(default_factory=UsageSettings)
+    """Usage and cost."""
 
 
 RESTART_KEYS = frozenset({"gateway.bind", "gateway.port"})

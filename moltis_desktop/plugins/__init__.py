@@ -1,0 +1,1 @@
+"""Plugins: hook specifications and the plugin manager (built-ins register the same way)."""
