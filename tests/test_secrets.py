@@ -141,3 +141,16 @@ def test_log_redaction(tmp_path: Path) -> None:
     assert "super-secret-value-99" not in text
     assert text.count("[redacted]") >= 3
     assert os.stat(log_file).st_size > 0
+
+
+def test_encrypted_file_sees_changes_made_by_another_process(tmp_path: Path) -> None:
+    env = {"MOLTIS_SECRETS_PASSPHRASE": "shared-pass"}
+    gateway_side = SecretStore(tmp_path, env=env, prompt=None)
+    cli_side = SecretStore(tmp_path, env=env, prompt=None)
+    gateway_side.set("auth-codex", "token-v1-abcdef")
+    assert cli_side.get("auth-codex") == "token-v1-abcdef"
+    cli_side.set("auth-codex", "token-v2-abcdef")  # e.g. a refresh done by the CLI
+    assert gateway_side.get("auth-codex") == "token-v2-abcdef"
+    gateway_side.set("other-key", "value-123456")
+    assert cli_side.get("auth-codex") == "token-v2-abcdef"  # nothing lost either way
+    assert cli_side.get("other-key") == "value-123456"

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from moltis_desktop import __version__
+from moltis_desktop.cli.auth import add_auth_parser
 from moltis_desktop.core.errors import MoltisError
 
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sset.add_argument("--value", help="the value (avoid: it lands in shell history)")
     sdel = sec_sub.add_parser("delete", help="remove a secret")
     sdel.add_argument("name")
+    add_auth_parser(sub)
     return parser
 
 
@@ -99,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.runtime import run_headless
 
             return run_headless(overrides=gateway_overrides(args))
+        if args.command == "auth":
+            from moltis_desktop.cli.auth import cmd_auth
+
+            return cmd_auth(args)
         from moltis_desktop.cli import commands
 
         handler = getattr(commands, f"cmd_{args.command}")

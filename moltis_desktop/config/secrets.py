@@ -87,16 +87,29 @@ class EncryptedFileBackend:
         self.path = path
         self.name = f"encrypted file ({path})"
         self._passphrase_source = passphrase
+        self._passphrase: str | None = None
         self._cache: dict[str, str] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._fernet: Any = None
         self._salt: bytes | None = None
 
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        # Every save is an atomic rename, so the inode alone already tells a new file.
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
     def _open(self) -> dict[str, str]:
-        if self._cache is not None:
+        # Another process (the gateway, the CLI) may have written the file since: re-read
+        # it when it changed, so a refreshed OAuth token or a new key is seen at once.
+        stamp = self._file_stamp()
+        if self._cache is not None and stamp == self._stamp:
             return self._cache
         from cryptography.fernet import Fernet, InvalidToken
 
-        if self.path.exists():
+        if stamp is not None:
             try:
                 doc = json.loads(self.path.read_text(encoding="utf-8"))
                 salt = base64.b64decode(doc["salt"])
@@ -106,7 +119,11 @@ class EncryptedFileBackend:
                     f"{self.path} is damaged ({exc}); restore it from a backup or move it away "
                     "and set the secrets again"
                 ) from None
-            fernet = Fernet(self._derive(self._passphrase_source(False), salt))
+            fernet = (
+                self._fernet
+                if salt == self._salt
+                else Fernet(self._derive(self._get_passphrase(False), salt))
+            )
             try:
                 values: dict[str, str] = json.loads(fernet.decrypt(token))
             except InvalidToken:
@@ -114,11 +131,16 @@ class EncryptedFileBackend:
                     f"the passphrase does not open {self.path}; check {PASSPHRASE_ENV}"
                 ) from None
         else:
-            salt = os.urandom(16)
-            fernet = Fernet(self._derive(self._passphrase_source(True), salt))
+            salt = self._salt or os.urandom(16)
+            fernet = self._fernet or Fernet(self._derive(self._get_passphrase(True), salt))
             values = {}
-        self._fernet, self._salt, self._cache = fernet, salt, values
+        self._fernet, self._salt, self._cache, self._stamp = fernet, salt, values, stamp
         return values
+
+    def _get_passphrase(self, creating: bool) -> str:
+        if self._passphrase is None:
+            self._passphrase = self._passphrase_source(creating)
+        return self._passphrase
 
     @staticmethod
     def _derive(passphrase: str, salt: bytes) -> bytes:
@@ -142,22 +164,34 @@ class EncryptedFileBackend:
         }
         atomic_write_text(self.path, json.dumps(doc) + "\n", mode=0o600)
         self._cache = values
+        self._stamp = self._file_stamp()
+
+    def _locked(self) -> Any:
+        # Read-modify-write under a lock file, so that two processes never lose each
+        # other's changes.
+        from filelock import FileLock
+
+        return FileLock(str(self.path) + ".lock", timeout=10)
 
     def get(self, key: str) -> str | None:
         return self._open().get(key)
 
     def set(self, key: str, value: str) -> None:
-        values = dict(self._open())
-        values[key] = value
-        self._save(values)
+        self._open()  # fails early (no passphrase) without leaving a lock file behind
+        with self._locked():
+            values = dict(self._open())
+            values[key] = value
+            self._save(values)
 
     def delete(self, key: str) -> bool:
-        values = dict(self._open())
-        if key not in values:
-            return False
-        del values[key]
-        self._save(values)
-        return True
+        self._open()
+        with self._locked():
+            values = dict(self._open())
+            if key not in values:
+                return False
+            del values[key]
+            self._save(values)
+            return True
 
 
 def _linux_keyring_plausible(env: Mapping[str, str]) -> bool:
