@@ -20,6 +20,7 @@ from moltis_desktop.core.logging import REDACTOR, configure_logging
 from moltis_desktop.core.paths import AppPaths
 from moltis_desktop.gateway.auth import SharedSecret
 from moltis_desktop.gateway.server import GatewayServer
+from moltis_desktop.gateway.services import AgentServices
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Runtime:
         self.config: ConfigStore | None = None
         self.secrets: SecretStore | None = None
         self.gateway: GatewayServer | None = None
+        self.services: AgentServices | None = None
+        self.provider_specs: list[Any] = []
+        self._retired: list[Any] = []
         self.ephemeral_secret = False
 
     def _configure_logging(self, settings: Settings) -> None:
@@ -77,15 +81,52 @@ class Runtime:
             self.paths.state_dir, backend=settings.secrets.backend, env=self.env, prompt=self.prompt
         )
         shared = self.resolve_shared_secret(settings)
+        self.services = self._agent_services(settings)
         self.gateway = GatewayServer(
             self.config,
             shared_secret=shared,
             log_file=log_file_for(self.paths, settings),
             state_dir=self.paths.state_dir,
+            services=self.services,
         )
         self.config.subscribe(self._on_config_changed)
         await self.gateway.start()
         return self.gateway
+
+    def _agent_services(self, settings: Settings) -> AgentServices:
+        """Plugins, tools, providers, models, sessions and the chat service."""
+        from moltis_desktop.agent.service import ChatService
+        from moltis_desktop.agent.tools import ToolRegistry
+        from moltis_desktop.plugins.manager import collect, load_plugins, plugin_names
+        from moltis_desktop.sessions.store import SessionStore
+
+        pm, errors = load_plugins()
+        self.provider_specs = collect(pm, "register_providers")
+        tools = ToolRegistry(collect(pm, "register_tools"))
+        registry, catalog = self._models(settings)
+        sessions = SessionStore(
+            self.paths.state_dir, settings=settings.session, default_agent=settings.agents.default
+        )
+        assert self.config is not None
+        config = self.config
+        chat = ChatService(
+            settings=lambda: config.current.settings,
+            sessions=sessions,
+            catalog=catalog,
+            default_model=registry.default_model,
+            tools=tools,
+            state_dir=self.paths.state_dir,
+            config_dir=self.paths.config_dir,
+        )
+        return AgentServices(chat, catalog, registry, tools, plugin_names(pm), errors.items)
+
+    def _models(self, settings: Settings) -> tuple[Any, Any]:
+        from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry
+
+        registry = ProviderRegistry(
+            settings, specs=self.provider_specs, secrets=self.secrets, env=self.env
+        )
+        return registry, ModelCatalog(registry)
 
     def resolve_shared_secret(self, settings: Settings) -> SharedSecret:
         """The token/password clients must present, from the environment or the secret store.
@@ -155,6 +196,27 @@ class Runtime:
             print(f"Gateway token for this run: {token}", file=self.console)
 
     def _on_config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
+        self._update_agent(old.settings, new.settings)
+        self._update_gateway(old, new)
+
+    def _update_agent(self, old: Settings, new: Settings) -> None:
+        services = self.services
+        if services is None:
+            return
+        services.chat.sessions.update_settings(new.session, new.agents.default)
+        model_inputs = ("providers", "auth_profiles", "models")
+        if (
+            any(getattr(old, n) != getattr(new, n) for n in model_inputs)
+            or old.agents.model != new.agents.model
+        ):
+            registry, catalog = self._models(new)
+            self._retired.append(services.catalog)
+            services.registry, services.catalog = registry, catalog
+            services.chat.catalog = catalog
+            services.chat.default_model = registry.default_model
+            _LOGGER.info("providers reconfigured: %s", ", ".join(registry.configs) or "none")
+
+    def _update_gateway(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
         if old.settings.logging != new.settings.logging:
             self._configure_logging(new.settings)
         if old.settings.gateway.auth != new.settings.gateway.auth and self.gateway is not None:
@@ -162,9 +224,16 @@ class Runtime:
             _LOGGER.info("gateway auth settings changed (mode %s)", new.settings.gateway.auth.mode)
 
     async def stop(self) -> None:
-        """Stop the gateway (clients get `shutdown`, then close 1012)."""
+        """Stop replies in flight, then the gateway (clients get `shutdown`, then close
+        1012), then the providers' connections."""
+        if self.services is not None:
+            await self.services.chat.close()
         if self.gateway is not None:
             await self.gateway.stop()
+        if self.services is not None:
+            for catalog in [*self._retired, self.services.catalog]:
+                await catalog.close()
+            self._retired.clear()
 
 
 async def serve_until_signalled(runtime: Runtime, stop: asyncio.Event | None = None) -> int:

@@ -91,7 +91,7 @@ async def test_agents_and_models_from_config(
     assert agents["agents"][1]["model"] == {"primary": "anthropic/claude-sonnet-4-5"}
     assert agents["agents"][1]["name"] == "Work"
     models = await client.call("models.list")
-    assert models["models"] == [
+    assert sorted(models["models"], key=lambda m: m["id"]) == [
         {
             "id": "claude-sonnet-4-5",
             "name": "Claude Sonnet 4.5",

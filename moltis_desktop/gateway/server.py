@@ -27,13 +27,23 @@ from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
 from moltis_desktop.gateway.presence import PresenceTracker
 from moltis_desktop.gateway.registry import MethodTable, has_scope
+from moltis_desktop.gateway.services import AgentServices
 from moltis_desktop.protocol.constants import CloseCode, Role, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
 
 _LOGGER = logging.getLogger(__name__)
 
 GATEWAY_KEY: web.AppKey[GatewayServer] = web.AppKey("gateway")
-EVENTS = ("connect.challenge", "tick", "shutdown", "health", "presence", "config.changed")
+EVENTS = (
+    "connect.challenge",
+    "tick",
+    "shutdown",
+    "health",
+    "presence",
+    "config.changed",
+    "chat",
+    "agent",
+)
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)
 """Capabilities this gateway declares (`hello-ok.features.capabilities`)."""
@@ -53,9 +63,9 @@ def resolve_bind(bind: str) -> str:
 
 def builtin_tables() -> list[MethodTable]:
     """The method tables of the gateway's own areas."""
-    from moltis_desktop.gateway.methods import catalog, config, logs, system
+    from moltis_desktop.gateway.methods import catalog, chat, config, logs, sessions, system
 
-    return [system.TABLE, logs.TABLE, config.TABLE, catalog.TABLE]
+    return [system.TABLE, logs.TABLE, config.TABLE, catalog.TABLE, chat.TABLE, sessions.TABLE]
 
 
 class GatewayServer:
@@ -70,8 +80,11 @@ class GatewayServer:
         state_dir: Path,
         clock: Clock = SYSTEM_CLOCK,
         tables: Iterable[MethodTable] = (),
+        services: AgentServices | None = None,
     ) -> None:
         self.config = config
+        self.services = services
+        """The agent side (chat, models); None in a gateway built without it."""
         self.shared_secret = shared_secret
         self.log_file = log_file
         self.state_dir = state_dir
@@ -79,6 +92,11 @@ class GatewayServer:
         self.version = __version__
         self.boot_id = str(uuid.uuid4())
         self.started_mono = clock.monotonic()
+        from moltis_desktop.gateway.chat_events import ChatEventBridge
+
+        self.chat_bridge = ChatEventBridge(self)
+        if services is not None:
+            services.chat.default_sink = self.chat_bridge
         self.registry = MethodTable()
         for table in [*builtin_tables(), *tables]:
             self.registry.extend(table)

@@ -313,7 +313,7 @@ async def _dispatch(
     try:
         result = spec.handler(ctx, convert_params(spec, frame.params))
     except GatewayError as exc:
-        conn.send(encode_error(frame.id, exc.shape))
+        conn.send(encode_error(frame.id, exc.shape, exc.payload))
     except Exception:
         _LOGGER.exception("method %s failed", frame.method)
         conn.send(encode_error(frame.id, _internal_error(frame.method)))
@@ -348,7 +348,7 @@ async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> N
         if key is not None:
             ctx.gateway.dedupe.resolve(spec.name, key, True, data)
     except GatewayError as exc:
-        data = encode_error(ctx.request_id, exc.shape)
+        data = encode_error(ctx.request_id, exc.shape, exc.payload)
         conn.send(data)
         if key is not None:
             ctx.gateway.dedupe.resolve(spec.name, key, False, data)

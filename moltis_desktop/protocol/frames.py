@@ -137,9 +137,12 @@ class GatewayError(Exception):
         details: Any = None,
         retryable: bool | None = None,
         retry_after_ms: int | None = None,
+        payload: Any = None,
     ) -> None:
         super().__init__(message)
         self.shape = ErrorShape(code, message, details, retryable, retry_after_ms)
+        self.payload = payload
+        """Sent beside the error (OpenClaw's final `agent` answers carry both)."""
 
     @classmethod
     def invalid(cls, message: str, **kwargs: Any) -> GatewayError:

@@ -408,7 +408,11 @@ class ModelCatalog:
         state = self._state.get(config.id)
         discovered = state.models if state is not None else None
         out: dict[str, ModelInfo] = {}
-        if discovered is None or not config.settings.discover_models:
+        if discovered is None and config.preset.local and config.settings.discover_models:
+            # A local server (Ollama, LM Studio) offers what it has pulled, maybe nothing,
+            # maybe is not even running: list nothing until it answers.
+            pass
+        elif discovered is None or not config.settings.discover_models:
             for known in config.preset.models:
                 out[known.id] = _known_info(config, known)
         else:

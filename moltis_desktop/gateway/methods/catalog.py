@@ -53,8 +53,21 @@ class ModelsListParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel
 
 
 @TABLE.method("models.list", scope=Scope.READ, params=ModelsListParams)
-def models_list(ctx: MethodContext, params: ModelsListParams) -> dict[str, Any]:
-    """The published model catalogue (from `models.catalog` in the config)."""
+async def models_list(ctx: MethodContext, params: ModelsListParams) -> dict[str, Any]:
+    """The published model catalogue: the providers' models (discovered, cached, refreshed
+    in the background) merged with `models.catalog` and the providers' configured models."""
+    services = ctx.gateway.services
+    if services is None:
+        return {"models": _config_models(ctx)}
+    if params.refresh:
+        await services.catalog.refresh(force=True)
+    models = services.catalog.entries()
+    seen = {(m["provider"], m["id"]) for m in models}
+    models += [m for m in _config_models(ctx) if (m["provider"], m["id"]) not in seen]
+    return {"models": models}
+
+
+def _config_models(ctx: MethodContext) -> list[dict[str, Any]]:
     models = []
     for model in ctx.gateway.settings.models.catalog:
         entry: dict[str, Any] = {
@@ -67,7 +80,7 @@ def models_list(ctx: MethodContext, params: ModelsListParams) -> dict[str, Any]:
         if model.context_window > 0:
             entry["contextWindow"] = model.context_window
         models.append(entry)
-    return {"models": models}
+    return models
 
 
 class ChannelsStatusParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):

@@ -60,7 +60,7 @@ def build_health(gateway: GatewayServer, *, snapshot: bool = False) -> dict[str,
         "ts": now,
         "durationMs": 0,
         "eventLoop": gateway.loop_monitor.snapshot(now),
-        "plugins": {"loaded": [], "errors": [], "unavailable": []},
+        "plugins": _plugins(gateway),
         "configReload": {"hotReloadStatus": "active"},
         "channels": {},
         "channelOrder": [],
@@ -73,6 +73,17 @@ def build_health(gateway: GatewayServer, *, snapshot: bool = False) -> dict[str,
     if not snapshot:
         payload["config"] = config_state(gateway)
     return payload
+
+
+def _plugins(gateway: GatewayServer) -> dict[str, Any]:
+    services = gateway.services
+    if services is None:
+        return {"loaded": [], "errors": [], "unavailable": []}
+    return {
+        "loaded": list(services.plugins),
+        "errors": list(services.plugin_errors),
+        "unavailable": [],
+    }
 
 
 def config_state(gateway: GatewayServer) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The agent: the tool-calling loop, the tool registry, prompts, directives, routing."""

@@ -1,0 +1,155 @@
+"""Between the neutral `Message` and the transcript's JSON entries (OpenClaw's JSONL shape:
+roles user / assistant / toolResult, content blocks text / image / thinking / toolCall)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from moltis_desktop.providers.base import (
+    ImagePart,
+    Message,
+    Part,
+    TextPart,
+    ThinkingPart,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+
+
+def _block(part: Part) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        return {"type": "image", "mimeType": part.media_type, "data": part.data}
+    if isinstance(part, ThinkingPart):
+        block: dict[str, Any] = {"type": "thinking", "thinking": part.text}
+        if part.signature:
+            block["signature"] = part.signature
+        return block
+    if isinstance(part, ToolCall):
+        return {
+            "type": "toolCall",
+            "id": part.id,
+            "name": part.name,
+            "arguments": dict(part.arguments),
+        }
+    raise TypeError(f"{type(part).__name__} is not a content block")
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "cacheRead": usage.cache_read_tokens,
+        "cacheWrite": usage.cache_write_tokens,
+        "totalTokens": usage.total_tokens,
+    }
+
+
+def to_entries(message: Message, **meta: Any) -> list[dict[str, Any]]:
+    """Transcript `message` entries for one neutral message (tool results become one
+    `toolResult` entry each)."""
+    results = [p for p in message.parts if isinstance(p, ToolResult)]
+    others = [p for p in message.parts if not isinstance(p, ToolResult)]
+    entries: list[dict[str, Any]] = []
+    if others or not results:
+        body: dict[str, Any] = {"role": message.role, "content": [_block(p) for p in others]}
+        body.update({k: v for k, v in meta.items() if v is not None})
+        entries.append({"type": "message", "message": body})
+    for result in results:
+        entries.append(
+            {
+                "type": "message",
+                "message": {
+                    "role": "toolResult",
+                    "toolCallId": result.call_id,
+                    "toolName": result.name,
+                    "isError": result.is_error,
+                    "content": [{"type": "text", "text": result.content}],
+                },
+            }
+        )
+    return entries
+
+
+def _part(block: Mapping[str, Any]) -> Part | None:
+    kind = block.get("type")
+    if kind == "text":
+        return TextPart(str(block.get("text", "")))
+    if kind == "image":
+        return ImagePart(str(block.get("mimeType", "image/png")), str(block.get("data", "")))
+    if kind == "thinking":
+        return ThinkingPart(str(block.get("thinking", "")), str(block.get("signature", "")))
+    if kind == "toolCall":
+        return ToolCall(
+            str(block.get("id")), str(block.get("name")), dict(block.get("arguments") or {})
+        )
+    return None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(b.get("text", ""))
+        for b in content or []
+        if isinstance(b, dict) and b.get("type") == "text"
+    )
+
+
+def to_messages(entries: Iterable[Mapping[str, Any]]) -> list[Message]:
+    """Neutral messages from transcript entries (as `SessionStore.history` returns them).
+
+    Consecutive tool results become one user message; a compaction summary is put in front
+    of the first user message after it; the result starts with a user message.
+    """
+    messages: list[Message] = []
+    pending_results: list[ToolResult] = []
+    summary: str | None = None
+
+    def flush() -> None:
+        if pending_results:
+            messages.append(Message("user", tuple(pending_results)))
+            pending_results.clear()
+
+    for entry in entries:
+        if entry.get("type") == "compaction":
+            summary = str(entry.get("summary", ""))
+            continue
+        if entry.get("type") != "message":
+            continue
+        body = entry.get("message") or {}
+        role = body.get("role")
+        if role == "toolResult":
+            pending_results.append(
+                ToolResult(
+                    str(body.get("toolCallId")),
+                    str(body.get("toolName", "")),
+                    _text_of(body.get("content")),
+                    bool(body.get("isError")),
+                )
+            )
+            continue
+        flush()
+        content = body.get("content")
+        if isinstance(content, str):
+            parts: list[Part] = [TextPart(content)]
+        else:
+            parts = [p for b in content or [] if isinstance(b, dict) and (p := _part(b))]
+        if role == "user":
+            if summary is not None:
+                parts.insert(0, TextPart(f"[Summary of the earlier conversation]\n{summary}\n\n"))
+                summary = None
+            messages.append(Message("user", tuple(parts)))
+        elif role == "assistant" and parts:
+            messages.append(Message("assistant", tuple(parts)))
+    flush()
+    if summary is not None:
+        messages.insert(
+            0, Message("user", (TextPart(f"[Summary of the earlier conversation]\n{summary}"),))
+        )
+    while messages and messages[0].role != "user":
+        messages.pop(0)
+    return messages
