@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from moltis_desktop import __version__
 from moltis_desktop.cli.auth import add_auth_parser
+from moltis_desktop.cli.chat import add_chat_parsers
 from moltis_desktop.core.errors import MoltisError
 
 
@@ -90,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sdel = sec_sub.add_parser("delete", help="remove a secret")
     sdel.add_argument("name")
     add_auth_parser(sub)
+    add_chat_parsers(sub, _add_client_flags)
     return parser
 
 
@@ -105,9 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.auth import cmd_auth
 
             return cmd_auth(args)
-        from moltis_desktop.cli import commands
+        from moltis_desktop.cli import chat, commands
 
-        handler = getattr(commands, f"cmd_{args.command}")
+        module = chat if hasattr(chat, f"cmd_{args.command}") else commands
+        handler = getattr(module, f"cmd_{args.command}")
         return int(handler(args))
     except MoltisError as exc:
         print(f"moltis: {exc}", file=sys.stderr)
@@ -126,12 +127,3 @@ def gateway_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.log_level is not None:
         out["logging"] = {"level": args.log_level}
     return out
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def run(coro: Any) -> Any:
-    """Run a coroutine for a CLI command."""
-    return asyncio.run(coro)

@@ -141,7 +141,7 @@ def _hint_for_agents(settings: Settings, profile: str) -> str | None:
 
 def cmd_auth(args: argparse.Namespace) -> int:
     """Run `moltis auth <action>`."""
-    from moltis_desktop.cli import print_json, run
+    from moltis_desktop.cli.output import print_json, run
 
     action = args.auth_command
     manager, settings, store = _manager()
@@ -164,7 +164,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
 def _login(
     args: argparse.Namespace, manager: AuthManager, settings: Settings, store: SecretStore
 ) -> int:
-    from moltis_desktop.cli import run
+    from moltis_desktop.cli.output import run
     from moltis_desktop.providers.oauth import OAUTH_CLIENTS
 
     provider = args.provider

@@ -7,6 +7,7 @@ import itertools
 import json
 import platform
 import uuid
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -145,14 +146,30 @@ class GatewayClient:
             )
         raise MoltisError(f"unexpected WebSocket message from the gateway: {msg.type}")
 
-    async def call(self, method: str, params: Any = None) -> Any:
-        """Send one request and return its payload (raises `GatewayRequestError`)."""
+    async def send_request(self, method: str, params: Any = None) -> str:
+        """Send a request without waiting; returns its id (read the answer with `frames`)."""
         assert self._ws is not None
         rid = self._next_id()
         frame: dict[str, Any] = {"type": "req", "id": rid, "method": method}
         if params is not None:
             frame["params"] = params
         await self._ws.send_str(json.dumps(frame))
+        return rid
+
+    async def frames(self, timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every frame the gateway sends (events and answers), until the socket closes."""
+        previous = self.timeout_s
+        if timeout_s is not None:
+            self.timeout_s = timeout_s
+        try:
+            while True:
+                yield await self._receive()
+        finally:
+            self.timeout_s = previous
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Send one request and return its payload (raises `GatewayRequestError`)."""
+        rid = await self.send_request(method, params)
         while True:
             reply = await self._receive()
             if reply.get("type") == "res" and reply.get("id") == rid:

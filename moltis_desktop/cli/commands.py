@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from moltis_desktop.cli import print_json, run
 from moltis_desktop.cli.client import GatewayClient, GatewayUnreachableError
+from moltis_desktop.cli.output import print_json, run
 from moltis_desktop.config.loader import ConfigError, set_dotted
 from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.store import ConfigStore, text_hash

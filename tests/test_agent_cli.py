@@ -1,0 +1,125 @@
+"""The agent from terminals: `moltis agent|sessions|send|models`, and the real `openclaw agent`,
+against a gateway process whose provider is the fake LLM server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_llm import FakeLLM, Turn
+from tests.support.process import BIN, GatewayProcess, gateway_process
+from tests.test_agent import agent_config
+from tests.test_openclaw_cli import OpenClaw
+
+TOKEN = "agent-cli-token-0123456789"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLLM]:
+    async with FakeLLM() as server:
+        yield server
+
+
+@pytest.fixture
+def gateway(fake: FakeLLM, tmp_path: Path) -> Iterator[GatewayProcess]:
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "moltis.toml").write_text(agent_config("openai", fake))
+    with gateway_process(home, token=TOKEN, FAKE_LLM_KEY="fake-key-0123456789") as gw:
+        yield gw
+
+
+async def moltis(gw: GatewayProcess, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "moltis"),
+        *args,
+        env={**gw.env, "MOLTIS_URL": gw.url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_moltis_agent_streams_the_reply(gateway: GatewayProcess, fake: FakeLLM) -> None:
+    fake.script(Turn(text="Hello from the fake model.", chunks=4))
+    rc, out, err = await moltis(gateway, "agent", "--message", "hi there")
+    assert rc == 0, err
+    assert out.strip() == "Hello from the fake model."
+    fake.script(Turn(text="Second reply."))
+    rc, out, _ = await moltis(gateway, "agent", "-m", "again", "--think", "low", "--json")
+    result = json.loads(out)
+    assert result["state"] == "final"
+    assert result["text"] == "Second reply."
+    assert result["usage"]["totalTokens"] > 0
+    rc, out, _ = await moltis(
+        gateway, "agent", "-m", "with another model", "--model", "fake/fake-model-2"
+    )
+    assert rc == 0
+    assert fake.bodies("/v1/chat/completions")[-1]["model"] == "fake-model-2"
+
+
+async def test_moltis_agent_reports_provider_errors(gateway: GatewayProcess, fake: FakeLLM) -> None:
+    fake.script(Turn(error=(400, {})))
+    rc, _, err = await moltis(gateway, "agent", "-m", "hi")
+    assert rc == 1
+    assert err.startswith("moltis:")
+
+
+async def test_moltis_sessions_send_models(gateway: GatewayProcess, fake: FakeLLM) -> None:
+    fake.script(Turn(text="first"))
+    await moltis(gateway, "agent", "-m", "one")
+    rc, out, _ = await moltis(gateway, "sessions", "list")
+    assert rc == 0
+    assert "agent:main:main" in out
+    assert "2 messages" in out
+    rc, out, _ = await moltis(gateway, "sessions", "history")
+    assert out.splitlines() == ["user: one", "assistant: first"]
+    rc, out, _ = await moltis(gateway, "send", "--to", "main", "--message", "a note")
+    assert "delivered to agent:main:main" in out
+    rc, out, _ = await moltis(gateway, "sessions", "history", "main", "--json")
+    assert json.loads(out)["messages"][-1]["content"][0]["text"] == "a note"
+    rc, out, _ = await moltis(gateway, "sessions", "clear")
+    assert "started over" in out
+    rc, out, _ = await moltis(gateway, "sessions", "history")
+    assert out.strip() == ""
+    rc, out, _ = await moltis(gateway, "models", "--refresh")
+    assert "fake/fake-model-1" in out
+    assert "fake/fake-model-2" in out
+
+
+@pytest.mark.openclaw
+async def test_openclaw_agent_gets_the_reply(
+    gateway: GatewayProcess, fake: FakeLLM, tmp_path: Path
+) -> None:
+    fake.script(Turn(text="The answer from the fake model, via Moltis."))
+    openclaw = OpenClaw(gateway, tmp_path / "oc-home", TOKEN)
+    proc = await asyncio.create_subprocess_exec(
+        str(openclaw.node),
+        str(openclaw.entry),
+        "agent",
+        "--agent",
+        "main",
+        "--message",
+        "what is the answer?",
+        "--json",
+        "--timeout",
+        "60",
+        env=openclaw.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()
+    result = json.loads(text[text.find("{") :])
+    assert result["status"] == "ok"
+    payloads = result["result"]["payloads"]
+    assert payloads[0]["text"] == "The answer from the fake model, via Moltis."
+    assert fake.count("/v1/chat/completions") == 1
+    assert os.environ.get("OPENCLAW_GATEWAY_TOKEN") is None  # nothing leaked into our env
