@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from moltis_desktop.config.secrets import SecretStore, SecretStoreError, terminal_passphrase
-from moltis_desktop.config.settings import Settings
+from moltis_desktop.config.settings import AgentSettings, Settings
 from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
 from moltis_desktop.core.logging import REDACTOR, configure_logging
 from moltis_desktop.core.paths import AppPaths
@@ -58,6 +58,8 @@ class Runtime:
         self.services: AgentServices | None = None
         self.provider_specs: list[Any] = []
         self._retired: list[Any] = []
+        self.auth: Any = None
+        """The OAuth sign-in manager, made on first need."""
         self.ephemeral_secret = False
 
     def _configure_logging(self, settings: Settings) -> None:
@@ -118,7 +120,29 @@ class Runtime:
             state_dir=self.paths.state_dir,
             config_dir=self.paths.config_dir,
         )
+        chat.refresh_credentials = self._refresh_credentials
         return AgentServices(chat, catalog, registry, tools, plugin_names(pm), errors.items)
+
+    async def _refresh_credentials(self, agent: AgentSettings) -> None:
+        """Before a turn of an agent signed in with OAuth: refresh its access token when it
+        is about to expire, and have the provider use the fresh one."""
+        assert self.config is not None
+        assert self.secrets is not None
+        assert self.services is not None
+        profile = self.config.current.settings.auth_profiles.get(agent.auth_profile)
+        if profile is None or profile.kind != "oauth":
+            return
+        if self.auth is None:
+            from moltis_desktop.providers.oauth import AuthManager
+
+            self.auth = AuthManager(
+                self.secrets,
+                self.config.current.settings.auth_profiles,
+                state_dir=self.paths.state_dir,
+                env=self.env,
+            )
+        token = await self.auth.access_token(agent.auth_profile)
+        self.services.registry.use_credential(profile.provider, agent.auth_profile, token)
 
     def _models(self, settings: Settings) -> tuple[Any, Any]:
         from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry
@@ -204,6 +228,8 @@ class Runtime:
         if services is None:
             return
         services.chat.sessions.update_settings(new.session, new.agents.default)
+        if self.auth is not None:
+            self.auth.update_profiles(new.auth_profiles)
         model_inputs = ("providers", "auth_profiles", "models")
         if (
             any(getattr(old, n) != getattr(new, n) for n in model_inputs)

@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,6 +102,9 @@ class ChatService:
         self.runs = RunManager(AgentLoop(_Resolver(self), sessions, tools), clock=clock)
         self.default_sink: EventSink = lambda run, event: None
         """Where events of runs nobody asked for go (e.g. `sessions_send`)."""
+        self.refresh_credentials: Callable[[AgentSettings], Awaitable[None]] | None = None
+        """Makes the agent's credentials fresh before a turn (OAuth refresh); the runtime
+        sets it."""
 
     # ------------------------------------------------------------------ lookups
 
@@ -183,6 +186,8 @@ class ChatService:
         if not run_text.strip() and not images:
             return SendOutcome(key, agent.id, None, "\n".join(r for r in replies if r) or None)
         entry = self.sessions.entry(key) or entry
+        if self.refresh_credentials is not None and agent.auth_profile:
+            await self.refresh_credentials(agent)
         turn_model = parsed.value("model") or model
         if turn_model:
             turn_model = self.check_model(turn_model, agent)

@@ -68,6 +68,8 @@ class ProviderRegistry:
         self._secrets = secrets
         self._env = os.environ if env is None else env
         self._instances: dict[tuple[str, str], Provider] = {}
+        self._instance_keys: dict[tuple[str, str], str | None] = {}
+        self._retired: list[Provider] = []
         self._store_warned = False
         self.configs: dict[str, ProviderConfig] = {}
         """Enabled, usable providers by id, in config order."""
@@ -228,14 +230,25 @@ class ProviderRegistry:
                 _LOGGER.debug("provider %s: key from %s", provider_id, source.origin)
             provider = self._specs[config.kind].factory(config, source.value if source else None)
             self._instances[key] = provider
+            self._instance_keys[key] = source.value if source else None
         return provider
+
+    def use_credential(self, provider_id: str, auth_profile: str, value: str) -> None:
+        """A fresh credential for a profile (a refreshed OAuth token): the next `get` builds
+        the provider with it."""
+        key = (provider_id, auth_profile)
+        if key in self._instances and self._instance_keys.get(key) != value:
+            self._retired.append(self._instances.pop(key))
+            self._instance_keys.pop(key, None)
 
     def ids(self) -> list[str]:
         return list(self.configs)
 
     async def close(self) -> None:
         """Close every provider built so far (they can be built again afterwards)."""
-        instances, self._instances = list(self._instances.values()), {}
+        instances, self._instances = [*self._instances.values(), *self._retired], {}
+        self._retired = []
+        self._instance_keys.clear()
         for provider in instances:
             try:
                 await provider.close()
