@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from moltis_desktop.config.secrets import SecretStore, SecretStoreError, terminal_passphrase
 from moltis_desktop.config.settings import AgentSettings, Settings
@@ -20,7 +20,9 @@ from moltis_desktop.core.logging import REDACTOR, configure_logging
 from moltis_desktop.core.paths import AppPaths
 from moltis_desktop.gateway.auth import SharedSecret
 from moltis_desktop.gateway.server import GatewayServer
-from moltis_desktop.gateway.services import AgentServices
+
+if TYPE_CHECKING:
+    from moltis_desktop.gateway.services import AgentServices
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Runtime:
         self.provider_specs: list[Any] = []
         self._retired: list[Any] = []
         self.auth: Any = None
+        self._agent_task: asyncio.Task[None] | None = None
         """The OAuth sign-in manager, made on first need."""
         self.ephemeral_secret = False
 
@@ -83,22 +86,43 @@ class Runtime:
             self.paths.state_dir, backend=settings.secrets.backend, env=self.env, prompt=self.prompt
         )
         shared = self.resolve_shared_secret(settings)
-        self.services = self._agent_services(settings)
         self.gateway = GatewayServer(
             self.config,
             shared_secret=shared,
             log_file=log_file_for(self.paths, settings),
             state_dir=self.paths.state_dir,
-            services=self.services,
         )
         self.config.subscribe(self._on_config_changed)
         await self.gateway.start()
+        # The agent side (providers, sessions, tools) loads once the gateway answers: its
+        # imports would otherwise double the start-up time. Until then its methods answer
+        # OpenClaw's retryable "starting" error.
+        self.gateway.agent_loading = True
+        self._agent_task = asyncio.get_running_loop().create_task(self._load_agent(settings))
         return self.gateway
+
+    async def _load_agent(self, settings: Settings) -> None:
+        try:
+            services = await asyncio.to_thread(self._agent_services, settings)
+        except Exception:
+            _LOGGER.exception("the agent could not start; chat is unavailable")
+            if self.gateway is not None:
+                self.gateway.agent_loading = False
+            return
+        self.services = services
+        assert self.gateway is not None
+        self.gateway.attach_services(services)
+
+    async def agent_ready(self) -> None:
+        """Wait until the agent side is loaded (or has failed to)."""
+        if self._agent_task is not None:
+            await asyncio.shield(self._agent_task)
 
     def _agent_services(self, settings: Settings) -> AgentServices:
         """Plugins, tools, providers, models, sessions and the chat service."""
         from moltis_desktop.agent.service import ChatService
         from moltis_desktop.agent.tools import ToolRegistry
+        from moltis_desktop.gateway.services import AgentServices
         from moltis_desktop.plugins.manager import collect, load_plugins, plugin_names
         from moltis_desktop.sessions.store import SessionStore
 
@@ -252,6 +276,9 @@ class Runtime:
     async def stop(self) -> None:
         """Stop replies in flight, then the gateway (clients get `shutdown`, then close
         1012), then the providers' connections."""
+        if self._agent_task is not None:
+            with contextlib.suppress(Exception):
+                await self._agent_task
         if self.services is not None:
             await self.services.chat.close()
         if self.gateway is not None:

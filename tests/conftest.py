@@ -109,6 +109,7 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
         runtime = Runtime(env=full_env, overrides=layered, console=None, prompt=None)
         runtimes.append(runtime)
         gateway = await runtime.start()
+        await runtime.agent_ready()
         return GatewayHandle(runtime, gateway, token or "", home)
 
     yield start

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -27,9 +27,12 @@ from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
 from moltis_desktop.gateway.presence import PresenceTracker
 from moltis_desktop.gateway.registry import MethodTable, has_scope
-from moltis_desktop.gateway.services import AgentServices
 from moltis_desktop.protocol.constants import CloseCode, Role, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
+
+if TYPE_CHECKING:
+    from moltis_desktop.gateway.chat_events import ChatEventBridge
+    from moltis_desktop.gateway.services import AgentServices
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,8 +86,11 @@ class GatewayServer:
         services: AgentServices | None = None,
     ) -> None:
         self.config = config
-        self.services = services
-        """The agent side (chat, models); None in a gateway built without it."""
+        self.services: AgentServices | None = None
+        """The agent side (chat, models); None until loaded (see `attach_services`)."""
+        self.agent_loading = False
+        """The agent side is being loaded (its methods answer "retry shortly")."""
+        self._chat_bridge: ChatEventBridge | None = None
         self.shared_secret = shared_secret
         self.log_file = log_file
         self.state_dir = state_dir
@@ -92,11 +98,8 @@ class GatewayServer:
         self.version = __version__
         self.boot_id = str(uuid.uuid4())
         self.started_mono = clock.monotonic()
-        from moltis_desktop.gateway.chat_events import ChatEventBridge
-
-        self.chat_bridge = ChatEventBridge(self)
         if services is not None:
-            services.chat.default_sink = self.chat_bridge
+            self.attach_services(services)
         self.registry = MethodTable()
         for table in [*builtin_tables(), *tables]:
             self.registry.extend(table)
@@ -125,6 +128,22 @@ class GatewayServer:
         config.subscribe(self._on_config_changed)
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def chat_bridge(self) -> ChatEventBridge:
+        """Maps agent events to `chat` / `agent` frames."""
+        if self._chat_bridge is None:
+            from moltis_desktop.gateway.chat_events import ChatEventBridge
+
+            self._chat_bridge = ChatEventBridge(self)
+        return self._chat_bridge
+
+    def attach_services(self, services: AgentServices) -> None:
+        """Plug in the agent side (the runtime loads it after the gateway is listening)."""
+        self.services = services
+        self.agent_loading = False
+        services.chat.default_sink = self.chat_bridge
+        self.invalidate_health()
 
     @property
     def settings(self) -> Settings:

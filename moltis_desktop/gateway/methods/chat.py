@@ -8,26 +8,43 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from moltis_desktop.agent.loop import AgentError, RunFailed, RunFinished
-from moltis_desktop.agent.runs import Run
-from moltis_desktop.agent.service import ChatService, SendOutcome, attachments_from
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, encode_ok
 
 if TYPE_CHECKING:
+    from moltis_desktop.agent.runs import Run
+    from moltis_desktop.agent.service import ChatService, SendOutcome
     from moltis_desktop.gateway.context import MethodContext
 
 TABLE = MethodTable()
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
+STARTING_RETRY_MS = 250
+
+
 def chat_service(ctx: MethodContext) -> ChatService:
+    """The chat service, or OpenClaw's retryable "starting" answer while it loads."""
     services = ctx.gateway.services
     if services is None:
+        if ctx.gateway.agent_loading:
+            raise GatewayError(
+                ErrorCode.UNAVAILABLE,
+                "the agent is starting; retry shortly",
+                retryable=True,
+                retry_after_ms=STARTING_RETRY_MS,
+                details={"reason": "startup-sidecars"},
+            )
         raise GatewayError(ErrorCode.UNAVAILABLE, "the agent is not running in this gateway")
     return services.chat
+
+
+def _attachments(raw: Any) -> Any:
+    from moltis_desktop.agent.service import attachments_from
+
+    return attachments_from(raw)
 
 
 def _fail(exc: MoltisError) -> GatewayError:
@@ -85,7 +102,7 @@ async def chat_send(ctx: MethodContext, params: ChatSendParams) -> dict[str, Any
         params.message,
         params.idempotency_key,
         thinking=params.thinking,
-        attachments=attachments_from(params.attachments),
+        attachments=_attachments(params.attachments),
         channel="webchat",
         interpret_commands=not params.suppress_command_interpretation,
     )
@@ -204,6 +221,8 @@ class AgentParams(msgspec.Struct, rename="camel"):
 
 
 def _final(run: Run) -> tuple[dict[str, Any], GatewayError | None]:
+    from moltis_desktop.agent.loop import RunFailed, RunFinished
+
     outcome = run.outcome
     started = run.accepted_at_ms
     meta: dict[str, Any] = {"durationMs": max(0, run.finished_at_ms - started)}
@@ -265,7 +284,7 @@ async def agent(ctx: MethodContext, params: AgentParams) -> dict[str, Any]:
         thinking=params.thinking,
         model=model,
         extra_system_prompt=params.extra_system_prompt or "",
-        attachments=attachments_from(params.attachments),
+        attachments=_attachments(params.attachments),
         channel=params.channel or "cli",
     )
     accepted = {
@@ -322,6 +341,8 @@ async def agent_wait(ctx: MethodContext, params: AgentWaitParams) -> dict[str, A
     if run.outcome is None:
         result["status"] = "timeout"
         return result
+    from moltis_desktop.agent.loop import RunFailed, RunFinished
+
     result["status"] = run.status
     result["endedAt"] = run.finished_at_ms
     if isinstance(run.outcome, RunFailed):
@@ -346,7 +367,7 @@ def agent_identity(ctx: MethodContext, params: AgentIdentityParams) -> dict[str,
             if params.session_key and not params.agent_id
             else chat.agent(params.agent_id)
         )
-    except (AgentError, MoltisError) as exc:
+    except MoltisError as exc:
         raise _fail(exc) from None
     return {
         "agentId": agent.id,

@@ -13,8 +13,6 @@ from moltis_desktop.gateway.methods.chat import chat_service
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.protocol.constants import Scope
 from moltis_desktop.protocol.frames import GatewayError
-from moltis_desktop.providers.base import Usage
-from moltis_desktop.providers.pricing import cost
 
 if TYPE_CHECKING:
     from moltis_desktop.agent.service import ChatService
@@ -221,6 +219,9 @@ async def sessions_compact(ctx: MethodContext, params: SessionsCompactParams) ->
 
 
 def _priced(model: str, totals: Any, prices: Any) -> dict[str, Any]:
+    from moltis_desktop.providers.base import Usage
+    from moltis_desktop.providers.pricing import cost
+
     usage = Usage(totals.input, totals.output, totals.cache_read, totals.cache_write)
     return {**totals.to_dict(), "cost": round(cost(model, usage, prices), 6)}
 
