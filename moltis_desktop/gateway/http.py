@@ -71,6 +71,10 @@ async def readyz(request: web.Request) -> web.Response:
         "failing": failing,
         "uptimeMs": gateway.uptime_ms(),
         "eventLoop": gateway.loop_monitor.snapshot(gateway.clock.now_ms()),
+        # The agent side loads just after the listener is up; its methods answer "retry
+        # shortly" meanwhile, so it does not hold readiness back.
+        "agent": "ready" if gateway.services is not None
+        else "starting" if gateway.agent_loading else "off",
     }
     if gateway.config.error is not None:
         # A broken config file does not make the gateway unready (it runs on the last good
