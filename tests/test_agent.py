@@ -310,6 +310,7 @@ async def test_history_survives_a_restart(
         prompt=None,
     )
     gateway = await runtime.start()
+    await runtime.agent_ready()
     try:
         client = make_client(gateway.url)
         await client.connect(token=chat.gw.token, scopes=["operator.admin"])

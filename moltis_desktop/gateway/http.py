@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -11,7 +10,7 @@ from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.gateway.server import GATEWAY_KEY, GatewayServer
 from moltis_desktop.protocol.frames import encode_json
 
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -25,7 +24,7 @@ def _json(status: int, body: object) -> web.Response:
         body=encode_json(body),
         content_type="application/json",
         charset="utf-8",
-        headers=_SECURITY_HEADERS,
+        headers=SECURITY_HEADERS,
     )
 
 
@@ -34,7 +33,7 @@ def _probe_guard(request: web.Request) -> web.Response | None:
         return web.Response(
             status=405,
             text="Method Not Allowed\n",
-            headers={"Allow": "GET, HEAD", **_SECURITY_HEADERS},
+            headers={"Allow": "GET, HEAD", **SECURITY_HEADERS},
         )
     return None
 
@@ -44,16 +43,23 @@ async def healthz(request: web.Request) -> web.Response:
     return _probe_guard(request) or _json(200, {"ok": True, "status": "live"})
 
 
-def _may_see_details(gateway: GatewayServer, request: web.Request) -> bool:
-    if is_loopback(request.remote) and "X-Forwarded-For" not in request.headers:
-        return True
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or gateway.shared_secret.mode == "none":
-        return False
-    given = header[len("Bearer ") :].encode()
+def is_direct_loopback(request: web.Request) -> bool:
+    """The caller is on this machine and not behind a local reverse proxy."""
+    return is_loopback(request.remote) and "X-Forwarded-For" not in request.headers
+
+
+def bearer_matches(gateway: GatewayServer, request: web.Request) -> bool:
+    """`Authorization: Bearer` carries the gateway's token (or password, in password mode),
+    compared in constant time. Never true in auth mode `none`: there is nothing to match."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     secret = gateway.shared_secret
-    expected = (secret.password if secret.mode == "password" else secret.token) or ""
-    return bool(expected) and hmac.compare_digest(given, expected.encode())
+    if scheme.lower() != "bearer" or not given or secret.mode == "none":
+        return False
+    return secret.check(given.strip()) is None
+
+
+def _may_see_details(gateway: GatewayServer, request: web.Request) -> bool:
+    return is_direct_loopback(request) or bearer_matches(gateway, request)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -73,8 +79,11 @@ async def readyz(request: web.Request) -> web.Response:
         "eventLoop": gateway.loop_monitor.snapshot(gateway.clock.now_ms()),
         # The agent side loads just after the listener is up; its methods answer "retry
         # shortly" meanwhile, so it does not hold readiness back.
-        "agent": "ready" if gateway.services is not None
-        else "starting" if gateway.agent_loading else "off",
+        "agent": "ready"
+        if gateway.services is not None
+        else "starting"
+        if gateway.agent_loading
+        else "off",
     }
     if gateway.config.error is not None:
         # A broken config file does not make the gateway unready (it runs on the last good
@@ -92,7 +101,7 @@ async def root(request: web.Request) -> web.StreamResponse:
         return await websocket_handler(gateway, request)
     return web.Response(
         status=404,
-        headers=_SECURITY_HEADERS,
+        headers=SECURITY_HEADERS,
         text="This is the Moltis Desktop gateway. Connect a WebSocket client to this URL.\n",
     )
 
@@ -104,6 +113,9 @@ def add_routes(app: web.Application) -> None:
     for path in ("/readyz", "/ready"):
         app.router.add_route("*", path, readyz)
     app.router.add_route("GET", "/", root)
+    from moltis_desktop.gateway.openai_http import add_openai_routes
+
+    add_openai_routes(app)
 
 
 def _allowed_origin(gateway: GatewayServer, request: web.Request, origin: str) -> bool:
@@ -138,7 +150,11 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
             headers={
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
-                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                # Whatever the page asks for (the OpenAI SDK adds x-stainless-*, clients add
+                # x-moltis-* routing headers): the origin is already allowed.
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "Authorization, Content-Type"
+                ),
                 "Access-Control-Max-Age": "600",
                 "Vary": "Origin",
             },
