@@ -184,3 +184,39 @@ def test_routing_cascade() -> None:
     assert route(settings, Inbound(channel="telegram", peer="mum")) == "family"
     assert route(settings, Inbound(channel="telegram", peer="bob")) == "main"
     assert route(settings, Inbound()) == "main"
+
+
+def test_unanswered_tool_calls_get_an_interrupted_result() -> None:
+    from moltis_desktop.agent.transcript import INTERRUPTED, to_messages
+    from moltis_desktop.providers.base import ToolResult
+
+    call = {"type": "toolCall", "id": "c1", "name": "slow", "arguments": {}}
+    call2 = {"type": "toolCall", "id": "c2", "name": "fast", "arguments": {}}
+    entries = [
+        {
+            "type": "message",
+            "message": {"role": "user", "content": [{"type": "text", "text": "go"}]},
+        },
+        {"type": "message", "message": {"role": "assistant", "content": [call, call2]}},
+        {
+            "type": "message",
+            "message": {
+                "role": "toolResult",
+                "toolCallId": "c2",
+                "toolName": "fast",
+                "isError": False,
+                "content": [{"type": "text", "text": "ok"}],
+            },
+        },
+        # the gateway died here; the next turn begins
+        {
+            "type": "message",
+            "message": {"role": "user", "content": [{"type": "text", "text": "again"}]},
+        },
+    ]
+    messages = to_messages(entries)
+    assert [m.role for m in messages] == ["user", "assistant", "user", "user"]
+    results = [p for p in messages[2].parts if isinstance(p, ToolResult)]
+    assert [(r.call_id, r.is_error) for r in results] == [("c2", False), ("c1", True)]
+    assert results[1].content == INTERRUPTED
+    assert messages[3].text == "again"

@@ -51,6 +51,8 @@ class TranscriptStore(Protocol):
 
     def append(self, key: str, entry: Mapping[str, Any]) -> str: ...
 
+    def append_many(self, key: str, entries: Sequence[Mapping[str, Any]]) -> list[str]: ...
+
     def add_usage(
         self, key: str, model: str, provider: str, usage: Mapping[str, Any]
     ) -> object: ...
@@ -229,23 +231,34 @@ class AgentLoop:
         self.store = store
         self.tools = tools
 
+    @staticmethod
+    async def _io(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # Transcript reads and fsynced writes run in a thread: on the event loop they would
+        # stall every other client's stream.
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
     async def run(self, spec: TurnSpec) -> AsyncIterator[AgentEvent]:
         """Run one turn, yielding events; cancellation stops the model and the tools."""
         provider, info = self.models.resolve(spec.model, auth_profile=spec.auth_profile)
         state = _TurnState(provider, info)
         yield RunStarted(spec.run_id, info.ref)
-        for entry in to_entries(Message("user", (TextPart(spec.message), *spec.images))):
-            self.store.append(spec.session_key, entry)
+        await self._io(
+            self.store.append_many,
+            spec.session_key,
+            to_entries(Message("user", (TextPart(spec.message), *spec.images))),
+        )
         tools = tuple(self.tools.specs(spec.tools_allow, spec.tools_deny))
         try:
             for iteration in range(1, spec.max_iterations + 1):
+                entries = await self._io(self.store.history, spec.session_key)
                 compacted = await self._maybe_compact(
-                    spec, state.provider, state.info, state.last_context
+                    spec, state.provider, state.info, state.last_context, entries=entries
                 )
                 if compacted is not None:
                     yield compacted
+                    entries = await self._io(self.store.history, spec.session_key)
                 completed: Completed | None = None
-                async for event in self._model_call(spec, state, tools):
+                async for event in self._model_call(spec, state, tools, entries):
                     if isinstance(event, Completed):
                         completed = event
                     else:
@@ -286,12 +299,16 @@ class AgentLoop:
             yield RunFailed(exc.message, exc.kind, state.text, state.total)
 
     async def _model_call(
-        self, spec: TurnSpec, state: _TurnState, tools: tuple[ToolSpec, ...]
+        self,
+        spec: TurnSpec,
+        state: _TurnState,
+        tools: tuple[ToolSpec, ...],
+        entries: list[dict[str, Any]],
     ) -> AsyncIterator[Any]:
         """One model call: its deltas as agent events, then its `Completed` (recorded)."""
         request = CompletionRequest(
             model=state.info.id,
-            messages=tuple(to_messages(self.store.history(spec.session_key))),
+            messages=tuple(to_messages(entries)),
             system=spec.system_prompt,
             tools=tools,
             max_tokens=spec.max_tokens,
@@ -322,20 +339,24 @@ class AgentLoop:
             + usage.cache_write_tokens
             + usage.output_tokens
         )
-        self._record_assistant(spec, completed, state.info)
+        await self._record_assistant(spec, completed, state.info)
         yield ModelCallFinished(state.info.ref, usage, completed.stop_reason)
         yield completed
 
-    def _record_assistant(self, spec: TurnSpec, completed: Completed, info: ModelInfo) -> None:
+    async def _record_assistant(
+        self, spec: TurnSpec, completed: Completed, info: ModelInfo
+    ) -> None:
         meta = {
             "model": info.id,
             "provider": info.provider,
             "usage": usage_dict(completed.usage),
             "stopReason": completed.stop_reason,
         }
-        for entry in to_entries(completed.message, **meta):
-            self.store.append(spec.session_key, entry)
-        self.store.add_usage(
+        await self._io(
+            self.store.append_many, spec.session_key, to_entries(completed.message, **meta)
+        )
+        await self._io(
+            self.store.add_usage,
             spec.session_key,
             model=info.id,
             provider=info.provider,
@@ -398,8 +419,12 @@ class AgentLoop:
         outcomes = await asyncio.gather(*(one(c) for c in calls))
         for result, duration in outcomes:
             yield ToolFinished(result, duration)
-        for entry in to_entries(Message("user", tuple(r for r, _ in outcomes))):
-            self.store.append(spec.session_key, entry)
+        # One write for the whole round: a crash never leaves some results without others.
+        await self._io(
+            self.store.append_many,
+            spec.session_key,
+            to_entries(Message("user", tuple(r for r, _ in outcomes))),
+        )
 
     async def compact(self, spec: TurnSpec, *, force: bool = False) -> Compacted | None:
         """Summarise the session's older turns (now if `force`, else only when the context
@@ -415,9 +440,11 @@ class AgentLoop:
         last_context: int,
         *,
         force: bool = False,
+        entries: list[dict[str, Any]] | None = None,
     ) -> Compacted | None:
         window = info.context_window or provider.capabilities.default_context_window
-        entries = self.store.history(spec.session_key)
+        if entries is None:
+            entries = await self._io(self.store.history, spec.session_key)
         messages = to_messages(entries)
         estimate = estimate_tokens(spec.system_prompt) + sum(
             estimate_tokens("x" * _message_chars(m)) for m in messages
@@ -433,8 +460,12 @@ class AgentLoop:
             return None
         summary = await self._summarise(provider, info, older, spec)
         first_kept = str(entries[keep_from].get("id"))
-        self.store.record_compaction(
-            spec.session_key, summary=summary, first_kept_entry_id=first_kept, tokens_before=context
+        await self._io(
+            self.store.record_compaction,
+            spec.session_key,
+            summary=summary,
+            first_kept_entry_id=first_kept,
+            tokens_before=context,
         )
         _LOGGER.info("compacted %s: %d tokens before", spec.session_key, context)
         return Compacted(context, first_kept)
@@ -478,7 +509,8 @@ class AgentLoop:
         async for event in provider.stream(request):
             if isinstance(event, Completed):
                 summary = event.message.text
-                self.store.add_usage(
+                await self._io(
+                    self.store.add_usage,
                     spec.session_key,
                     model=info.id,
                     provider=info.provider,

@@ -99,17 +99,29 @@ def _text_of(content: Any) -> str:
     )
 
 
+INTERRUPTED = (
+    "error: this tool call was interrupted (the reply was stopped or the gateway "
+    "restarted) and has no result"
+)
+
+
 def to_messages(entries: Iterable[Mapping[str, Any]]) -> list[Message]:
     """Neutral messages from transcript entries (as `SessionStore.history` returns them).
 
-    Consecutive tool results become one user message; a compaction summary is put in front
+    Consecutive tool results become one user message; a tool call left without a result
+    (a crash or an abort while tools ran) gets an "interrupted" error result, since
+    providers refuse a history with unanswered calls; a compaction summary is put in front
     of the first user message after it; the result starts with a user message.
     """
     messages: list[Message] = []
     pending_results: list[ToolResult] = []
+    open_calls: dict[str, str] = {}
     summary: str | None = None
 
     def flush() -> None:
+        for call_id, name in open_calls.items():
+            pending_results.append(ToolResult(call_id, name, INTERRUPTED, is_error=True))
+        open_calls.clear()
         if pending_results:
             messages.append(Message("user", tuple(pending_results)))
             pending_results.clear()
@@ -123,9 +135,13 @@ def to_messages(entries: Iterable[Mapping[str, Any]]) -> list[Message]:
         body = entry.get("message") or {}
         role = body.get("role")
         if role == "toolResult":
+            call_id = str(body.get("toolCallId"))
+            if call_id not in open_calls:
+                continue  # its call is gone (cut by compaction): providers refuse it alone
+            open_calls.pop(call_id)
             pending_results.append(
                 ToolResult(
-                    str(body.get("toolCallId")),
+                    call_id,
                     str(body.get("toolName", "")),
                     _text_of(body.get("content")),
                     bool(body.get("isError")),
@@ -144,7 +160,9 @@ def to_messages(entries: Iterable[Mapping[str, Any]]) -> list[Message]:
                 summary = None
             messages.append(Message("user", tuple(parts)))
         elif role == "assistant" and parts:
-            messages.append(Message("assistant", tuple(parts)))
+            message = Message("assistant", tuple(parts))
+            messages.append(message)
+            open_calls = {c.id: c.name for c in message.tool_calls}
     flush()
     if summary is not None:
         messages.insert(
