@@ -212,7 +212,7 @@ def tear_last_line(home: Path, session_id: str) -> None:
 
 def clear_script(fake: FakeLLM) -> None:
     """Drop turns a killed run never asked for, so they do not answer the next one."""
-    fake._queue.clear()
+    fake.clear()
 
 
 def killed_turn_script(rng: random.Random) -> tuple[Turn, ...]:

@@ -98,6 +98,10 @@ class FakeLLM:
         self._queue.extend(turns)
         return self
 
+    def clear(self) -> None:
+        """Drop the turns not yet taken."""
+        self._queue.clear()
+
     @property
     def pending(self) -> int:
         """Turns not yet taken."""
