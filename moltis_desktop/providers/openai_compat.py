@@ -254,9 +254,7 @@ class OpenAIProvider:
             # SDK's per-message type transform, which costs ~0.2 ms a message (62% of a long
             # session's turn, measured by bench/bench_agent.py).
             body = {k: params.pop(k) for k in ("messages", "tools") if k in params}
-            chunks = await client.chat.completions.create(
-                **params, messages=[], extra_body=body
-            )
+            chunks = await client.chat.completions.create(**params, messages=[], extra_body=body)
             async with chunks:
                 async for chunk in chunks:
                     for out in self._on_chunk(chunk, reply):
