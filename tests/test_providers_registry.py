@@ -22,7 +22,16 @@ from moltis_desktop.config.settings import (
     ProviderSettings,
     Settings,
 )
-from moltis_desktop.providers.base import CompletionRequest, Message, ProviderError, TextPart, Usage
+from moltis_desktop.providers.base import (
+    Completed,
+    CompletionRequest,
+    Message,
+    ProviderError,
+    TextPart,
+    ToolResult,
+    ToolSpec,
+    Usage,
+)
 from moltis_desktop.providers.presets import NO_KEY, PRESETS, ProviderConfigError
 from moltis_desktop.providers.pricing import PriceTable, cost
 from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry, catalog_entry
@@ -118,6 +127,47 @@ async def test_a_local_server_needs_no_key(fakes: tuple[FakeLLM, FakeLLM]) -> No
         await registry.close()
     assert fake.last("/v1/chat/completions").api_key == NO_KEY
     assert "max_tokens" in fake.last("/v1/chat/completions").body
+
+
+async def test_ollama_tool_calls(fakes: tuple[FakeLLM, FakeLLM]) -> None:
+    """Ollama streams each call whole, all at index 0, then says finish_reason "stop"."""
+    fake, _ = fakes
+    calls = [("current_time", {"timezone": "UTC"}), ("sessions_list", {"limit": 2})]
+    fake.script(Turn(ollama_tools=True, tool_calls=calls), Turn(text="done"))
+    settings = Settings(providers={"ollama": ProviderSettings(base_url=fake.openai_base_url)})
+    registry = ProviderRegistry(settings, env={})
+    tools = tuple(ToolSpec(name, name, {"type": "object", "properties": {}}) for name, _ in calls)
+    history = [Message("user", (TextPart("time and sessions?"),))]
+    try:
+        provider = registry.get("ollama")
+        async with asyncio.timeout(TIMEOUT_S):
+            events = [
+                e
+                async for e in provider.stream(
+                    CompletionRequest("llama3.2", tuple(history), tools=tools)
+                )
+            ]
+            done = next(e for e in events if isinstance(e, Completed))
+            assert done.stop_reason == "tool_use"
+            got = done.message.tool_calls
+            assert [(c.name, dict(c.arguments)) for c in got] == calls
+            assert len({c.id for c in got}) == 2
+            history += [
+                done.message,
+                Message("user", tuple(ToolResult(c.id, c.name, "r") for c in got)),
+            ]
+            events = [
+                e
+                async for e in provider.stream(
+                    CompletionRequest("llama3.2", tuple(history), tools=tools)
+                )
+            ]
+    finally:
+        await registry.close()
+    assert next(e for e in events if isinstance(e, Completed)).message.text == "done"
+    sent = fake.last("/v1/chat/completions").body["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool"]
+    assert [m["tool_call_id"] for m in sent[2:]] == [c.id for c in got]
 
 
 # ---------------------------------------------------------------------------- keys

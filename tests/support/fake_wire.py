@@ -53,6 +53,9 @@ class Turn:
     """Stall after the first content delta until the client goes away."""
     model: str = ""
     """Model reported in the response; default: the requested one."""
+    ollama_tools: bool = False
+    """Stream tool calls as Ollama does: each call whole in one chunk, every one at index 0,
+    and finish_reason `stop` rather than `tool_calls`."""
 
     def calls(self, prefix: str, serial: int) -> list[tuple[str, str, Mapping[str, Any]]]:
         out = []
@@ -340,6 +343,10 @@ def openai_chunks(turn: Turn, model: str, serial: int, *, include_usage: bool) -
     if turn.text:
         events += [chunk({"content": p}) for p in split(turn.text, turn.chunks)]
     for i, (call_id, name, args) in enumerate(turn.calls("call_fake", serial)):
+        if turn.ollama_tools:
+            whole = {"name": name, "arguments": json.dumps(args)}
+            events.append(chunk({"tool_calls": [{"index": 0, "id": call_id, "function": whole}]}))
+            continue
         head = {"index": i, "id": call_id, "type": "function"}
         events.append(
             chunk({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]})
@@ -357,7 +364,8 @@ def openai_chunks(turn: Turn, model: str, serial: int, *, include_usage: bool) -
         }
         events.append(Event({"error": error}))
         return _mark_first_content(events)
-    events.append(chunk({}, _FINISH.get(turn.anthropic_stop, "stop"), content=False))
+    finish = "stop" if turn.ollama_tools else _FINISH.get(turn.anthropic_stop, "stop")
+    events.append(chunk({}, finish, content=False))
     if include_usage:
         last = dict(events[-1].data or {})
         last.update(choices=[], usage=_openai_usage(turn.reported_usage))
