@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage
+from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage, message_texts
 from tests.support.wsclient import ProtoClient
 
 KINDS = ("anthropic", "openai")
@@ -102,20 +102,6 @@ async def start_chat(
     )
     assert res["ok"], res
     return Chat(handle, client, fake, kind)
-
-
-def _text_of(body: dict[str, Any], role: str = "user") -> list[str]:
-    """Text of the messages of `role` a request carried (either wire format)."""
-    out = []
-    for message in body["messages"]:
-        if message["role"] != role:
-            continue
-        content = message["content"]
-        if isinstance(content, str):
-            out.append(content)
-        else:
-            out.append("".join(b.get("text", "") for b in content if b.get("type") == "text"))
-    return out
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -283,8 +269,8 @@ async def test_two_sends_on_one_session_are_serialised(
     assert events[-1]["message"]["content"][0]["text"] == "second answer"
     bodies = chat.bodies()
     # The second call began after the first had finished: it carries the first answer.
-    assert _text_of(bodies[1], "assistant") == ["first answer"]
-    assert _text_of(bodies[1])[-1] == "second question"
+    assert message_texts(bodies[1], "assistant") == ["first answer"]
+    assert message_texts(bodies[1])[-1] == "second question"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -319,7 +305,7 @@ async def test_history_survives_a_restart(
         again = Chat(chat.gw, client, fake, kind)
         fake.script(Turn(text="You said 42."))
         await again.turn("what number?")
-        assert _text_of(again.bodies()[-1], "assistant") == ["I will remember the number 42."]
+        assert message_texts(again.bodies()[-1], "assistant") == ["I will remember the number 42."]
     finally:
         await runtime.stop()
 
@@ -371,7 +357,7 @@ async def test_directives_and_commands(
     assert "/think" not in json.dumps(body["messages"])
     # #think inline is a one-off: it is stripped and does not stick.
     await chat.turn("#think off just this once")
-    assert _text_of(chat.bodies()[-1])[-1] == "just this once"
+    assert message_texts(chat.bodies()[-1])[-1] == "just this once"
     # /model switches the session's model; /verbose and /exec persist.
     reply = await chat.turn("/model fake/fake-model-2")
     assert "fake/fake-model-2" in reply["message"]["content"][0]["text"]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.process import BIN
+from tests.support.process import BIN, run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,12 +41,4 @@ print(",".join(heavy) or "none")
 
 
 def test_headless_start_never_imports_qt_or_heavy_sdks(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", HEADLESS, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "none"
+    assert run_python(HEADLESS, str(tmp_path)) == "none"

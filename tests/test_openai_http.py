@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage
+from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage, message_texts
 from tests.test_agent import agent_config
 
 CHAT = "/v1/chat/completions"
@@ -72,19 +72,6 @@ def sdk(made: list[AsyncOpenAI], handle: GatewayHandle, api_key: str | None = No
     return client
 
 
-def texts(body: dict[str, Any], role: str) -> list[str]:
-    """Text of the messages of `role` in a provider request the fake received."""
-    out = []
-    for message in body["messages"]:
-        if message["role"] == role:
-            content = message["content"]
-            if isinstance(content, str):
-                out.append(content)
-            else:
-                out.append("".join(b.get("text", "") for b in content if b.get("type") == "text"))
-    return out
-
-
 async def collect(stream: AsyncIterator[ChatCompletionChunk]) -> list[ChatCompletionChunk]:
     return [chunk async for chunk in stream]
 
@@ -133,7 +120,7 @@ async def test_a_reply_with_usage(
     assert reply.usage.total_tokens == 190
     path = "/v1/messages" if kind == "anthropic" else CHAT
     body = fake.bodies(path)[-1]
-    assert texts(body, "user") == ["hi"]
+    assert message_texts(body, "user") == ["hi"]
     assert "OpenAI-compatible API" in json.dumps(body)  # our system prompt went along
     # Stateless: the one-off session is gone (its transcript archived).
     assert await session_keys(handle, make_client) == set()
@@ -207,8 +194,8 @@ async def test_the_user_field_keeps_a_session(
     ]
     await client.chat.completions.create(model="moltis", messages=again, user="alice")
     body = fake.bodies(CHAT)[-1]
-    assert texts(body, "user") == ["first question", "second question"]
-    assert texts(body, "assistant") == ["first answer"]
+    assert message_texts(body, "user") == ["first question", "second question"]
+    assert message_texts(body, "assistant") == ["first answer"]
     assert await session_keys(handle, make_client) == {"agent:main:openai:alice"}
 
 
@@ -232,9 +219,9 @@ async def test_a_stateless_call_carries_the_request_messages(
     )
     assert reply.choices[0].message.content == "Vous vous appelez Ada."
     body = fake.bodies(CHAT)[-1]
-    assert texts(body, "user") == ["My name is Ada.", "What is my name?"]
-    assert texts(body, "assistant") == ["Nice to meet you, Ada."]
-    assert "Always answer in French." in texts(body, "system")[0]
+    assert message_texts(body, "user") == ["My name is Ada.", "What is my name?"]
+    assert message_texts(body, "assistant") == ["Nice to meet you, Ada."]
+    assert "Always answer in French." in message_texts(body, "system")[0]
     assert await session_keys(handle, make_client) == set()
 
 

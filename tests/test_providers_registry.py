@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from moltis_desktop.providers.pricing import PriceTable, cost
 from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry, catalog_entry
 from tests.support.fake_llm import FakeLLM, FakeModel, Turn
 from tests.support.keyrings import MemoryKeyring
+from tests.support.process import run_python
 
 TIMEOUT_S = 15.0
 PRESET_URLS = {
@@ -475,15 +474,7 @@ print(",".join(sdks) or "none")
 
 
 def test_building_providers_imports_no_sdk() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", LIGHT_IMPORT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "none"
+    assert run_python(LIGHT_IMPORT) == "none"
 
 
 async def test_the_fake_answers_a_default_text_and_counts_requests(

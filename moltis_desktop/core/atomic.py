@@ -11,8 +11,9 @@ from pathlib import Path
 _LOGGER = logging.getLogger(__name__)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on Windows, where it is not needed.
+def fsync_dir(directory: Path) -> None:
+    """Make a file's creation or rename in `directory` durable (not possible, nor needed,
+    on Windows)."""
     if os.name == "nt":  # pragma: no cover
         return
     fd = os.open(directory, os.O_RDONLY)
@@ -53,7 +54,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, backup: bo
         bak = path.with_name(path.name + ".bak")
         os.replace(_write_temp(directory, bak.name, old, mode), bak)
     os.replace(_write_temp(directory, path.name, data, mode), path)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o600, backup: bool = False) -> None:

@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -309,14 +309,7 @@ class AuthManager:
             if tokens.refresh_token:
                 # Keep the account for `status`, but drop the dead refresh token so the
                 # profile shows as needing a new sign-in.
-                dead = TokenSet(
-                    access_token=tokens.access_token,
-                    expires_at=tokens.expires_at,
-                    scope=tokens.scope,
-                    token_type=tokens.token_type,
-                    account=tokens.account,
-                    provider=tokens.provider,
-                )
+                dead = replace(tokens, refresh_token="", id_token="")
                 self._save(name, settings, dead)
             raise
         self._save(name, settings, fresh)

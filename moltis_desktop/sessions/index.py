@@ -15,13 +15,12 @@ from typing import Any
 import filelock
 import msgspec
 
-from moltis_desktop.core.atomic import atomic_write_bytes
+from moltis_desktop.core.atomic import atomic_write_bytes, fsync_dir
 from moltis_desktop.core.clock import Clock
 from moltis_desktop.sessions.entry import COUNTERS, SessionStoreBusyError
 from moltis_desktop.sessions.jsonl import (
     decode_line,
     encode_line,
-    fsync_dir,
     read_records,
 )
 from moltis_desktop.sessions.keys import SessionKey, SessionKeyError, parse_session_key

@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from moltis_desktop.core.atomic import fsync_dir
+
 _LOGGER = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
@@ -29,17 +31,6 @@ def decode_line(raw: bytes) -> dict[str, Any] | None:
     except msgspec.DecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a file's creation or rename durable (not possible, nor needed, on Windows)."""
-    if os.name == "nt":  # pragma: no cover
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _cut_torn_tail(fh: Any, path: Path) -> None:

@@ -59,6 +59,20 @@ class Recorded:
         return self.headers.get("x-api-key", "")
 
 
+def message_texts(body: Any, role: str = "user") -> list[str]:
+    """Text of the messages of `role` a request carried (either wire format)."""
+    out = []
+    for message in body["messages"]:
+        if message["role"] != role:
+            continue
+        content = message["content"]
+        if isinstance(content, str):
+            out.append(content)
+        else:
+            out.append("".join(b.get("text", "") for b in content if b.get("type") == "text"))
+    return out
+
+
 class _ClientGone(Exception):
     """The client closed the connection while we were streaming to it."""
 

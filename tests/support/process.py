@@ -1,4 +1,5 @@
-"""The gateway as a separate process (`moltis gateway`), as users and outside clients see it."""
+"""Separate processes: the gateway (`moltis gateway`), as users and outside clients see it,
+and short Python scripts that must start from a clean interpreter."""
 
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+
+def run_python(code: str, *args: str, timeout: float = 60.0) -> str:
+    """Run `code` in a fresh interpreter (nothing imported yet); its stdout, stripped.
+    Fails the test, with the script's stderr, when it exits non-zero."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def free_port() -> int:
