@@ -37,11 +37,9 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +53,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from bench_common import free_port, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 MOLTIS = Path(sys.executable).parent / "moltis"
@@ -91,12 +90,6 @@ def summary(values_ms: Sequence[float]) -> dict[str, float]:
         "p99": round(pct(99), 3),
         "max": round(ordered[-1], 3),
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pin(cpu: str) -> bool:
@@ -662,21 +655,6 @@ def print_profile(path: Path, top: int = 25) -> None:
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(r"moltis_desktop/(agent|providers|sessions)", top)
     print(f"(full profile: {path})")
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "date": datetime.date.today().isoformat(),
-    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

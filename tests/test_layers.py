@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
 
 from tests.support.process import BIN, run_python
@@ -21,6 +22,17 @@ def test_import_contracts_hold() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_the_qt_ban_covers_every_module_but_desktop() -> None:
+    # A forbidden contract only checks the modules it lists: a new package must be added.
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (qt,) = [c for c in contracts["contracts"] if c["type"] == "forbidden"]
+    package = ROOT / "moltis_desktop"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.parent.name for p in package.glob("*/__init__.py")}
+    expected = {f"moltis_desktop.{m}" for m in modules - {"desktop"}}
+    assert set(qt["source_modules"]) == expected
 
 
 HEADLESS = """

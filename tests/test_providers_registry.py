@@ -450,7 +450,7 @@ def test_the_builtin_plugin_registers_both_wire_kinds() -> None:
     from moltis_desktop.plugins.manager import collect, load_plugins
 
     pm, errors = load_plugins(builtins=("moltis_desktop.providers.builtin",), entry_points=False)
-    assert errors.items == []
+    assert errors == []
     specs = collect(pm, "register_providers")
     assert sorted(s.kind for s in specs) == ["anthropic", "openai"]
     registry = ProviderRegistry(

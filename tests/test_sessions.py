@@ -16,7 +16,6 @@ import pytest
 
 from moltis_desktop.config.settings import SessionResetSettings, SessionSettings
 from moltis_desktop.core.clock import ManualClock
-from moltis_desktop.sessions.aio import AsyncSessionStore
 from moltis_desktop.sessions.entry import SessionError
 from moltis_desktop.sessions.keys import (
     SessionKey,
@@ -721,29 +720,3 @@ def test_a_torn_ledger_line_does_not_spoil_the_next(tmp_path: Path) -> None:
         agent_id="a", session_key="k", provider="p", model="m", usage={"input": 2}, ts_ms=START_MS
     )
     assert [r["input"] for r in ledger.records()] == [1, 2]
-
-
-# ---------------------------------------------------------------------------- async
-
-
-async def test_async_store(tmp_path: Path, clock: ManualClock) -> None:
-    store = AsyncSessionStore(SessionStore(tmp_path, clock=clock))
-    entry = await store.get_or_create("main")
-    first = await store.append("main", user("a"))
-    ids = await store.append_many("main", [assistant("b"), user("c")])
-    await store.add_usage("main", "m", "p", {"input": 1})
-    await store.patch("main", label="L")
-    assert texts(await store.history("main", limit=2)) == ["b", "c"]
-    assert len(await store.transcript("main")) == 4
-    await store.record_compaction("main", "sum", ids[1], 10)
-    assert texts(await store.history("main")) == ["summary:sum", "c"]
-    assert (await store.preview(iter(["main"])))[0]["status"] == "ok"
-    assert [e.label for e in await store.list(label="L")] == ["L"]
-    assert (await store.get_or_reset("main")).session_id == entry.session_id
-    fetched = await store.entry("main")
-    assert fetched is not None
-    assert fetched.message_count == 3
-    assert first
-    assert await store.reset("main") != entry.session_id
-    assert await store.delete("main") is True
-    assert await store.entry("main") is None

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from moltis_desktop.agent.tools import Tool, ToolContext, ToolError, tool
+from moltis_desktop.agent.transcript import text_of
 from moltis_desktop.core.hooks import hookimpl
 
 
@@ -69,12 +70,7 @@ async def sessions_history(
         message = entry.get("message") if entry.get("type") == "message" else None
         if not message:
             continue
-        text = "".join(
-            b.get("text", "")
-            for b in message.get("content", [])
-            if isinstance(b, dict) and b.get("type") == "text"
-        )
-        out.append({"role": message.get("role"), "text": text})
+        out.append({"role": message.get("role"), "text": text_of(message.get("content"))})
     return out
 
 

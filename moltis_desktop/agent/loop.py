@@ -11,11 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from moltis_desktop.agent.tools import ToolContext, ToolRegistry
-from moltis_desktop.agent.transcript import to_entries, to_messages, usage_dict
+from moltis_desktop.agent.transcript import (
+    assistant_text_entry,
+    to_entries,
+    to_messages,
+    usage_dict,
+)
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.providers.base import (
     Completed,
@@ -105,7 +110,6 @@ class ModelCallFinished:
 @dataclass(frozen=True)
 class Compacted:
     tokens_before: int
-    kept_from: str
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,6 @@ class RunFinished:
     usage: Usage
     stop_reason: str
     model: str
-    iterations: int
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,11 @@ class AgentError(MoltisError):
 
 def estimate_tokens(text: str) -> int:
     """A rough token count (about four characters a token), for compaction decisions."""
-    return len(text) // 4 + 1
+    return _tokens_for_chars(len(text))
+
+
+def _tokens_for_chars(chars: int) -> int:
+    return chars // 4 + 1
 
 
 def _message_chars(message: Message) -> int:
@@ -249,7 +256,7 @@ class AgentLoop:
         )
         tools = tuple(self.tools.specs(spec.tools_allow, spec.tools_deny))
         try:
-            for iteration in range(1, spec.max_iterations + 1):
+            for _ in range(spec.max_iterations):
                 entries = await self._io(self.store.history, spec.session_key)
                 compacted = await self._maybe_compact(
                     spec, state.provider, state.info, state.last_context, entries=entries
@@ -267,7 +274,7 @@ class AgentLoop:
                 calls = completed.message.tool_calls
                 if not calls:
                     yield RunFinished(
-                        state.text, state.total, completed.stop_reason, state.info.ref, iteration
+                        state.text, state.total, completed.stop_reason, state.info.ref
                     )
                     return
                 async for event in self._run_tools(spec, calls):
@@ -281,19 +288,13 @@ class AgentLoop:
             )
         except asyncio.CancelledError:
             if state.text:
-                self.store.append(
-                    spec.session_key,
-                    {
-                        "type": "message",
-                        "message": {
-                            "role": "assistant",
-                            "content": [{"type": "text", "text": state.text}],
-                            "stopReason": "aborted",
-                            "model": state.info.id,
-                            "provider": state.provider.id,
-                        },
-                    },
+                entry = assistant_text_entry(
+                    state.text,
+                    stopReason="aborted",
+                    model=state.info.id,
+                    provider=state.provider.id,
                 )
+                self.store.append(spec.session_key, entry)
             raise
         except ProviderError as exc:
             yield RunFailed(exc.message, exc.kind, state.text, state.total)
@@ -333,12 +334,7 @@ class AgentLoop:
         assert completed is not None
         usage = completed.usage
         state.total = state.total + usage
-        state.last_context = (
-            usage.input_tokens
-            + usage.cache_read_tokens
-            + usage.cache_write_tokens
-            + usage.output_tokens
-        )
+        state.last_context = usage.total_tokens
         await self._record_assistant(spec, completed, state.info)
         yield ModelCallFinished(state.info.ref, usage, completed.stop_reason)
         yield completed
@@ -375,18 +371,7 @@ class AgentLoop:
                 yield _Switch(provider, info, str(last_error))
             started = False
             try:
-                async for event in provider.stream(
-                    CompletionRequest(
-                        info.id,
-                        request.messages,
-                        request.system,
-                        request.tools,
-                        request.max_tokens,
-                        request.thinking,
-                        request.temperature,
-                        request.cache,
-                    )
-                ):
+                async for event in provider.stream(replace(request, model=info.id)):
                     started = True
                     yield event
                 return
@@ -447,7 +432,7 @@ class AgentLoop:
             entries = await self._io(self.store.history, spec.session_key)
         messages = to_messages(entries)
         estimate = estimate_tokens(spec.system_prompt) + sum(
-            estimate_tokens("x" * _message_chars(m)) for m in messages
+            _tokens_for_chars(_message_chars(m)) for m in messages
         )
         context = max(estimate, last_context)
         if not force and context <= window - spec.reserve_tokens:
@@ -468,7 +453,7 @@ class AgentLoop:
             tokens_before=context,
         )
         _LOGGER.info("compacted %s: %d tokens before", spec.session_key, context)
-        return Compacted(context, first_kept)
+        return Compacted(context)
 
     @staticmethod
     def _keep_boundary(entries: Sequence[Mapping[str, Any]], keep_tokens: int) -> int | None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-_LOGGER = logging.getLogger(__name__)
 
 BOOTSTRAP_FILES = ("IDENTITY.md", "SOUL.md", "AGENTS.md", "USER.md", "TOOLS.md", "MEMORY.md")
 """Read from the agent's workspace, in this order, when present (OpenClaw's set)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from moltis_desktop.agent.directives import HELP_TEXT, ParsedMessage, exec_options, parse
-from moltis_desktop.agent.loop import AgentError, AgentLoop, TurnSpec
+from moltis_desktop.agent.loop import AgentError, AgentLoop, Compacted, TurnSpec
 from moltis_desktop.agent.prompt import PromptContext, build_system_prompt
 from moltis_desktop.agent.runs import EventSink, Run, RunManager
 from moltis_desktop.agent.tools import ToolRegistry
-from moltis_desktop.config.settings import AgentSettings, Settings
+from moltis_desktop.config.settings import AgentSettings, PriceSettings, Settings
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.providers.base import (
     THINKING_LEVELS,
@@ -34,8 +33,7 @@ from moltis_desktop.providers.base import (
 )
 from moltis_desktop.providers.pricing import cost
 from moltis_desktop.sessions.store import SessionStore
-
-_LOGGER = logging.getLogger(__name__)
+from moltis_desktop.sessions.usage import UsageTotals
 
 MAX_IMAGE_BYTES = 6 * 1024 * 1024
 
@@ -76,6 +74,19 @@ class _Resolver:
         return self._service.catalog.resolve(ref, auth_profile=auth_profile)
 
 
+def totals_cost(model: str, totals: UsageTotals, prices: Mapping[str, PriceSettings]) -> float:
+    """What `totals` (of the usage ledger) of `model` cost, in US dollars."""
+    usage = Usage(totals.input, totals.output, totals.cache_read, totals.cache_write)
+    return cost(model, usage, prices)
+
+
+def compaction_text(compacted: Compacted | None) -> str:
+    """What `/compact` and `sessions.compact` tell the user."""
+    if compacted is None:
+        return "Nothing to compact yet."
+    return f"Compacted the conversation ({compacted.tokens_before} tokens before)."
+
+
 class ChatService:
     """Sessions, agents and models, put together for one message at a time."""
 
@@ -95,7 +106,6 @@ class ChatService:
         self.sessions = sessions
         self.catalog = catalog
         self.default_model = default_model
-        self.tools = tools
         self.state_dir = state_dir
         self.config_dir = config_dir
         self._clock = clock
@@ -308,7 +318,7 @@ class ChatService:
             stopped = await self.runs.abort(key)
             return f"Stopped {len(stopped)} reply." if stopped else "Nothing to stop."
         if name == "compact":
-            return await self.compact(key, instructions=value)
+            return compaction_text(await self.compact(key, instructions=value))
         if name == "status":
             return self.status_text(key, agent)
         if name == "usage":
@@ -318,8 +328,9 @@ class ChatService:
             return self.usage_text(key)
         raise AgentError(f"unknown command /{name}")
 
-    async def compact(self, key: str, instructions: str = "") -> str:
-        """Summarise the session's older turns now (`/compact`, `sessions.compact`)."""
+    async def compact(self, key: str, instructions: str = "") -> Compacted | None:
+        """Summarise the session's older turns now (`/compact`, `sessions.compact`); None
+        when there is nothing to compact yet."""
         agent = self.agent_of(key)
         entry = self.sessions.get_or_create(key)
         spec = self._spec(
@@ -333,10 +344,7 @@ class ChatService:
             channel="",
             extra=instructions,
         )
-        compacted = await self.runs.loop.compact(spec, force=True)
-        if compacted is None:
-            return "Nothing to compact yet."
-        return f"Compacted the conversation ({compacted.tokens_before} tokens before)."
+        return await self.runs.loop.compact(spec, force=True)
 
     def status_text(self, key: str, agent: AgentSettings) -> str:
         entry = self.sessions.get_or_create(key)
@@ -361,8 +369,7 @@ class ChatService:
         lines = [f"Usage of {key}:"]
         total_cost = 0.0
         for model, totals in sorted(summary.by_model.items()):
-            usage = Usage(totals.input, totals.output, totals.cache_read, totals.cache_write)
-            price = cost(model, usage, self.settings.usage.prices)
+            price = totals_cost(model, totals, self.settings.usage.prices)
             total_cost += price
             lines.append(
                 f"  {model}: {totals.input} in, {totals.output} out, "

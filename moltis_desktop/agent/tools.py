@@ -131,12 +131,6 @@ class ToolRegistry:
             raise ValueError(f"tool {item.name!r} is registered twice")
         self._tools[item.name] = item
 
-    def names(self) -> list[str]:
-        return sorted(self._tools)
-
-    def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
-
     def specs(self, allow: Iterable[str] = ("*",), deny: Iterable[str] = ()) -> list[ToolSpec]:
         """The tools an agent may use, as the model sees them."""
         allow, deny = tuple(allow), tuple(deny)

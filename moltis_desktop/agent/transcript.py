@@ -48,6 +48,13 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
+def assistant_text_entry(text: str, **meta: Any) -> dict[str, Any]:
+    """The transcript entry of an assistant message that is only `text` (an aborted reply,
+    an injected note, a delivery), with `meta` fields (None ones left out)."""
+    (entry,) = to_entries(Message("assistant", (TextPart(text),)), **meta)
+    return entry
+
+
 def to_entries(message: Message, **meta: Any) -> list[dict[str, Any]]:
     """Transcript `message` entries for one neutral message (tool results become one
     `toolResult` entry each)."""
@@ -89,7 +96,8 @@ def _part(block: Mapping[str, Any]) -> Part | None:
     return None
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
+    """The text blocks of a message's `content`, joined (a string is the text itself)."""
     if isinstance(content, str):
         return content
     return "".join(
@@ -143,7 +151,7 @@ def to_messages(entries: Iterable[Mapping[str, Any]]) -> list[Message]:
                 ToolResult(
                     call_id,
                     str(body.get("toolName", "")),
-                    _text_of(body.get("content")),
+                    text_of(body.get("content")),
                     bool(body.get("isError")),
                 )
             )

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 import time
 from typing import TYPE_CHECKING
 
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.providers.oauth_tokens import OAUTH_CLIENTS
 
 if TYPE_CHECKING:
     from moltis_desktop.config.secrets import SecretStore
     from moltis_desktop.config.settings import Settings
     from moltis_desktop.providers.oauth import AuthManager, LoginMethod, ProfileStatus
 
-_LOGGER = logging.getLogger(__name__)
-# Named here rather than imported: building the parser must not load aiohttp (start-up time).
-_OAUTH_PROVIDERS = "openai-codex"
+_OAUTH_PROVIDERS = ", ".join(OAUTH_CLIENTS)
 
 
 def add_auth_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

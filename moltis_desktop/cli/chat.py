@@ -188,12 +188,10 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             label = f"  ({s['label']})" if s.get("label") else ""
             print(f"{s['key']}{label}  {s.get('messageCount', 0)} messages, {tokens} tokens")
     elif action == "history":
+        from moltis_desktop.agent.transcript import text_of
+
         for message in result.get("messages", []):
-            text = "".join(
-                b.get("text", "")
-                for b in message.get("content", [])
-                if isinstance(b, dict) and b.get("type") == "text"
-            )
+            text = text_of(message.get("content"))
             if message.get("role") == "toolResult":
                 text = f"[{message.get('toolName')}] {text[:200]}"
             print(f"{message.get('role')}: {text}")

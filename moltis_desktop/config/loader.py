@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import logging
 import re
 import types
 import typing
@@ -17,8 +16,6 @@ import msgspec
 
 from moltis_desktop.config.settings import Settings
 from moltis_desktop.core.errors import MoltisError
-
-_LOGGER = logging.getLogger(__name__)
 
 Format = Literal["toml", "yaml", "json"]
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -333,11 +333,11 @@ class SecretStore:
         self._update_index(remove=name)
         return removed
 
-    def get_or_create(self, name: str, factory: Callable[[], str] | None = None) -> str:
+    def get_or_create(self, name: str) -> str:
         """The value of `name`, creating a random one (URL-safe, 256 bits) when missing."""
         value = self.get(name)
         if value is None:
-            value = factory() if factory else secrets.token_urlsafe(32)
+            value = secrets.token_urlsafe(32)
             self.set(name, value)
             _LOGGER.info("created secret %r in the %s", name, self.backend.name)
         return value

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
 from pathlib import Path
-
-_LOGGER = logging.getLogger(__name__)
 
 
 def fsync_dir(directory: Path) -> None:

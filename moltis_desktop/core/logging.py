@@ -8,11 +8,8 @@ import logging.handlers
 import sys
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
-
-_LOGGER = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
@@ -38,11 +35,6 @@ class SecretRedactor:
         if secret and len(secret) >= _MIN_SECRET_LENGTH:
             with self._lock:
                 self._secrets = self._secrets | {secret}
-
-    def discard(self, secret: str) -> None:
-        """Forget `secret` (after it was deleted or rotated away)."""
-        with self._lock:
-            self._secrets = self._secrets - {secret}
 
     def redact(self, text: str) -> str:
         """`text` with every known secret replaced by `[redacted]`."""
@@ -153,7 +145,6 @@ def configure_logging(
     max_bytes: int = 5 * 1024 * 1024,
     backups: int = 5,
     console: TextIO | None = sys.stderr,
-    quiet_loggers: Iterable[str] = ("aiohttp.access",),
 ) -> None:
     """Send log records to the terminal (readable) and to `log_file` (JSON lines, rotated).
 
@@ -179,5 +170,5 @@ def configure_logging(
         file_handler.setFormatter(JsonLineFormatter())
         setattr(file_handler, _OWNED_HANDLER_ATTR, True)
         root.addHandler(file_handler)
-    for name in quiet_loggers:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # One line per HTTP request is noise for a personal gateway.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -8,8 +8,7 @@ droppable for slow clients, the final / aborted / error events are not.
 from __future__ import annotations
 
 import asyncio
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.agent.loop import (
@@ -33,7 +32,6 @@ from moltis_desktop.protocol.constants import Scope
 if TYPE_CHECKING:
     from moltis_desktop.gateway.server import GatewayServer
 
-_LOGGER = logging.getLogger(__name__)
 
 DELTA_INTERVAL_S = 0.150
 _ERROR_KINDS = {
@@ -48,10 +46,9 @@ class _RunState:
     chat_seq: int = 0
     agent_seq: int = 0
     pending: str = ""
-    accumulated: str = ""
+    """Delta text not yet sent in a `chat` delta (they are throttled)."""
     flush_handle: asyncio.TimerHandle | None = None
     last_flush: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ChatEventBridge:
@@ -139,7 +136,7 @@ class ChatEventBridge:
             "delta",
             droppable=True,
             deltaText=state.pending,
-            message=self._message(state.accumulated),
+            message=self._message(run.text),  # the run's text so far
         )
         state.pending = ""
         state.last_flush = asyncio.get_running_loop().time()
@@ -151,7 +148,6 @@ class ChatEventBridge:
             self._agent(run, state, "lifecycle", {"phase": "start", "model": event.model})
         elif isinstance(event, AssistantDelta):
             state.pending += event.text
-            state.accumulated = event.accumulated
             self._agent(run, state, "assistant", {"delta": event.text}, droppable=True)
             loop = asyncio.get_running_loop()
             wait = DELTA_INTERVAL_S - (loop.time() - state.last_flush)

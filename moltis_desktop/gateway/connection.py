@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moltis_desktop.protocol.constants import CloseCode
 from moltis_desktop.protocol.frames import with_seq
@@ -13,7 +12,6 @@ from moltis_desktop.protocol.frames import with_seq
 if TYPE_CHECKING:
     from aiohttp import web
 
-_LOGGER = logging.getLogger(__name__)
 
 _TEXT_FIN = 0x81
 
@@ -40,18 +38,10 @@ class Connection:
     __slots__ = (
         "_close_task",
         "_closing",
-        "client",
-        "closed_reason",
         "conn_id",
-        "connected_at_ms",
-        "device_id",
-        "hello_done",
         "inflight",
-        "instance_id",
-        "is_loopback",
         "max_buffered",
         "max_payload",
-        "protocol",
         "remote_ip",
         "role",
         "scopes",
@@ -68,42 +58,28 @@ class Connection:
         *,
         conn_id: str,
         remote_ip: str,
-        is_loopback: bool,
         max_buffered: int,
         max_payload: int,
         inflight: int,
-        now_ms: int,
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.conn_id = conn_id
         self.remote_ip = remote_ip
-        self.is_loopback = is_loopback
         self.max_buffered = max_buffered
         self.max_payload = max_payload
         self.inflight = asyncio.Semaphore(inflight)
-        self.connected_at_ms = now_ms
-        self.hello_done = False
-        self.client: dict[str, Any] = {}
-        self.instance_id: str | None = None
-        self.device_id: str | None = None
         self.role = ""
         self.scopes: frozenset[str] = frozenset()
-        self.protocol = 0
         self.seq = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
-        self.closed_reason: str | None = None
 
     @property
     def closing(self) -> bool:
         """The connection is being (or has been) closed."""
         return self._closing or self.transport.is_closing()
-
-    @property
-    def client_mode(self) -> str:
-        return str(self.client.get("mode", ""))
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the client's socket."""
@@ -137,7 +113,6 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        self.closed_reason = reason or str(code)
         self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def release(self, grace_s: float = 1.0) -> None:
@@ -175,5 +150,4 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        self.closed_reason = reason or str(code)
         await self._close(code, reason)

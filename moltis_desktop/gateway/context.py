@@ -12,17 +12,9 @@ if TYPE_CHECKING:
 class MethodContext:
     """The context of one request."""
 
-    __slots__ = ("conn", "gateway", "method", "request_id")
+    __slots__ = ("conn", "gateway", "request_id")
 
-    def __init__(
-        self, gateway: GatewayServer, conn: Connection, request_id: str, method: str
-    ) -> None:
+    def __init__(self, gateway: GatewayServer, conn: Connection, request_id: str) -> None:
         self.gateway = gateway
         self.conn = conn
         self.request_id = request_id
-        self.method = method
-
-    @property
-    def is_admin(self) -> bool:
-        """The caller holds `operator.admin`."""
-        return "operator.admin" in self.conn.scopes

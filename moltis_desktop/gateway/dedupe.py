@@ -17,14 +17,14 @@ DEDUPE_MAX = 1000
 @dataclass(slots=True)
 class _Entry:
     expires: float
-    future: asyncio.Future[tuple[bool, bytes]]
+    future: asyncio.Future[bytes]
 
 
 class IdempotencyCache:
     """Answers keyed by `(method, idempotencyKey)`.
 
-    An answer is the encoded `payload` (or `error`) plus whether it succeeded, so that the
-    duplicate is answered with its own request id but the first one's content. A duplicate
+    An answer is the first request's encoded response frame (`payload` or `error`); the
+    duplicate gets its content under its own request id. A duplicate
     that arrives while the first is still running waits for it.
     """
 
@@ -40,9 +40,6 @@ class IdempotencyCache:
         self._clock = clock
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def _expire(self) -> None:
         now = self._clock.monotonic()
         while self._entries:
@@ -51,23 +48,23 @@ class IdempotencyCache:
                 break
             del self._entries[key]
 
-    def claim(self, method: str, key: str) -> asyncio.Future[tuple[bool, bytes]] | None:
+    def claim(self, method: str, key: str) -> asyncio.Future[bytes] | None:
         """None when this is the first request with `key` (the caller runs it and then
         calls `resolve`); otherwise the future of the first request's answer."""
         self._expire()
         entry = self._entries.get((method, key))
         if entry is not None:
             return entry.future
-        future: asyncio.Future[tuple[bool, bytes]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._entries[(method, key)] = _Entry(self._clock.monotonic() + self._ttl, future)
         self._expire()
         return None
 
-    def resolve(self, method: str, key: str, ok: bool, encoded: bytes) -> None:
+    def resolve(self, method: str, key: str, encoded: bytes) -> None:
         """Record the first request's answer."""
         entry = self._entries.get((method, key))
         if entry is not None and not entry.future.done():
-            entry.future.set_result((ok, encoded))
+            entry.future.set_result(encoded)
 
     def forget(self, method: str, key: str) -> None:
         """Drop a claim whose request crashed, so a retry runs again."""

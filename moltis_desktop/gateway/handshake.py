@@ -73,13 +73,11 @@ def truncate_reason(reason: str) -> str:
 class Admission:
     """An accepted connect."""
 
-    params: ConnectParams
     protocol: int
     role: str
     scopes: tuple[str, ...]
     client: dict[str, Any]
     device_id: str | None
-    auth_method: str
 
 
 @dataclass(frozen=True)
@@ -153,6 +151,12 @@ def _trusted_host(host: str, local: bool) -> bool:
     return (addr.is_loopback and local) or addr.is_private or addr.is_link_local
 
 
+def origin_listed(normalized: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a normalised (`scheme://host[:port]`, lower case) origin is in `allowed`
+    (`gateway.cors.allowed_origins`; `*` allows any)."""
+    return "*" in allowed or normalized in {a.rstrip("/").lower() for a in allowed}
+
+
 def check_origin(
     origin: str | None, host_header: str | None, local: bool, allowed: tuple[str, ...]
 ) -> str | None:
@@ -163,7 +167,7 @@ def check_origin(
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "origin missing or invalid"
     normalized = f"{parts.scheme}://{parts.netloc}".lower()
-    if "*" in allowed or normalized in {a.rstrip("/").lower() for a in allowed}:
+    if origin_listed(normalized, allowed):
         return None
     origin_host = parts.netloc.lower()
     if host_header and origin_host == host_header.lower() and _trusted_host(parts.hostname, local):
@@ -212,7 +216,7 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
                     {"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED", "reason": why},
                 )
             )
-    auth_method = _check_shared_secret(server, params, req, local, browser)
+    _check_shared_secret(server, params, req, local, browser)
     device_id = _check_device(params, req, server.clock.now_ms())
     client = client_dict(params)
     requested = tuple(params.scopes or ())
@@ -228,12 +232,12 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
     else:
         # A local client holding the shared secret is the owner's own tool.
         scopes = requested
-    return Admission(params, protocol, params.role, scopes, client, device_id, auth_method)
+    return Admission(protocol, params.role, scopes, client, device_id)
 
 
 def _check_shared_secret(
     server: GatewayServer, params: ConnectParams, req: HandshakeRequest, local: bool, browser: bool
-) -> str:
+) -> None:
     secret = server.shared_secret
     auth = params.auth
     token = auth.token if auth else None
@@ -241,7 +245,7 @@ def _check_shared_secret(
     if secret.mode == "none":
         if not local:
             raise HandshakeRejectedError(_auth_error("loopback_only", params, local))
-        return "none"
+        return
     if not token and not password and params.device is None:
         raise HandshakeRejectedError(
             ErrorShape(
@@ -263,7 +267,6 @@ def _check_shared_secret(
         delay = throttle.record_failure(key)
         raise HandshakeRejectedError(_auth_error(reason, params, local), delay_s=delay)
     throttle.record_success(key)
-    return secret.mode
 
 
 def _check_device(params: ConnectParams, req: HandshakeRequest, now_ms: int) -> str | None:

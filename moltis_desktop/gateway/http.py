@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from moltis_desktop.gateway.auth import is_loopback
+from moltis_desktop.gateway.handshake import origin_listed
 from moltis_desktop.gateway.server import GATEWAY_KEY, GatewayServer
 from moltis_desktop.protocol.frames import encode_json
 
@@ -119,11 +120,8 @@ def add_routes(app: web.Application) -> None:
 
 
 def _allowed_origin(gateway: GatewayServer, request: web.Request, origin: str) -> bool:
-    allowed = gateway.settings.gateway.cors.allowed_origins
-    if "*" in allowed:
-        return True
     normalized = origin.rstrip("/").lower()
-    if normalized in {a.rstrip("/").lower() for a in allowed}:
+    if origin_listed(normalized, gateway.settings.gateway.cors.allowed_origins):
         return True
     # Same origin: the page was served by this gateway.
     return normalized in (f"http://{request.host}".lower(), f"https://{request.host}".lower())

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from moltis_desktop.agent.loop import AgentEvent, RunAborted, RunFailed
     from moltis_desktop.agent.runs import Run
     from moltis_desktop.agent.service import ChatService
+    from moltis_desktop.gateway.services import AgentServices
     from moltis_desktop.providers.base import Usage
 
 _LOGGER = logging.getLogger(__name__)
@@ -285,9 +286,14 @@ def route(chat: ChatService, request: web.Request, body: ChatRequest) -> Route:
 
 
 def _chat_service(gateway: GatewayServer) -> ChatService:
+    return _services(gateway).chat
+
+
+def _services(gateway: GatewayServer) -> AgentServices:
+    """The agent side, or the 503 that says why it is not there (yet)."""
     services = gateway.services
     if services is not None:
-        return services.chat
+        return services
     if gateway.agent_loading:
         raise OpenAIError(
             503,
@@ -597,10 +603,7 @@ async def _finish(chat: ChatService, where: Route, run: Run | None) -> None:
 
 
 async def _models(gateway: GatewayServer) -> list[dict[str, Any]]:
-    services = gateway.services
-    if services is None:
-        _chat_service(gateway)  # raises the right "not running" answer
-    assert services is not None
+    services = _services(gateway)
     # Stale provider lists are asked for, briefly: a picker wants the models, but an
     # unreachable provider must not hold the answer up (the refresh goes on regardless).
     with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.protocol.constants import Role
 
 # Short-lived command-line, probe and backend connections are not "present" (OpenClaw leaves
 # them out too); apps, UIs and nodes are.
@@ -106,7 +107,7 @@ class PresenceTracker:
             "roles": [role],
             "scopes": scopes,
             "deviceId": device_id,
-            "text": f"{'Node' if role == 'node' else 'Client'}: {name} · mode {mode}",
+            "text": f"{'Node' if role == Role.NODE else 'Client'}: {name} · mode {mode}",
             "ts": self._clock.now_ms(),
         }
         self._put(key, {k: v for k, v in entry.items() if v not in (None, "")})

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from moltis_desktop.protocol.constants import Role, Scope
+from moltis_desktop.protocol.constants import ErrorCode, Role, Scope
 from moltis_desktop.protocol.frames import GatewayError
 
 if TYPE_CHECKING:
@@ -121,10 +121,16 @@ def has_scope(scopes: frozenset[str], needed: str) -> bool:
     )
 
 
+def operator_may(role: str, scopes: frozenset[str], scope: str) -> bool:
+    """Whether a connection is an operator whose scopes satisfy `scope` (events and
+    snapshots that need a scope go to operators only)."""
+    return role == Role.OPERATOR and has_scope(scopes, scope)
+
+
 def forbidden(scope: str) -> GatewayError:
     """OpenClaw's missing-scope error."""
     return GatewayError(
-        "FORBIDDEN",
+        ErrorCode.FORBIDDEN,
         f"missing scope: {scope}",
         details={"code": "MISSING_SCOPE", "missingScope": scope, "requiredScopes": [scope]},
     )

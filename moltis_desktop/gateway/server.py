@@ -11,7 +11,7 @@ import contextlib
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,8 @@ from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
 from moltis_desktop.gateway.presence import PresenceTracker
-from moltis_desktop.gateway.registry import MethodTable, has_scope
-from moltis_desktop.protocol.constants import CloseCode, Role, Scope
+from moltis_desktop.gateway.registry import MethodTable, operator_may
+from moltis_desktop.protocol.constants import CloseCode, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
 
 if TYPE_CHECKING:
@@ -82,8 +82,6 @@ class GatewayServer:
         log_file: Path,
         state_dir: Path,
         clock: Clock = SYSTEM_CLOCK,
-        tables: Iterable[MethodTable] = (),
-        services: AgentServices | None = None,
     ) -> None:
         self.config = config
         self.services: AgentServices | None = None
@@ -98,10 +96,8 @@ class GatewayServer:
         self.version = __version__
         self.boot_id = str(uuid.uuid4())
         self.started_mono = clock.monotonic()
-        if services is not None:
-            self.attach_services(services)
         self.registry = MethodTable()
-        for table in [*builtin_tables(), *tables]:
+        for table in builtin_tables():
             self.registry.extend(table)
         self.methods_advertised = self.registry.advertised()
         self.connections: set[Connection] = set()
@@ -367,7 +363,7 @@ class GatewayServer:
         needed = scope if scope is not None else (None if event in _UNGATED_EVENTS else Scope.READ)
         sent = 0
         for conn in self.connections:
-            if needed is not None and not _may_see(conn, needed):
+            if needed is not None and not operator_may(conn.role, conn.scopes, needed):
                 continue
             if conn.send_event(body, droppable=droppable):
                 sent += 1
@@ -382,7 +378,3 @@ class GatewayServer:
             scope=Scope.READ,
             state_version=True,
         )
-
-
-def _may_see(conn: Connection, scope: str) -> bool:
-    return conn.role == Role.OPERATOR and has_scope(conn.scopes, scope)

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moltis_desktop.agent.service import ChatService
-from moltis_desktop.agent.tools import ToolRegistry
 
 
 @dataclass
@@ -18,6 +17,5 @@ class AgentServices:
     """The model catalogue (`providers.registry.ModelCatalog`)."""
     registry: Any
     """The provider registry (`providers.registry.ProviderRegistry`)."""
-    tools: ToolRegistry
     plugins: list[str] = field(default_factory=list)
     plugin_errors: list[dict[str, Any]] = field(default_factory=list)

@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import (
@@ -22,19 +21,22 @@ from moltis_desktop.gateway.registry import (
     MethodSpec,
     convert_params,
     forbidden,
-    has_scope,
     missing_scope,
+    operator_may,
 )
 from moltis_desktop.gateway.server import CAPABILITIES, EVENTS, GatewayServer
 from moltis_desktop.protocol.constants import PREAUTH_MAX_PAYLOAD, CloseCode, ErrorCode, Role, Scope
 from moltis_desktop.protocol.frames import (
+    INVALID_REQUEST_ID,
     ErrorShape,
     FrameError,
     GatewayError,
     RequestFrame,
+    decode_json,
     decode_request,
     encode_error,
     encode_event_body,
+    encode_json,
     encode_ok,
 )
 
@@ -74,11 +76,9 @@ async def websocket_handler(gateway: GatewayServer, request: web.Request) -> web
             transport,
             conn_id=str(uuid.uuid4()),
             remote_ip=ip,
-            is_loopback=is_loopback(ip),
             max_buffered=settings.max_buffered_bytes,
             max_payload=settings.max_payload,
             inflight=settings.max_inflight_per_connection,
-            now_ms=gateway.clock.now_ms(),
         )
         admission = await _handshake(gateway, conn, request)
     finally:
@@ -128,10 +128,7 @@ async def _handshake(
     try:
         frame = decode_request(data)
     except FrameError as exc:
-        await conn.close(
-            CloseCode.POLICY_VIOLATION,
-            "invalid request frame" if "not valid JSON" not in exc.message else exc.message,
-        )
+        await conn.close(CloseCode.POLICY_VIOLATION, exc.close_reason)
         return None
     if frame.method != "connect":
         message = "invalid handshake: first request must be connect"
@@ -163,7 +160,7 @@ async def _handshake(
 
 def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> dict[str, Any]:
     settings = gateway.settings
-    reads = admission.role == Role.OPERATOR and has_scope(frozenset(admission.scopes), Scope.READ)
+    reads = operator_may(admission.role, frozenset(admission.scopes), Scope.READ)
     default_agent = settings.agents.default
     return {
         "type": "hello-ok",
@@ -199,13 +196,8 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
 
 
 def _register(gateway: GatewayServer, conn: Connection, admission: Admission) -> None:
-    conn.hello_done = True
     conn.role = admission.role
     conn.scopes = frozenset(admission.scopes)
-    conn.protocol = admission.protocol
-    conn.client = admission.client
-    conn.device_id = admission.device_id
-    conn.instance_id = admission.client.get("instanceId")
     gateway.connections.add(conn)
     _LOGGER.debug(
         "client connected",
@@ -223,7 +215,7 @@ def _register(gateway: GatewayServer, conn: Connection, admission: Admission) ->
         ip=conn.remote_ip,
         role=conn.role,
         scopes=list(conn.scopes),
-        device_id=conn.device_id,
+        device_id=admission.device_id,
     ):
         gateway.broadcast_presence()
 
@@ -257,7 +249,7 @@ async def _serve(gateway: GatewayServer, conn: Connection) -> None:
         elif msg.type == WSMsgType.BINARY:
             conn.send(
                 encode_error(
-                    "invalid",
+                    INVALID_REQUEST_ID,
                     ErrorShape(
                         ErrorCode.INVALID_REQUEST,
                         "invalid request frame: binary frames are not supported; send JSON text",
@@ -273,28 +265,30 @@ async def _serve(gateway: GatewayServer, conn: Connection) -> None:
 
 
 def _refuse(
-    gateway: GatewayServer, conn: Connection, frame: RequestFrame, spec: MethodSpec | None
-) -> GatewayError | None:
+    conn: Connection, frame: RequestFrame, spec: MethodSpec | None
+) -> tuple[GatewayError | None, bool]:
+    """Why the call is refused (None when it is not), and whether it was for the role."""
     # Authorisation comes before the lookup, as in OpenClaw: an unknown method needs admin.
     if frame.method == "health":
-        return None
+        return None, False
+    role_ok = conn.role in spec.roles if spec is not None else conn.role == Role.OPERATOR
+    if not role_ok:
+        return GatewayError.invalid(f"unauthorized role: {conn.role}"), True
     if spec is not None:
-        return missing_scope(spec, conn.role, conn.scopes)
-    if conn.role != Role.OPERATOR:
-        return GatewayError.invalid(f"unauthorized role: {conn.role}")
+        return missing_scope(spec, conn.role, conn.scopes), False
     if Scope.ADMIN not in conn.scopes:
-        return forbidden(Scope.ADMIN)
-    return GatewayError.invalid(f"unknown method: {frame.method}")
+        return forbidden(Scope.ADMIN), False
+    return GatewayError.invalid(f"unknown method: {frame.method}"), False
 
 
 async def _dispatch(
     gateway: GatewayServer, conn: Connection, frame: RequestFrame, unauthorized: list[int]
 ) -> None:
     spec = gateway.registry.get(frame.method)
-    error = _refuse(gateway, conn, frame, spec)
+    error, for_role = _refuse(conn, frame, spec)
     if error is not None:
         conn.send(encode_error(frame.id, error.shape))
-        if error.shape.message.startswith("unauthorized role:"):
+        if for_role:
             unauthorized[0] += 1
             if unauthorized[0] > _UNAUTHORIZED_ROLE_LIMIT:
                 conn.close_soon(CloseCode.POLICY_VIOLATION, "repeated unauthorized calls")
@@ -303,7 +297,7 @@ async def _dispatch(
         return
     unauthorized[0] = 0
     assert spec is not None
-    ctx = MethodContext(gateway, conn, frame.id, frame.method)
+    ctx = MethodContext(gateway, conn, frame.id)
     if spec.dedupe or spec.is_async:
         await conn.inflight.acquire()
         task = asyncio.get_running_loop().create_task(_run_async(ctx, spec, frame.params))
@@ -337,8 +331,7 @@ async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> N
         if key is not None:
             earlier = ctx.gateway.dedupe.claim(spec.name, key)
             if earlier is not None:
-                ok, encoded = await earlier
-                conn.send(_replay(ctx.request_id, ok, encoded))
+                conn.send(_replay(ctx.request_id, await earlier))
                 return
         result = spec.handler(ctx, params)
         if spec.is_async:
@@ -346,12 +339,12 @@ async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> N
         data = encode_ok(ctx.request_id, result)
         conn.send(data)
         if key is not None:
-            ctx.gateway.dedupe.resolve(spec.name, key, True, data)
+            ctx.gateway.dedupe.resolve(spec.name, key, data)
     except GatewayError as exc:
         data = encode_error(ctx.request_id, exc.shape, exc.payload)
         conn.send(data)
         if key is not None:
-            ctx.gateway.dedupe.resolve(spec.name, key, False, data)
+            ctx.gateway.dedupe.resolve(spec.name, key, data)
     except asyncio.CancelledError:
         if key is not None:
             ctx.gateway.dedupe.forget(spec.name, key)
@@ -372,10 +365,8 @@ def _idempotency_key(spec: MethodSpec, raw_params: Any) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def _replay(request_id: str, ok: bool, encoded: bytes) -> bytes:
+def _replay(request_id: str, encoded: bytes) -> bytes:
     # The first answer, re-addressed to this request's id.
-    from moltis_desktop.protocol.frames import decode_json, encode_json
-
     frame = decode_json(encoded)
     frame["id"] = request_id
     return encode_json(frame)

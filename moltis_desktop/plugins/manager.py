@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
@@ -23,37 +22,28 @@ BUILTIN_PLUGINS = (
 )
 
 
-@dataclass
-class PluginErrors:
-    """Plugins that failed to load (reported on `health`, never fatal)."""
-
-    items: list[dict[str, Any]] = field(default_factory=list)
-
-
 def load_plugins(
     *,
     builtins: Iterable[str] = BUILTIN_PLUGINS,
     entry_points: bool = True,
-    extra: Iterable[object] = (),
-) -> tuple[pluggy.PluginManager, PluginErrors]:
-    """A plugin manager with the built-ins, installed plugins and `extra` registered."""
+) -> tuple[pluggy.PluginManager, list[dict[str, Any]]]:
+    """A plugin manager with the built-ins and the installed plugins registered, and the
+    plugins that failed to load (reported on `health`, never fatal)."""
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    errors = PluginErrors()
+    errors: list[dict[str, Any]] = []
     for name in builtins:
         try:
             pm.register(importlib.import_module(name), name=name)
         except Exception as exc:  # a broken plugin must not stop the gateway
             _LOGGER.exception("built-in plugin %s failed to load", name)
-            errors.items.append(
-                {"id": name, "origin": "builtin", "activated": False, "error": str(exc)}
-            )
+            errors.append({"id": name, "origin": "builtin", "activated": False, "error": str(exc)})
     if entry_points:
         try:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         except Exception as exc:
             _LOGGER.exception("installed plugins failed to load")
-            errors.items.append(
+            errors.append(
                 {
                     "id": ENTRY_POINT_GROUP,
                     "origin": "entry-point",
@@ -61,8 +51,6 @@ def load_plugins(
                     "error": str(exc),
                 }
             )
-    for plugin in extra:
-        pm.register(plugin)
     return pm, errors
 
 

@@ -12,8 +12,8 @@ from moltis_desktop.protocol.constants import (
     PROTOCOL_VERSION,
     Role,
 )
+from moltis_desktop.protocol.frames import NonEmpty
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 ClientMode = Literal["webchat", "cli", "ui", "backend", "node", "worker", "probe", "test"]
 

@@ -8,7 +8,6 @@ PROTOCOL_VERSION: Final = 4
 """The protocol version this gateway prefers (OpenClaw since May 2026)."""
 MIN_PROTOCOL_VERSION: Final = 3
 """The oldest protocol version still accepted (the N-1 window for probes, nodes and old apps)."""
-SUPPORTED_PROTOCOLS: Final = (3, 4)
 
 PREAUTH_MAX_PAYLOAD: Final = 64 * 1024
 """Bytes a frame may have before the handshake completes."""
@@ -62,18 +61,6 @@ class Scope:
     TALK_SECRETS: Final = "operator.talk.secrets"
 
 
-OPERATOR_SCOPES: Final = frozenset(
-    {
-        Scope.ADMIN,
-        Scope.READ,
-        Scope.WRITE,
-        Scope.APPROVALS,
-        Scope.PAIRING,
-        Scope.TALK,
-        Scope.TALK_SECRETS,
-    }
-)
-
 CLIENT_IDS: Final = frozenset(
     {
         "webchat-ui",
@@ -101,7 +88,4 @@ CLIENT_IDS: Final = frozenset(
         "moltbot-probe",
         "ios-node",
     }
-)
-CLIENT_MODES: Final = frozenset(
-    {"webchat", "cli", "ui", "backend", "node", "worker", "probe", "test"}
 )

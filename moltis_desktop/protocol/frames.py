@@ -15,7 +15,8 @@ import msgspec
 
 from moltis_desktop.protocol.constants import ErrorCode
 
-NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+"""A string that may not be empty (for frame and method parameters)."""
 
 
 class RequestFrame(
@@ -23,8 +24,8 @@ class RequestFrame(
 ):
     """`{type:"req", id, method, params?}`."""
 
-    id: NonEmptyStr
-    method: NonEmptyStr
+    id: NonEmpty
+    method: NonEmpty
     params: Any = None
     traceparent: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
@@ -45,16 +46,21 @@ class _EventFrame(_OtherFrame, frozen=True, tag="event"):
 _REQUEST_DECODER = msgspec.json.Decoder(RequestFrame | _ResponseFrame | _EventFrame)
 _ANY_DECODER = msgspec.json.Decoder()
 _ENCODER = msgspec.json.Encoder()
-_INVALID_ID = "invalid"
+INVALID_REQUEST_ID = "invalid"
+"""The id an error answer carries when the request's own id cannot be read."""
 
 
 class FrameError(Exception):
     """An inbound frame that is not a valid request. `request_id` is the id to answer with."""
 
-    def __init__(self, message: str, request_id: str = _INVALID_ID) -> None:
+    def __init__(
+        self, message: str, request_id: str = INVALID_REQUEST_ID, *, close_reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.request_id = request_id
+        self.close_reason = close_reason or "invalid request frame"
+        """The WebSocket close reason when this ends a handshake."""
 
 
 def decode_request(data: bytes | str) -> RequestFrame:
@@ -64,7 +70,8 @@ def decode_request(data: bytes | str) -> RequestFrame:
     except msgspec.ValidationError as exc:
         raise FrameError(f"invalid request frame: {_describe(exc)}", _salvage_id(data)) from None
     except msgspec.DecodeError:
-        raise FrameError("invalid request frame: not valid JSON") from None
+        message = "invalid request frame: not valid JSON"
+        raise FrameError(message, close_reason=message) from None
     if not isinstance(frame, RequestFrame):
         raise FrameError(
             "invalid request frame: clients may only send `req` frames", _salvage_id(data)
@@ -87,12 +94,12 @@ def _salvage_id(data: bytes | str) -> str:
     try:
         obj = _ANY_DECODER.decode(data)
     except msgspec.DecodeError:
-        return _INVALID_ID
+        return INVALID_REQUEST_ID
     if isinstance(obj, dict):
         rid = obj.get("id")
         if isinstance(rid, str) and rid:
             return rid
-    return _INVALID_ID
+    return INVALID_REQUEST_ID
 
 
 def decode_json(data: bytes | str) -> Any:

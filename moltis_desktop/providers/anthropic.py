@@ -8,14 +8,11 @@ importing this module costs nothing. Retries of 429/5xx/connection errors (honou
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import logging
 import sys
 import warnings
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from moltis_desktop.providers.base import (
@@ -40,17 +37,15 @@ from moltis_desktop.providers.base import (
     Usage,
 )
 from moltis_desktop.providers.presets import (
-    NO_KEY,
-    ProviderConfig,
     connection_error,
     error_details,
-    missing_key_error,
     parse_tool_arguments,
     retry_after,
     status_error,
     stream_transport_error,
     transport_errors,
 )
+from moltis_desktop.providers.sdk import SdkProvider
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -85,14 +80,6 @@ _STOP_REASONS: dict[str, StopReason] = {
     "refusal": "refusal",
 }
 _warned: set[str] = set()
-
-
-async def load_sdk() -> ModuleType:
-    """The `anthropic` module, imported off the event loop the first time."""
-    module = sys.modules.get("anthropic")
-    if module is None:
-        module = await asyncio.to_thread(importlib.import_module, "anthropic")
-    return module
 
 
 # ---------------------------------------------------------------------------- requests
@@ -222,40 +209,11 @@ def _usage(raw: Any, previous: Usage) -> Usage:
     )
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkProvider):
     """A provider speaking the Messages API (Anthropic, or a server compatible with it)."""
 
-    def __init__(self, config: ProviderConfig, api_key: str | None) -> None:
-        self.id = config.id
-        self.config = config
-        self.capabilities = config.capabilities
-        self._api_key = api_key
-        self._client: Any = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
-
-    async def client(self) -> Any:
-        """The SDK client (built on first use)."""
-        if self._api_key is None and self.config.key_required:
-            raise missing_key_error(self.config)
-        async with self._lock:
-            if self._client is None:
-                sdk = await load_sdk()
-                self._client = sdk.AsyncAnthropic(
-                    api_key=self._api_key or NO_KEY,
-                    base_url=self.config.base_url,
-                    timeout=self.config.timeout_s,
-                    max_retries=self.config.max_retries,
-                )
-            return self._client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+    sdk_module = "anthropic"
+    client_class = "AsyncAnthropic"
 
     def _open_stream(self, client: Any, params: dict[str, Any]) -> Any:
         # The SDK warns (warnings module) about deprecated models and thinking settings;
@@ -285,10 +243,7 @@ class AnthropicProvider:
         except sdk.AnthropicError as exc:
             raise self.error(exc, model=request.model) from exc
         except transport_errors() as exc:
-            timed_out = isinstance(exc, transport_errors()[0])
-            raise stream_transport_error(
-                self.config, exc, timed_out=timed_out, model=request.model
-            ) from exc
+            raise stream_transport_error(self.config, exc, model=request.model) from exc
         if not reply.stopped:
             raise status_error(self.config, None, "the stream ended early", model=request.model)
         stop = _STOP_REASONS.get(reply.stop_reason or "", "other")

@@ -10,15 +10,11 @@ OpenAI counts inside `prompt_tokens`. The SDK is imported on first use, off the 
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
-import logging
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from moltis_desktop.providers.base import (
@@ -43,19 +39,16 @@ from moltis_desktop.providers.base import (
     Usage,
 )
 from moltis_desktop.providers.presets import (
-    NO_KEY,
     ProviderConfig,
     connection_error,
     error_details,
-    missing_key_error,
     parse_tool_arguments,
     retry_after,
     status_error,
     stream_transport_error,
     transport_errors,
 )
-
-_LOGGER = logging.getLogger(__name__)
+from moltis_desktop.providers.sdk import SdkProvider
 
 REASONING_EFFORTS: dict[ThinkingLevel, tuple[str, ...]] = {
     "minimal": ("low", "medium", "high"),
@@ -75,14 +68,6 @@ _FINISH: dict[str, StopReason] = {
 }
 _NOT_CHAT = ("embed", "tts", "whisper", "dall-e", "moderation", "transcribe", "davinci", "babbage")
 """Model ids with these in them are not chat models (OpenAI lists them all together)."""
-
-
-async def load_sdk() -> ModuleType:
-    """The `openai` module, imported off the event loop the first time."""
-    module = sys.modules.get("openai")
-    if module is None:
-        module = await asyncio.to_thread(importlib.import_module, "openai")
-    return module
 
 
 # ---------------------------------------------------------------------------- requests
@@ -189,7 +174,6 @@ class _Reply:
     by_index: dict[int, _Call] = field(default_factory=dict)
     finish: str | None = None
     usage: Usage = field(default_factory=Usage)
-    chunks: int = 0
 
 
 def _usage(raw: Any) -> Usage:
@@ -208,40 +192,11 @@ def _usage(raw: Any) -> Usage:
     )
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkProvider):
     """A provider speaking Chat Completions (OpenAI or any compatible server)."""
 
-    def __init__(self, config: ProviderConfig, api_key: str | None) -> None:
-        self.id = config.id
-        self.config = config
-        self.capabilities = config.capabilities
-        self._api_key = api_key
-        self._client: Any = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return self.config.base_url
-
-    async def client(self) -> Any:
-        """The SDK client (built on first use)."""
-        if self._api_key is None and self.config.key_required:
-            raise missing_key_error(self.config)
-        async with self._lock:
-            if self._client is None:
-                sdk = await load_sdk()
-                self._client = sdk.AsyncOpenAI(
-                    api_key=self._api_key or NO_KEY,
-                    base_url=self.config.base_url,
-                    timeout=self.config.timeout_s,
-                    max_retries=self.config.max_retries,
-                )
-            return self._client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+    sdk_module = "openai"
+    client_class = "AsyncOpenAI"
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]:
         """Run one Chat Completions call; see `Provider.stream`."""
@@ -262,10 +217,7 @@ class OpenAIProvider:
         except sdk.OpenAIError as exc:
             raise self.error(exc, model=request.model) from exc
         except transport_errors() as exc:
-            timed_out = isinstance(exc, transport_errors()[0])
-            raise stream_transport_error(
-                self.config, exc, timed_out=timed_out, model=request.model
-            ) from exc
+            raise stream_transport_error(self.config, exc, model=request.model) from exc
         if reply.finish is None:
             raise status_error(self.config, None, "the stream ended early", model=request.model)
         for call in reply.calls:
@@ -287,7 +239,6 @@ class OpenAIProvider:
         yield Completed(Message("assistant", tuple(parts)), stop, reply.usage)
 
     def _on_chunk(self, chunk: Any, reply: _Reply) -> list[ProviderEvent]:
-        reply.chunks += 1
         if getattr(chunk, "usage", None) is not None:
             reply.usage = _usage(chunk.usage)
         if not chunk.choices:

@@ -459,11 +459,10 @@ class _NeverRaisedError(Exception):
     pass
 
 
-def stream_transport_error(
-    config: ProviderConfig, exc: Exception, *, timed_out: bool, model: str
-) -> ProviderError:
-    """The error for a connection that failed while an answer was streaming."""
-    if timed_out:
+def stream_transport_error(config: ProviderConfig, exc: Exception, *, model: str) -> ProviderError:
+    """The error for a connection that failed while an answer was streaming (one of
+    `transport_errors()`)."""
+    if isinstance(exc, transport_errors()[0]):
         return connection_error(config, "timed out", timed_out=True)
     return status_error(config, None, f"the connection dropped mid-answer ({exc!r})", model=model)
 

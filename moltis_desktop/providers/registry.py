@@ -241,9 +241,6 @@ class ProviderRegistry:
             self._retired.append(self._instances.pop(key))
             self._instance_keys.pop(key, None)
 
-    def ids(self) -> list[str]:
-        return list(self.configs)
-
     async def close(self) -> None:
         """Close every provider built so far (they can be built again afterwards)."""
         instances, self._instances = [*self._instances.values(), *self._retired], {}

@@ -122,10 +122,6 @@ class SessionEntry:
         return self._str("modelOverride")
 
     @property
-    def provider_override(self) -> str | None:
-        return self._str("providerOverride")
-
-    @property
     def input_tokens(self) -> int:
         return self._int("inputTokens")
 

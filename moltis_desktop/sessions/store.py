@@ -60,13 +60,24 @@ def _entry(key: str, agent_id: str, record: Mapping[str, Any]) -> SessionEntry:
     return SessionEntry(key, agent_id, MappingProxyType(dict(record)))
 
 
+def _started(session_id: str, now: int) -> dict[str, Any]:
+    """The fields of a session (re)started at `now`."""
+    return {
+        "sessionId": session_id,
+        "updatedAt": now,
+        "sessionStartedAt": now,
+        "lastInteractionAt": now,
+    }
+
+
 class SessionStore:
     """Sessions of every agent under `<state_dir>/agents/<agentId>/sessions/`.
 
     Keys may be given in any form `parse_session_key` accepts; entries carry the canonical
     one. Every method is synchronous and short (a line append, an index rewrite, a file
-    read); `AsyncSessionStore` runs them off the event loop. Safe to share between threads,
-    and between processes (the gateway and the CLI) through a file lock per agent.
+    read); the agent loop runs them off the event loop (`asyncio.to_thread`). Safe to share
+    between threads, and between processes (the gateway and the CLI) through a file lock
+    per agent.
     """
 
     def __init__(
@@ -140,18 +151,18 @@ class SessionStore:
         # Inside agent.locked(); the caller saves the index.
         now = self._clock.now_ms()
         session_id = str(uuid.uuid4())
-        record: dict[str, Any] = {
-            "sessionId": session_id,
-            "updatedAt": now,
-            "sessionStartedAt": now,
-            "lastInteractionAt": now,
-            **key_fields(parsed),
-            **dict.fromkeys(COUNTERS, 0),
-        }
+        record = {**_started(session_id, now), **key_fields(parsed), **dict.fromkeys(COUNTERS, 0)}
         # Header first: an index entry never points at a transcript that was never begun.
         agent.create_transcript(session_id, key, now, cwd)
         index[key] = record
         return record
+
+    def _existing_or_new(
+        self, agent: AgentSessions, index: Index, key: str, parsed: SessionKey
+    ) -> dict[str, Any]:
+        # Inside agent.locked(): the record of `key`, created when missing.
+        current = index.get(key)
+        return current if current is not None else self._create(agent, index, key, parsed, None)
 
     def get_or_create(self, key: str, *, cwd: str | None = None) -> SessionEntry:
         """The session's entry, creating it (new sessionId, transcript header) if needed."""
@@ -178,10 +189,7 @@ class SessionStore:
         canonical, agent, parsed = self._resolve(key)
         with agent.locked():
             index = agent.load()
-            current = index.get(canonical)
-            if current is None:
-                current = self._create(agent, index, canonical, parsed, None)
-            record = dict(current)
+            record = dict(self._existing_or_new(agent, index, canonical, parsed))
             update(record)
             record["updatedAt"] = max(self._clock.now_ms(), int(record.get("updatedAt") or 0))
             index[canonical] = record
@@ -262,9 +270,7 @@ class SessionStore:
             return []
         with agent.locked():
             index = agent.load()
-            current = index.get(canonical)
-            if current is None:
-                current = self._create(agent, index, canonical, parsed, None)
+            current = self._existing_or_new(agent, index, canonical, parsed)
             session_id = current["sessionId"]
             now = self._clock.now_ms()
             # A transcript removed behind our back starts over with a header.
@@ -371,15 +377,7 @@ class SessionStore:
         now = self._clock.now_ms()
         session_id = str(uuid.uuid4())
         record = {name: value for name, value in old.items() if name not in RESET_FIELDS}
-        record.update(
-            {
-                "sessionId": session_id,
-                "updatedAt": now,
-                "sessionStartedAt": now,
-                "lastInteractionAt": now,
-                **dict.fromkeys(COUNTERS, 0),
-            }
-        )
+        record.update({**_started(session_id, now), **dict.fromkeys(COUNTERS, 0)})
         old_header = agent.header_of(old["sessionId"]) or {}
         cwd = old_header.get("cwd")
         agent.create_transcript(session_id, key, now, cwd if isinstance(cwd, str) else None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -17,8 +16,6 @@ import filelock
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.sessions.entry import SessionError, SessionStoreBusyError
 from moltis_desktop.sessions.jsonl import append_lines, encode_line, read_records
-
-_LOGGER = logging.getLogger(__name__)
 
 _MONTH_FILE = re.compile(r"\d{4}-\d{2}\.jsonl")
 USAGE_FIELDS = ("input", "output", "cacheRead", "cacheWrite")

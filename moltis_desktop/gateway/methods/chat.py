@@ -11,7 +11,7 @@ import msgspec
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.protocol.constants import ErrorCode, Scope
-from moltis_desktop.protocol.frames import GatewayError, encode_ok
+from moltis_desktop.protocol.frames import GatewayError, NonEmpty, encode_ok
 
 if TYPE_CHECKING:
     from moltis_desktop.agent.runs import Run
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
 
 TABLE = MethodTable()
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 STARTING_RETRY_MS = 250
@@ -189,17 +188,13 @@ class ChatInjectParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel
 @TABLE.method("chat.inject", scope=Scope.ADMIN, params=ChatInjectParams)
 def chat_inject(ctx: MethodContext, params: ChatInjectParams) -> dict[str, Any]:
     """Put an assistant note into the transcript without running the model."""
+    from moltis_desktop.agent.transcript import assistant_text_entry
+
     chat = chat_service(ctx)
     key = chat.session_key(params.session_key, params.agent_id)
     chat.sessions.get_or_create(key)
-    body: dict[str, Any] = {
-        "role": "assistant",
-        "content": [{"type": "text", "text": params.message}],
-        "injected": True,
-    }
-    if params.label:
-        body["label"] = params.label
-    message_id = chat.sessions.append(key, {"type": "message", "message": body})
+    entry = assistant_text_entry(params.message, injected=True, label=params.label or None)
+    message_id = chat.sessions.append(key, entry)
     return {"ok": True, "sessionKey": key, "messageId": message_id}
 
 
@@ -391,6 +386,8 @@ def send(ctx: MethodContext, params: SendParams) -> dict[str, Any]:
     """Deliver a message. Today only to a session (`to` is a session key, or `channel` is
     `session`): it is added to the transcript as the assistant's and shown to clients.
     Messaging channels arrive with the channels work."""
+    from moltis_desktop.agent.transcript import assistant_text_entry
+
     chat = chat_service(ctx)
     if params.channel and params.channel not in ("session", "webchat"):
         raise GatewayError(
@@ -405,17 +402,7 @@ def send(ctx: MethodContext, params: SendParams) -> dict[str, Any]:
     except MoltisError as exc:
         raise _fail(exc) from None
     chat.sessions.get_or_create(key)
-    message_id = chat.sessions.append(
-        key,
-        {
-            "type": "message",
-            "message": {
-                "role": "assistant",
-                "content": [{"type": "text", "text": params.message}],
-                "delivered": True,
-            },
-        },
-    )
+    message_id = chat.sessions.append(key, assistant_text_entry(params.message, delivered=True))
     ctx.gateway.chat_bridge.command_reply(
         f"send-{params.idempotency_key}", key, chat.agent_of(key).id, params.message
     )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from moltis_desktop.config.loader import ConfigError, parse_text
+from moltis_desktop.config.loader import ConfigError, merge_patch, parse_text
 from moltis_desktop.config.store import (
     REDACTED_SENTINEL,
     ConfigConflictError,
@@ -18,15 +18,14 @@ from moltis_desktop.config.store import (
     text_hash,
 )
 from moltis_desktop.gateway.registry import EmptyParams, MethodTable
-from moltis_desktop.protocol.constants import Scope
-from moltis_desktop.protocol.frames import GatewayError
+from moltis_desktop.protocol.constants import ErrorCode, Scope
+from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
     from moltis_desktop.gateway.server import GatewayServer
 
 TABLE = MethodTable()
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _BASE_HASH_REQUIRED = "config base hash required; re-run config.get and retry"
 _BASE_HASH_STALE = "config changed since last load; re-run config.get and retry"
 
@@ -80,7 +79,7 @@ def config_get(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     except FileNotFoundError:
         exists, raw = False, ""
     except OSError as exc:
-        raise GatewayError("UNAVAILABLE", f"cannot read {store.path}: {exc}") from None
+        raise GatewayError(ErrorCode.UNAVAILABLE, f"cannot read {store.path}: {exc}") from None
     current = store.current
     error = store.error
     parsed: Any
@@ -123,7 +122,7 @@ def _require_base(gateway: GatewayServer, base_hash: str | None) -> None:
         raise GatewayError.invalid(_BASE_HASH_REQUIRED)
 
 
-def _result(gateway: GatewayServer, snap: ConfigSnapshot) -> dict[str, Any]:
+def _result(snap: ConfigSnapshot) -> dict[str, Any]:
     return {
         "ok": True,
         "path": str(snap.path),
@@ -145,7 +144,7 @@ async def config_set(ctx: MethodContext, params: ConfigSetParams) -> dict[str, A
     """Replace the config file (validated first; refused when `baseHash` is stale)."""
     _require_base(ctx.gateway, params.base_hash)
     snap = await _write(ctx.gateway, params.raw, params.base_hash)
-    return _result(ctx.gateway, snap)
+    return _result(snap)
 
 
 def _restart(
@@ -166,7 +165,7 @@ async def config_apply(ctx: MethodContext, params: ConfigApplyParams) -> dict[st
     _require_base(ctx.gateway, params.base_hash)
     old = ctx.gateway.config.current
     snap = await _write(ctx.gateway, params.raw, params.base_hash)
-    result = _result(ctx.gateway, snap)
+    result = _result(snap)
     restart = _restart(ctx.gateway, old, snap, params.restart_delay_ms)
     if restart is not None:
         result["restart"] = restart
@@ -198,9 +197,6 @@ async def config_patch(ctx: MethodContext, params: ConfigPatchParams) -> dict[st
         raise GatewayError.invalid(
             f'Reserved redaction sentinel "{REDACTED_SENTINEL}" is not valid in a patch'
         )
-    from moltis_desktop.config.loader import merge_patch
-    from moltis_desktop.config.store import apply_patch_to_text
-
     store = gateway.config
     async with gateway.config_lock:
         try:
@@ -226,12 +222,10 @@ async def config_patch(ctx: MethodContext, params: ConfigPatchParams) -> dict[st
             raise GatewayError.invalid(_BASE_HASH_REQUIRED)
         old = store.current
         try:
-            snap = store.write_raw(
-                apply_patch_to_text(current_raw, patch, store.format), params.base_hash
-            )
+            snap = store.patch(patch, params.base_hash)
         except ConfigError as exc:
             raise _invalid(exc) from None
-    result = _result(gateway, snap)
+    result = _result(snap)
     result["changedPaths"] = changed
     restart = _restart(gateway, old, snap, params.restart_delay_ms)
     if restart is not None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from moltis_desktop.gateway.registry import MethodTable
-from moltis_desktop.protocol.constants import Scope
+from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def read_log_slice(path: Path, cursor: int | None, limit: int, max_bytes: int) -
             "reset": cursor is not None and cursor > 0,
         }
     except OSError as exc:
-        raise GatewayError("UNAVAILABLE", f"log read failed: {exc}") from None
+        raise GatewayError(ErrorCode.UNAVAILABLE, f"log read failed: {exc}") from None
     last_newline = chunk.rfind(b"\n")
     if last_newline < 0:
         result["cursor"] = start

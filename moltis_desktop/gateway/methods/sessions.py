@@ -11,15 +11,14 @@ import msgspec
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.gateway.methods.chat import chat_service
 from moltis_desktop.gateway.registry import MethodTable
-from moltis_desktop.protocol.constants import Scope
-from moltis_desktop.protocol.frames import GatewayError
+from moltis_desktop.protocol.constants import ErrorCode, Scope
+from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
 if TYPE_CHECKING:
     from moltis_desktop.agent.service import ChatService
     from moltis_desktop.gateway.context import MethodContext
 
 TABLE = MethodTable()
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 def _key(chat: ChatService, key: str, agent_id: str | None = None) -> str:
@@ -200,18 +199,20 @@ class SessionsCompactParams(msgspec.Struct, forbid_unknown_fields=True, rename="
 @TABLE.method("sessions.compact", scope=Scope.ADMIN, params=SessionsCompactParams)
 async def sessions_compact(ctx: MethodContext, params: SessionsCompactParams) -> dict[str, Any]:
     """Summarise the session's older turns now, with its model."""
+    from moltis_desktop.agent.service import compaction_text
+
     chat = chat_service(ctx)
     key = _key(chat, params.key, params.agent_id)
     _require(chat, key)
     try:
-        message = await chat.compact(key)
+        compacted = await chat.compact(key)
     except MoltisError as exc:
-        raise GatewayError("UNAVAILABLE", exc.message) from None
+        raise GatewayError(ErrorCode.UNAVAILABLE, exc.message) from None
     return {
         "ok": True,
         "key": key,
-        "compacted": message.startswith("Compacted"),
-        "message": message,
+        "compacted": compacted is not None,
+        "message": compaction_text(compacted),
     }
 
 
@@ -219,11 +220,9 @@ async def sessions_compact(ctx: MethodContext, params: SessionsCompactParams) ->
 
 
 def _priced(model: str, totals: Any, prices: Any) -> dict[str, Any]:
-    from moltis_desktop.providers.base import Usage
-    from moltis_desktop.providers.pricing import cost
+    from moltis_desktop.agent.service import totals_cost
 
-    usage = Usage(totals.input, totals.output, totals.cache_read, totals.cache_write)
-    return {**totals.to_dict(), "cost": round(cost(model, usage, prices), 6)}
+    return {**totals.to_dict(), "cost": round(totals_cost(model, totals, prices), 6)}
 
 
 @TABLE.method("usage.status", scope=Scope.READ)

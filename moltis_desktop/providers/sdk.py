@@ -1,0 +1,60 @@
+"""What the providers built on an official SDK share: the SDK imported off the event loop
+on first use (it takes about a second to load), and one lazily built client per provider."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from types import ModuleType
+from typing import Any, ClassVar
+
+from moltis_desktop.providers.presets import NO_KEY, ProviderConfig, missing_key_error
+
+
+async def load_sdk(name: str) -> ModuleType:
+    """The SDK module `name`, imported in a worker thread the first time."""
+    module = sys.modules.get(name)
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, name)
+    return module
+
+
+class SdkProvider:
+    """A provider whose wire calls go through an SDK client class (`AsyncAnthropic`,
+    `AsyncOpenAI`); subclasses name the module and the class."""
+
+    sdk_module: ClassVar[str]
+    client_class: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig, api_key: str | None) -> None:
+        self.id = config.id
+        self.config = config
+        self.capabilities = config.capabilities
+        self._api_key = api_key
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url
+
+    async def client(self) -> Any:
+        """The SDK client (built on first use)."""
+        if self._api_key is None and self.config.key_required:
+            raise missing_key_error(self.config)
+        async with self._lock:
+            if self._client is None:
+                sdk = await load_sdk(self.sdk_module)
+                self._client = getattr(sdk, self.client_class)(
+                    api_key=self._api_key or NO_KEY,
+                    base_url=self.config.base_url,
+                    timeout=self.config.timeout_s,
+                    max_retries=self.config.max_retries,
+                )
+            return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
