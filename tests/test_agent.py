@@ -513,3 +513,25 @@ async def test_models_list_comes_from_the_provider(
     ids = {(m["provider"], m["id"]) for m in models["models"]}
     assert {("fake", "fake-model-1"), ("fake", "fake-model-2")} <= ids
     assert fake.count("/v1/models") >= 1
+
+
+async def test_user_errors_answer_as_invalid_requests(
+    start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
+) -> None:
+    # Whichever method meets an unknown agent, the answer says so; never "internal error".
+    chat = await start_chat(start_gateway, make_client, fake, "openai")
+    calls = [
+        ("chat.send", {"sessionKey": "main", "message": "hi", "idempotencyKey": "u-1"}),
+        ("chat.abort", {"sessionKey": "main"}),
+        ("chat.history", {"sessionKey": "main"}),
+        ("chat.inject", {"sessionKey": "main", "message": "note"}),
+        ("sessions.list", {}),
+        ("sessions.reset", {"key": "main"}),
+        ("agent.identity.get", {}),
+    ]
+    for method, params in calls:
+        refused = await chat.client.request(method, {**params, "agentId": "ghost"})
+        assert refused["error"] == {
+            "code": "INVALID_REQUEST",
+            "message": "unknown agent 'ghost'; configured agents: main",
+        }, method

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import (
@@ -306,13 +307,20 @@ async def _dispatch(
         return
     try:
         result = spec.handler(ctx, convert_params(spec, frame.params))
-    except GatewayError as exc:
-        conn.send(encode_error(frame.id, exc.shape, exc.payload))
+    except (GatewayError, MoltisError) as exc:
+        error = _gateway_error(exc)
+        conn.send(encode_error(frame.id, error.shape, error.payload))
     except Exception:
         _LOGGER.exception("method %s failed", frame.method)
         conn.send(encode_error(frame.id, _internal_error(frame.method)))
     else:
         conn.send(encode_ok(frame.id, result))
+
+
+def _gateway_error(exc: GatewayError | MoltisError) -> GatewayError:
+    # A MoltisError's message says what to do: the caller gets it as an invalid request,
+    # whichever method raised it, rather than an "internal error".
+    return exc if isinstance(exc, GatewayError) else GatewayError.invalid(exc.message)
 
 
 def _internal_error(method: str) -> ErrorShape:
@@ -340,8 +348,9 @@ async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> N
         conn.send(data)
         if key is not None:
             ctx.gateway.dedupe.resolve(spec.name, key, data)
-    except GatewayError as exc:
-        data = encode_error(ctx.request_id, exc.shape, exc.payload)
+    except (GatewayError, MoltisError) as exc:
+        error = _gateway_error(exc)
+        data = encode_error(ctx.request_id, error.shape, error.payload)
         conn.send(data)
         if key is not None:
             ctx.gateway.dedupe.resolve(spec.name, key, data)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty, encode_ok
@@ -46,10 +45,6 @@ def _attachments(raw: Any) -> Any:
     return attachments_from(raw)
 
 
-def _fail(exc: MoltisError) -> GatewayError:
-    return GatewayError(ErrorCode.INVALID_REQUEST, exc.message)
-
-
 class ChatSendParams(msgspec.Struct, rename="camel"):
     """`chat.send` (OpenClaw has many more optional fields; they are accepted and ignored)."""
 
@@ -76,10 +71,7 @@ async def _send(
     ctx: MethodContext, chat: ChatService, key: str, message: str, run_id: str, **kwargs: Any
 ) -> SendOutcome:
     bridge = ctx.gateway.chat_bridge
-    try:
-        outcome = await chat.send(key, message, run_id=run_id, sink=bridge, **kwargs)
-    except MoltisError as exc:
-        raise _fail(exc) from None
+    outcome = await chat.send(key, message, run_id=run_id, sink=bridge, **kwargs)
     if outcome.run is None and outcome.reply is not None:
         bridge.command_reply(run_id, outcome.session_key, outcome.agent_id, outcome.reply)
     return outcome
@@ -126,10 +118,7 @@ class ChatHistoryParams(msgspec.Struct, forbid_unknown_fields=True, rename="came
 def chat_history(ctx: MethodContext, params: ChatHistoryParams) -> dict[str, Any]:
     """The current session's messages (oldest first), with the session's settings."""
     chat = chat_service(ctx)
-    try:
-        key = chat.session_key(params.session_key, params.agent_id)
-    except MoltisError as exc:
-        raise _fail(exc) from None
+    key = chat.session_key(params.session_key, params.agent_id)
     entry = chat.sessions.entry(key)
     if entry is None:
         return {"sessionKey": key, "sessionId": None, "messages": []}
@@ -263,10 +252,7 @@ async def agent(ctx: MethodContext, params: AgentParams) -> dict[str, Any]:
         if error is not None:
             raise error
         return payload
-    try:
-        key = chat.session_key(params.session_key, params.agent_id)
-    except MoltisError as exc:
-        raise _fail(exc) from None
+    key = chat.session_key(params.session_key, params.agent_id)
     model = (
         f"{params.provider}/{params.model}" if params.provider and params.model else params.model
     )
@@ -356,14 +342,11 @@ class AgentIdentityParams(msgspec.Struct, forbid_unknown_fields=True, rename="ca
 def agent_identity(ctx: MethodContext, params: AgentIdentityParams) -> dict[str, Any]:
     """An agent's display name (from the config, else its id)."""
     chat = chat_service(ctx)
-    try:
-        agent = (
-            chat.agent_of(chat.session_key(params.session_key))
-            if params.session_key and not params.agent_id
-            else chat.agent(params.agent_id)
-        )
-    except MoltisError as exc:
-        raise _fail(exc) from None
+    agent = (
+        chat.agent_of(chat.session_key(params.session_key))
+        if params.session_key and not params.agent_id
+        else chat.agent(params.agent_id)
+    )
     return {
         "agentId": agent.id,
         "name": agent.name or agent.id,
@@ -397,10 +380,7 @@ def send(ctx: MethodContext, params: SendParams) -> dict[str, Any]:
         )
     if not params.message:
         raise GatewayError.invalid("message required")
-    try:
-        key = chat.session_key(params.session_key or params.to, params.agent_id)
-    except MoltisError as exc:
-        raise _fail(exc) from None
+    key = chat.session_key(params.session_key or params.to, params.agent_id)
     chat.sessions.get_or_create(key)
     message_id = chat.sessions.append(key, assistant_text_entry(params.message, delivered=True))
     ctx.gateway.chat_bridge.command_reply(

@@ -21,13 +21,6 @@ if TYPE_CHECKING:
 TABLE = MethodTable()
 
 
-def _key(chat: ChatService, key: str, agent_id: str | None = None) -> str:
-    try:
-        return chat.session_key(key, agent_id)
-    except MoltisError as exc:
-        raise GatewayError.invalid(exc.message) from None
-
-
 def _require(chat: ChatService, key: str) -> Any:
     entry = chat.sessions.entry(key)
     if entry is None:
@@ -95,7 +88,7 @@ class SessionsPreviewParams(msgspec.Struct, forbid_unknown_fields=True, rename="
 def sessions_preview(ctx: MethodContext, params: SessionsPreviewParams) -> dict[str, Any]:
     """The last messages of some sessions, shortened."""
     chat = chat_service(ctx)
-    keys = [_key(chat, k) for k in params.keys]
+    keys = [chat.session_key(k) for k in params.keys]
     return {
         "ts": ctx.gateway.clock.now_ms(),
         "previews": chat.sessions.preview(keys, limit=params.limit, max_chars=params.max_chars),
@@ -126,7 +119,7 @@ def sessions_patch(ctx: MethodContext, params: Any) -> dict[str, Any]:
     chat = chat_service(ctx)
     if not isinstance(params, dict) or not isinstance(params.get("key"), str):
         raise GatewayError.invalid("invalid sessions.patch params: key required")
-    key = _key(chat, params["key"], params.get("agentId"))
+    key = chat.session_key(params["key"], params.get("agentId"))
     chat.sessions.get_or_create(key)
     fields: dict[str, Any] = {}
     for name, value in params.items():
@@ -160,7 +153,7 @@ class SessionsResetParams(msgspec.Struct, forbid_unknown_fields=True, rename="ca
 async def sessions_reset(ctx: MethodContext, params: SessionsResetParams) -> dict[str, Any]:
     """Start the session over (its transcript is archived, not deleted)."""
     chat = chat_service(ctx)
-    key = _key(chat, params.key, params.agent_id)
+    key = chat.session_key(params.key, params.agent_id)
     _require(chat, key)
     await chat.runs.abort(key)
     session_id = chat.sessions.reset(key)
@@ -178,7 +171,7 @@ async def sessions_delete(ctx: MethodContext, params: SessionsDeleteParams) -> d
     """Remove a session from the index; its transcript is archived unless
     `deleteTranscript`."""
     chat = chat_service(ctx)
-    key = _key(chat, params.key, params.agent_id)
+    key = chat.session_key(params.key, params.agent_id)
     entry = chat.sessions.entry(key)
     await chat.runs.abort(key)
     archived: list[str] = []
@@ -202,7 +195,7 @@ async def sessions_compact(ctx: MethodContext, params: SessionsCompactParams) ->
     from moltis_desktop.agent.service import compaction_text
 
     chat = chat_service(ctx)
-    key = _key(chat, params.key, params.agent_id)
+    key = chat.session_key(params.key, params.agent_id)
     _require(chat, key)
     try:
         compacted = await chat.compact(key)
@@ -280,7 +273,7 @@ def usage_cost(ctx: MethodContext, params: UsageCostParams) -> dict[str, Any]:
         )
     except ValueError:
         raise GatewayError.invalid("startDate and endDate are YYYY-MM-DD dates") from None
-    session = _key(chat, params.session_key) if params.session_key else None
+    session = chat.session_key(params.session_key) if params.session_key else None
     summary = chat.sessions.usage.summarize(
         start, end, agent_id=params.agent_id, session_key=session
     )
