@@ -290,8 +290,11 @@ class Runtime:
         if self.gateway is not None:
             await self.gateway.stop()
         if self.services is not None:
+            # Replaced catalogues (and their providers) are kept until now: a reply may
+            # still have been streaming through them.
             for catalog in [*self._retired, self.services.catalog]:
                 await catalog.close()
+                await catalog.registry.close()
             self._retired.clear()
 
 

@@ -535,3 +535,30 @@ async def test_user_errors_answer_as_invalid_requests(
             "code": "INVALID_REQUEST",
             "message": "unknown agent 'ghost'; configured agents: main",
         }, method
+
+
+async def test_stopping_closes_every_provider_connection(
+    start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
+) -> None:
+    chat = await start_chat(start_gateway, make_client, fake, "openai")
+    runtime = chat.gw.runtime
+    fake.script(Turn(text="one"), Turn(text="two"))
+
+    async def used_client() -> Any:
+        await chat.turn("hi")
+        assert runtime.services is not None
+        return await runtime.services.registry.get("fake").client()
+
+    first = await used_client()
+    # A provider change swaps the registry; the old one's clients close at stop (not at
+    # once: a reply may still be streaming through them).
+    current = await chat.client.call("config.get")
+    await chat.client.call(
+        "config.patch",
+        {"raw": '{"providers": {"fake": {"timeout_s": 30}}}', "baseHash": current["hash"]},
+    )
+    second = await used_client()
+    assert second is not first
+    assert not first.is_closed() and not second.is_closed()
+    await runtime.stop()
+    assert first.is_closed() and second.is_closed()
