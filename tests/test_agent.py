@@ -478,6 +478,14 @@ async def test_sessions_methods(
     listed = await chat.client.call("sessions.list")
     keys = {s["key"] for s in listed["sessions"]}
     assert keys == {"agent:main:main", "agent:main:dm:alice"}
+    health = await chat.client.call("health", {"probe": True})  # probe: not the cached one
+    index = chat.gw.home / "state" / "agents" / "main" / "sessions" / "sessions.json"
+    assert index.is_file()
+    for block in (health["sessions"], health["agents"][0]["sessions"]):
+        assert block["path"] == str(index)
+        assert block["count"] == 2
+        assert [r["key"] for r in block["recent"]] == ["agent:main:dm:alice", "agent:main:main"]
+        assert all(r["age"] >= 0 and r["updatedAt"] > 0 for r in block["recent"])
     preview = await chat.client.call("sessions.preview", {"keys": ["agent:main:dm:alice"]})
     assert [i["text"] for i in preview["previews"][0]["items"]] == ["hi", "two"]
     patched = await chat.client.call(

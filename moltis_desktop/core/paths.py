@@ -61,6 +61,12 @@ class AppPaths:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+def sessions_dir(state_dir: Path, agent_id: str) -> Path:
+    """An agent's sessions (`sessions.json` and the transcripts), OpenClaw's layout:
+    `<state_dir>/agents/<agentId>/sessions` (the id as given: callers normalise it)."""
+    return state_dir / "agents" / agent_id / "sessions"
+
+
 def _existing_config(config_dir: Path) -> Path | None:
     # TOML is the default; a moltis.yaml or moltis.json is used when it is the one present.
     for suffix in CONFIG_SUFFIXES:

@@ -16,6 +16,7 @@ import msgspec
 
 from moltis_desktop.config.settings import SessionSettings
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.paths import sessions_dir
 from moltis_desktop.sessions.entry import (
     COUNTERS,
     RESET_FIELDS,
@@ -126,7 +127,7 @@ class SessionStore:
         with self._agents_lock:
             agent = self._agents.get(agent_id)
             if agent is None:
-                directory = self.state_dir / "agents" / agent_id / "sessions"
+                directory = sessions_dir(self.state_dir, agent_id)
                 agent = AgentSessions(
                     directory, agent_id, clock=self._clock, lock_timeout_s=self._lock_timeout_s
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.paths import sessions_dir
 from moltis_desktop.gateway.registry import ANY_OPERATOR, MethodTable
 from moltis_desktop.protocol.constants import Role, Scope
 from moltis_desktop.protocol.frames import GatewayError, Raw
@@ -17,13 +20,32 @@ if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
     from moltis_desktop.gateway.server import GatewayServer
 
+_LOGGER = logging.getLogger(__name__)
 TABLE = MethodTable()
 
 
+RECENT_SESSIONS = 5
+"""Sessions listed in a health summary's `recent` (the most recently updated)."""
+
+
 def _sessions_block(gateway: GatewayServer, agent_id: str) -> dict[str, Any]:
-    # Sessions arrive with the agent; until then every agent honestly has none.
-    path = gateway.state_dir / "agents" / agent_id / "sessions"
-    return {"path": str(path), "count": 0, "recent": []}
+    # OpenClaw's shape: the index file, how many sessions it holds, the latest few.
+    agent = agent_id.lower()
+    path = sessions_dir(gateway.state_dir, agent) / "sessions.json"
+    services = gateway.services
+    if services is None:  # the agent side is still loading
+        return {"path": str(path), "count": 0, "recent": []}
+    try:
+        entries = services.chat.sessions.list(agent)
+    except (MoltisError, OSError) as exc:  # health answers whatever else is wrong
+        _LOGGER.warning("health: cannot list the sessions of %s: %s", agent_id, exc)
+        entries = []
+    now = gateway.clock.now_ms()
+    recent = [
+        {"key": e.key, "updatedAt": e.updated_at, "age": max(0, now - e.updated_at)}
+        for e in entries[:RECENT_SESSIONS]
+    ]
+    return {"path": str(path), "count": len(entries), "recent": recent}
 
 
 def _heartbeat_block() -> dict[str, Any]:
