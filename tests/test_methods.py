@@ -64,6 +64,10 @@ id = "main"
 id = "work"
 name = "Work"
 model = "anthropic/claude-sonnet-4-5"
+workspace = "~/work-notes"
+
+[session]
+main_key = "home"
 
 [[models.catalog]]
 id = "claude-sonnet-4-5"
@@ -84,9 +88,13 @@ async def test_agents_and_models_from_config(
 ) -> None:
     handle = await start_gateway(CONFIG)
     client = make_client(handle.url)
-    await client.connect(token=handle.token)
+    hello = await client.connect(token=handle.token)
+    defaults = hello["payload"]["snapshot"]["sessionDefaults"]
+    assert (defaults["mainKey"], defaults["mainSessionKey"]) == ("home", "agent:work:home")
     agents = await client.call("agents.list")
     assert agents["defaultId"] == "work"
+    assert agents["mainKey"] == "home"
+    assert agents["agents"][1]["workspace"] == str(Path.home() / "work-notes")
     assert [a["id"] for a in agents["agents"]] == ["main", "work"]
     assert agents["agents"][1]["model"] == {"primary": "anthropic/claude-sonnet-4-5"}
     assert agents["agents"][1]["name"] == "Work"

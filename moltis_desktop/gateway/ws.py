@@ -163,6 +163,7 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
     settings = gateway.settings
     reads = operator_may(admission.role, frozenset(admission.scopes), Scope.READ)
     default_agent = settings.agents.default
+    main_key = settings.session.main_key
     return {
         "type": "hello-ok",
         "protocol": admission.protocol,
@@ -182,8 +183,9 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
             "authMode": gateway.shared_secret.mode,
             "sessionDefaults": {
                 "defaultAgentId": default_agent,
-                "mainKey": "main",
-                "mainSessionKey": f"agent:{default_agent}:main",
+                "mainKey": main_key,
+                # The canonical form (the session store lowercases keys).
+                "mainSessionKey": f"agent:{default_agent.lower()}:{main_key.lower()}",
                 "scope": "per-sender",
             },
         },

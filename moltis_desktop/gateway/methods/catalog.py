@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -24,7 +25,11 @@ def agents_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     for agent in settings.list:
         entry: dict[str, Any] = {
             "id": agent.id,
-            "workspace": agent.workspace or str(gateway.state_dir / "workspace" / agent.id),
+            "workspace": str(
+                Path(agent.workspace).expanduser()
+                if agent.workspace
+                else gateway.state_dir / "workspace" / agent.id
+            ),
             "workspaceGit": False,
         }
         if agent.name:
@@ -36,7 +41,7 @@ def agents_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
         "defaultId": settings.default,
         "ownership": "sole",
         "selectionRequired": len(agents) > 1,
-        "mainKey": "main",
+        "mainKey": gateway.settings.session.main_key,
         "scope": "per-sender",
         "agents": agents,
     }
