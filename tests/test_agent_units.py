@@ -218,5 +218,12 @@ def test_unanswered_tool_calls_get_an_interrupted_result() -> None:
     assert [m.role for m in messages] == ["user", "assistant", "user", "user"]
     results = [p for p in messages[2].parts if isinstance(p, ToolResult)]
     assert [(r.call_id, r.is_error) for r in results] == [("c2", False), ("c1", True)]
-    assert results[1].content == INTERRUPTED
+    assert (
+        results[1].content
+        == INTERRUPTED
+        == (
+            "error: this tool call was interrupted (the reply was stopped or the gateway "
+            "restarted) and has no result"
+        )
+    )
     assert messages[3].text == "again"

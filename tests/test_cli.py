@@ -102,7 +102,7 @@ def test_config_commands(tmp_path: Path) -> None:
     assert moltis(env, "config", "get", "logging.level").stdout.strip() == "debug"
     valid = moltis(env, "config", "validate")
     assert valid.returncode == 0
-    assert "valid" in valid.stdout
+    assert valid.stdout.strip().endswith("moltis.toml: valid"), valid.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("gateway:\n  port: [1]\n")
     invalid = moltis(env, "config", "validate", str(bad))

@@ -228,11 +228,16 @@ def test_kill_during_writes_leaves_a_loadable_file(tmp_path: Path) -> None:
         store = ConfigStore(path, env={})
         assert store.error is None, store.error
         assert 1024 <= store.current.settings.gateway.port < 61024
-    # A killed writer may leave a temp file behind; a later start clears old ones away.
+    # A killed writer may leave a temp file behind; a later start clears old ones away,
+    # but not a fresh one (another process may be writing it right now).
     for leftover in tmp_path.glob("*.tmp"):
         os.utime(leftover, (time.time() - 120, time.time() - 120))
+    stale, fresh = tmp_path / ".moltis.toml.old.tmp", tmp_path / ".moltis.toml.new.tmp"
+    stale.write_text("x")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    fresh.write_text("y")
     ConfigStore(path, env={})
-    assert not list(tmp_path.glob("*.tmp"))
+    assert list(tmp_path.glob("*.tmp")) == [fresh]
 
 
 async def test_hot_reload_and_broken_edits(tmp_path: Path) -> None:

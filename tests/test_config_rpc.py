@@ -93,7 +93,9 @@ async def test_concurrent_sets_with_the_same_base_hash(
     assert all("config changed since last load" in r["error"]["message"] for r in losers)
     written = handle.config_file.read_text()
     assert winners[0]["payload"]["hash"] == (await clients[0].call("config.get"))["hash"]
-    assert written.startswith("[gateway]\ntick_interval_ms = ")
+    # The file is the winner's text, whole: none of the losers wrote any of theirs.
+    (winner,) = [i for i, r in enumerate(results) if r["ok"]]
+    assert written == f"[gateway]\ntick_interval_ms = {1000 * (winner + 1)}\n"
 
 
 async def test_invalid_config_is_refused_with_the_key(

@@ -64,9 +64,10 @@ async def test_payload_over_the_limit_closes_1009(
 ) -> None:
     handle = await start_gateway(overrides={"gateway": {"max_payload": 4096}})
     client = make_client(handle.url)
-    res = await client.connect(token=handle.token)
+    res = await client.connect(token=handle.token, scopes=["operator.admin"])
     assert res["payload"]["policy"]["maxPayload"] == 4096
-    await client.send_request("system-event", {"text": "x" * 3000})  # under the limit: fine
+    under = await client.request("system-event", {"text": "x" * 3000})  # under the limit: fine
+    assert under["ok"], under
     await client.send_request("health", {"probe": False, "pad": "y" * 5000})
     code, _ = await client.expect_close()
     assert code == 1009

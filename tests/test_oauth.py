@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from moltis_desktop.cli.auth import add_auth_parser, cmd_auth
+from moltis_desktop.cli import build_parser
+from moltis_desktop.cli.auth import cmd_auth
 from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.settings import AuthProfileSettings
 from moltis_desktop.core.clock import ManualClock
@@ -551,10 +552,7 @@ async def test_status_lists_api_key_and_oauth_profiles(
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="moltis")
-    sub = parser.add_subparsers(dest="command")
-    add_auth_parser(sub)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)  # the real `moltis` parser
 
 
 @pytest.fixture

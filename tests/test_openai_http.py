@@ -15,7 +15,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage, message_texts
+from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage, message_texts, system_text
 from tests.test_agent import agent_config
 
 CHAT = "/v1/chat/completions"
@@ -121,7 +121,7 @@ async def test_a_reply_with_usage(
     path = "/v1/messages" if kind == "anthropic" else CHAT
     body = fake.bodies(path)[-1]
     assert message_texts(body, "user") == ["hi"]
-    assert "OpenAI-compatible API" in json.dumps(body)  # our system prompt went along
+    assert "OpenAI-compatible API" in system_text(body)  # our system prompt went along
     # Stateless: the one-off session is gone (its transcript archived).
     assert await session_keys(handle, make_client) == set()
     assert list(handle.home.glob("state/agents/main/sessions/*.jsonl.deleted.*"))
@@ -386,7 +386,10 @@ async def test_provider_failures(
     with pytest.raises(openai.APIError) as broken:
         await asyncio.wait_for(read(), T)
     assert "".join(seen) == "partial answer"
-    assert broken.value.message
+    assert broken.value.message == (
+        "fake failed with a server error (server_error): The server had an error. "
+        "Try again later, or configure a fallback model"
+    )
 
 
 async def test_a_client_leaving_mid_stream_stops_the_run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +125,9 @@ def test_status(openclaw: OpenClaw) -> None:
     assert status["sessions"]["count"] == 0
     plain = openclaw.run("status")
     assert plain.returncode == 0
-    assert "reachable" in plain.stdout
+    gateway_row = next(line for line in plain.stdout.splitlines() if "│ Gateway " in line)
+    assert re.search(r"· reachable \d+ms · auth token", gateway_row), gateway_row
+    assert "unreachable" not in gateway_row
 
 
 def test_gateway_probe(openclaw: OpenClaw) -> None:

@@ -235,7 +235,9 @@ async def test_anthropic_thinking_streams_and_is_replayed_with_its_signature(
 
 
 def test_thinking_levels_map_to_budgets_and_efforts() -> None:
-    for level, budget in THINKING_BUDGETS.items():
+    budgets = {"minimal": 1024, "low": 2048, "medium": 4096, "high": 8192, "xhigh": 16_384}
+    assert budgets == THINKING_BUDGETS
+    for level, budget in budgets.items():
         params = build_params(request("anthropic", thinking=level, max_tokens=2048), cache=True)
         assert params["thinking"] == {"type": "enabled", "budget_tokens": budget}
         assert params["max_tokens"] > budget
@@ -322,9 +324,16 @@ async def test_a_deprecated_model_is_logged_not_raised(
 ) -> None:
     # filterwarnings=error: the SDK's DeprecationWarning would fail the call if it escaped.
     provider = make_provider("anthropic")
+    # A model no other test uses: the warning is logged once per process.
+    request = CompletionRequest("claude-3-opus-20240229", (user("hi"),))
     with caplog.at_level(logging.WARNING, logger="moltis_desktop.providers.anthropic"):
-        events = await collect(provider, CompletionRequest("claude-sonnet-4-5", (user("hi"),)))
-    assert completed(events).message.text == "ok"
+        for _ in range(2):
+            assert completed(await collect(provider, request)).message.text == "ok"
+    (record,) = [r for r in caplog.records if "claude-3-opus-20240229" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(
+        "anthropic SDK: The model 'claude-3-opus-20240229' is deprecated"
+    )
 
 
 # ---------------------------------------------------------------------------- errors

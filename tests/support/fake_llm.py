@@ -73,6 +73,17 @@ def message_texts(body: Any, role: str = "user") -> list[str]:
     return out
 
 
+def system_text(body: Any) -> str:
+    """The system prompt a request carried: Anthropic's `system` (a string or text blocks),
+    or OpenAI's `system`/`developer` messages."""
+    if "system" in body:
+        system = body["system"]
+        if isinstance(system, str):
+            return system
+        return "".join(b.get("text", "") for b in system if b.get("type") == "text")
+    return "".join(message_texts(body, "system") + message_texts(body, "developer"))
+
+
 class _ClientGone(Exception):
     """The client closed the connection while we were streaming to it."""
 
