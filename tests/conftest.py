@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from moltis_desktop.config.loader import deep_merge
 from moltis_desktop.core.logging import configure_logging
 from moltis_desktop.gateway.server import GatewayServer
 from moltis_desktop.runtime import Runtime
+from tests.support.fake_llm import FakeLLM
 from tests.support.keyrings import MemoryKeyring
 from tests.support.schema import FrameValidator, schema_path
 from tests.support.wsclient import ProtoClient
@@ -163,3 +165,19 @@ async def operator(gateway: GatewayHandle, make_client: MakeClient) -> ProtoClie
     )
     assert res["ok"], res
     return client
+
+
+FAKE_STEP_S = 30.0
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLLM]:
+    """A fake LLM provider on a loopback port, speaking the Anthropic Messages API and
+    OpenAI Chat Completions (models `fake-model-1` and `fake-model-2`)."""
+    async with asyncio.timeout(FAKE_STEP_S):
+        server = await FakeLLM().start()
+    try:
+        yield server
+    finally:
+        async with asyncio.timeout(FAKE_STEP_S):
+            await server.close()

@@ -6,39 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage, message_texts, system_text
+from tests.support.fake_llm import (
+    FakeLLM,
+    Turn,
+    Usage,
+    agent_config,
+    message_texts,
+    system_text,
+)
 from tests.support.wsclient import ProtoClient
 
 KINDS = ("anthropic", "openai")
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
-
-
-def agent_config(kind: str, fake: FakeLLM, extra: str = "") -> str:
-    base = fake.anthropic_base_url if kind == "anthropic" else fake.openai_base_url
-    return f"""
-[agents]
-model = "fake/fake-model-1"
-
-[providers.fake]
-kind = "{kind}"
-base_url = "{base}"
-api_key_env = "FAKE_LLM_KEY"
-max_retries = 0
-{extra}
-"""
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM(models=[FakeModel("fake-model-1"), FakeModel("fake-model-2")]) as server:
-        yield server
 
 
 @dataclass

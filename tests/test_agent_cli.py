@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.fake_llm import FakeLLM, Turn
+from tests.support.fake_llm import FakeLLM, Turn, agent_config
+from tests.support.openclaw import OpenClaw
 from tests.support.process import BIN, GatewayProcess, gateway_process
-from tests.test_agent import agent_config
-from tests.test_openclaw_cli import OpenClaw
 
 TOKEN = "agent-cli-token-0123456789"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as server:
-        yield server
 
 
 @pytest.fixture

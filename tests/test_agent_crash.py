@@ -19,10 +19,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import MakeClient
-from tests.support.fake_llm import FakeLLM, Turn
+from tests.support.fake_llm import FakeLLM, Turn, agent_config
 from tests.support.process import BIN, base_env, free_port
 from tests.support.wsclient import ProtoClient
-from tests.test_agent import agent_config
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
 
@@ -345,17 +344,6 @@ def unanswered_tool_calls(body: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- the tests
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    async with asyncio.timeout(STEP_S):
-        server = await FakeLLM().start()
-    try:
-        yield server
-    finally:
-        async with asyncio.timeout(STEP_S):
-            await server.close()
 
 
 @pytest.fixture

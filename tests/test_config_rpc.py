@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
+from tests.support.process import free_port
 from tests.support.wsclient import ProtoClient
 
 CONFIG = """# kept comment
@@ -138,16 +138,10 @@ async def test_patch_keeps_comments_and_reports_changes(
     assert "logging.level" in res["error"]["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_apply_with_a_new_port_rebinds(
     start_gateway: StartGateway, make_client: MakeClient
 ) -> None:
-    first, second = _free_port(), _free_port()
+    first, second = free_port(), free_port()
     handle = await start_gateway(f"[gateway]\nport = {first}\n", port=None)
     assert handle.gateway.port == first
     client = await _admin(handle, make_client)

@@ -15,8 +15,14 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.fake_llm import FakeLLM, FakeModel, Turn, Usage, message_texts, system_text
-from tests.test_agent import agent_config
+from tests.support.fake_llm import (
+    FakeLLM,
+    Turn,
+    Usage,
+    agent_config,
+    message_texts,
+    system_text,
+)
 
 CHAT = "/v1/chat/completions"
 TWO_AGENTS = """
@@ -29,12 +35,6 @@ model = "fake/fake-model-2"
 """
 T = 20.0
 """Upper bound of every wait."""
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM(models=[FakeModel("fake-model-1"), FakeModel("fake-model-2")]) as server:
-        yield server
 
 
 async def start(

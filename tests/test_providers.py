@@ -47,12 +47,6 @@ MakeProvider = Callable[..., Provider]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as server:
-        yield server
-
-
-@pytest.fixture
 async def make_provider(fake: FakeLLM) -> AsyncIterator[MakeProvider]:
     """Providers built the way the gateway builds them: registry + built-in plugin."""
     registries: list[ProviderRegistry] = []

@@ -324,3 +324,20 @@ class FakeLLM:
                 await self._sleep(turn.delay_s, request)
             if turn.hang:
                 await self._stall(request)
+
+
+def agent_config(kind: str, fake: FakeLLM, extra: str = "") -> str:
+    """A moltis.toml whose default model is `fake/fake-model-1`, served by `fake` in the
+    `kind` wire format (`anthropic` or `openai`); its key comes from `FAKE_LLM_KEY`."""
+    base = fake.anthropic_base_url if kind == "anthropic" else fake.openai_base_url
+    return f"""
+[agents]
+model = "fake/fake-model-1"
+
+[providers.fake]
+kind = "{kind}"
+base_url = "{base}"
+api_key_env = "FAKE_LLM_KEY"
+max_retries = 0
+{extra}
+"""
