@@ -318,16 +318,29 @@ async def test_a_deprecated_model_is_logged_not_raised(
 ) -> None:
     # filterwarnings=error: the SDK's DeprecationWarning would fail the call if it escaped.
     provider = make_provider("anthropic")
-    # A model no other test uses: the warning is logged once per process.
-    request = CompletionRequest("claude-3-opus-20240229", (user("hi"),))
+    # One the installed SDK deprecates and no other test calls: the warning is logged once
+    # per process.
+    model = _deprecated_model()
+    request = CompletionRequest(model, (user("hi"),))
     with caplog.at_level(logging.WARNING, logger="moltis_desktop.providers.anthropic"):
         for _ in range(2):
             assert completed(await collect(provider, request)).message.text == "ok"
-    (record,) = [r for r in caplog.records if "claude-3-opus-20240229" in r.getMessage()]
+    (record,) = [r for r in caplog.records if f"'{model}'" in r.getMessage()]
     assert record.levelname == "WARNING"
-    assert record.getMessage().startswith(
-        "anthropic SDK: The model 'claude-3-opus-20240229' is deprecated"
-    )
+    assert record.getMessage().startswith(f"anthropic SDK: The model '{model}' is deprecated")
+
+
+def _deprecated_model() -> str:
+    # The SDK's list changes with each release (and moved module in 2.13).
+    try:
+        from anthropic._data import DEPRECATED_MODELS
+    except ImportError:
+        from anthropic.resources.messages.messages import DEPRECATED_MODELS
+    called_elsewhere = {"claude-sonnet-4-5", "claude-sonnet-4-5-20250929"}
+    candidates = sorted(set(DEPRECATED_MODELS) - called_elsewhere)
+    if not candidates:
+        pytest.fail("the installed anthropic SDK deprecates no model this test can use")
+    return candidates[0]
 
 
 # ---------------------------------------------------------------------------- errors
