@@ -261,11 +261,17 @@ async def test_local_clients_with_the_token_keep_their_scopes(
             scopes=["operator.read", "operator.write"],
         )
         assert res["payload"]["auth"]["scopes"] == ["operator.read", "operator.write"]
-    # The same client with a browser Origin header gets none from the token alone.
+    # The same client with our own page's Origin (the web app) keeps them too: the token
+    # is what proves who it is (OpenClaw lets token-authenticated clients skip device ids).
     browser = make_client(gateway.url)
     await browser.open(headers={"Origin": gateway.http})
     res = await browser.connect(token=gateway.token, scopes=["operator.admin"])
-    assert res["payload"]["auth"]["scopes"] == []
+    assert res["payload"]["auth"]["scopes"] == ["operator.admin"]
+    # Without the token, the same page gets nothing at all.
+    stranger = make_client(gateway.url)
+    await stranger.open(headers={"Origin": gateway.http})
+    res = await stranger.connect(token="wrong", scopes=["operator.admin"])
+    assert res["ok"] is False
 
 
 async def test_password_mode(start_gateway: StartGateway, make_client: MakeClient) -> None:
@@ -359,8 +365,7 @@ async def test_allowed_origin_from_config(
     await client.open(headers={"Origin": "https://app.example"})
     res = await client.connect(token=handle.token, client_id="webchat-ui", mode="webchat")
     assert res["ok"], res
-    # A browser without a paired device gets no scopes from the shared token alone.
-    assert res["payload"]["auth"]["scopes"] == []
+    assert res["payload"]["auth"]["scopes"] == ["operator.read"]
 
 
 def _signed_device(

@@ -222,15 +222,14 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
     requested = tuple(params.scopes or ())
     if params.role == Role.NODE:
         scopes: tuple[str, ...] = ()
-    elif not local or req.origin is not None:
-        # Remote and browser clients get scopes from pairing (device tokens), not from the
-        # shared secret alone.
-        scopes = ()
     elif params.client.mode == "probe":
         # Probes only check that a gateway answers (OpenClaw grants them nothing either).
         scopes = ()
     else:
-        # A local client holding the shared secret is the owner's own tool.
+        # A client holding the shared secret (token or password) is the owner's own tool,
+        # whether it is local, on the LAN or the web app: OpenClaw lets a token-authenticated
+        # client skip device identity and keep its declared scopes. (Browsers were held to
+        # an allowed Origin above; auth mode `none` admits loopback only.)
         scopes = requested
     return Admission(protocol, params.role, scopes, client, device_id)
 
