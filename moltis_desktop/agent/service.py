@@ -56,11 +56,14 @@ class SendOutcome:
 
 @dataclass(frozen=True)
 class Attachment:
-    """An attachment of a message (only images reach the model today)."""
+    """An attachment of a message: images go to the model as images, text files as text
+    after the message; anything else is refused with a message saying so."""
 
     mime_type: str
     data: str
     """Base64."""
+    name: str = ""
+    """The file's name, when the client gave one."""
 
 
 class _Resolver:
@@ -193,6 +196,9 @@ class ChatService:
         for command in parsed.commands:
             replies.append(await self._command(key, agent, command.name, command.value))
         images = tuple(_image(a) for a in attachments if a.mime_type.startswith("image/"))
+        run_text += "".join(
+            _text_file(a) for a in attachments if not a.mime_type.startswith("image/")
+        )
         if not run_text.strip() and not images:
             return SendOutcome(key, agent.id, None, "\n".join(r for r in replies if r) or None)
         entry = self.sessions.entry(key) or entry
@@ -407,12 +413,42 @@ def _image(attachment: Attachment) -> ImagePart:
     return ImagePart(attachment.mime_type, data)
 
 
+_TEXT_TYPES = ("application/json", "application/xml", "application/x-yaml", "application/toml")
+MAX_TEXT_ATTACHMENT_BYTES = 512 * 1024
+
+
+def _text_file(attachment: Attachment) -> str:
+    """A text attachment as a fenced block appended to the message."""
+    mime = attachment.mime_type.split(";")[0].strip().lower()
+    name = attachment.name or "attachment"
+    if not (mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith("+json")):
+        raise AgentError(f"{name} is {mime}; only images and text files can be attached for now")
+    data = (
+        attachment.data.split(",", 1)[1]
+        if attachment.data.startswith("data:")
+        else (attachment.data)
+    )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise AgentError(f"the attachment {name} is not valid base64") from None
+    if len(raw) > MAX_TEXT_ATTACHMENT_BYTES:
+        raise AgentError(
+            f"{name} is {len(raw) // 1024} KiB; text attachments are limited to "
+            f"{MAX_TEXT_ATTACHMENT_BYTES // 1024} KiB"
+        )
+    text = raw.decode("utf-8", errors="replace")
+    fence = "````" if "```" in text else "```"
+    return f"\n\n{name}:\n{fence}\n{text.rstrip()}\n{fence}"
+
+
 def attachments_from(raw: Sequence[Mapping[str, Any]] | None) -> list[Attachment]:
     """`chat.send` / `agent` attachments (`{type, mimeType, content}`) that carry data."""
     out = []
     for item in raw or ():
         mime = str(item.get("mimeType") or item.get("type") or "")
         content = item.get("content") or item.get("data")
+        name = str(item.get("fileName") or item.get("name") or "")
         if isinstance(content, str) and "/" in mime:
-            out.append(Attachment(mime, content))
+            out.append(Attachment(mime, content, name))
     return out

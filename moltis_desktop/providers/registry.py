@@ -241,6 +241,13 @@ class ProviderRegistry:
             self._retired.append(self._instances.pop(key))
             self._instance_keys.pop(key, None)
 
+    def forget_credentials(self) -> None:
+        """A key in the secret store changed: every provider is built again, with the key
+        as it is now, on its next use."""
+        self._retired.extend(self._instances.values())
+        self._instances.clear()
+        self._instance_keys.clear()
+
     async def close(self) -> None:
         """Close every provider built so far (they can be built again afterwards)."""
         instances, self._instances = [*self._instances.values(), *self._retired], {}

@@ -114,6 +114,26 @@ class ChatHistoryParams(msgspec.Struct, forbid_unknown_fields=True, rename="came
     input_run_ids: list[str] | None = None
 
 
+def _price(body: dict[str, Any], prices: Any) -> None:
+    """Add `usage.cost.total` (US dollars, pi-ai's shape) to an assistant message that
+    records its model and usage."""
+    usage, model = body.get("usage"), body.get("model")
+    if body.get("role") != "assistant" or not isinstance(usage, dict) or not model:
+        return
+    from moltis_desktop.providers.base import Usage
+    from moltis_desktop.providers.pricing import cost
+
+    provider = body.get("provider")
+    ref = model if "/" in model or not provider else f"{provider}/{model}"
+    tokens = Usage(
+        int(usage.get("input") or 0),
+        int(usage.get("output") or 0),
+        int(usage.get("cacheRead") or 0),
+        int(usage.get("cacheWrite") or 0),
+    )
+    body["usage"] = {**usage, "cost": {"total": round(cost(ref, tokens, prices), 6)}}
+
+
 @TABLE.method("chat.history", scope=Scope.READ, params=ChatHistoryParams)
 def chat_history(ctx: MethodContext, params: ChatHistoryParams) -> dict[str, Any]:
     """The current session's messages (oldest first), with the session's settings."""
@@ -123,11 +143,13 @@ def chat_history(ctx: MethodContext, params: ChatHistoryParams) -> dict[str, Any
     if entry is None:
         return {"sessionKey": key, "sessionId": None, "messages": []}
     messages = []
+    prices = ctx.gateway.settings.usage.prices
     for item in chat.sessions.transcript(key)[1:]:
         if item.get("type") == "message":
             body = dict(item.get("message") or {})
             body.setdefault("timestamp", item.get("timestamp"))
             body["id"] = item.get("id")
+            _price(body, prices)
             messages.append(body)
         elif item.get("type") == "compaction":
             messages.append(

@@ -50,6 +50,11 @@ def sessions_list(ctx: MethodContext, params: SessionsListParams) -> dict[str, A
         label=params.label,
     )
     page = entries[params.offset : params.offset + params.limit]
+    last: dict[str, dict[str, Any]] = {}
+    if params.include_last_message and page:
+        for preview in chat.sessions.preview([e.key for e in page], limit=1, max_chars=160):
+            if preview["items"]:
+                last[preview["key"]] = preview["items"][-1]
     agent = chat.agent(params.agent_id)
     try:
         ref = chat.model_for(agent)
@@ -60,6 +65,8 @@ def sessions_list(ctx: MethodContext, params: SessionsListParams) -> dict[str, A
     for entry in page:
         item = entry.to_dict()
         item.setdefault("kind", "direct")
+        if entry.key in last:
+            item["lastMessagePreview"] = last[entry.key]
         sessions.append(item)
     return {
         "ts": ctx.gateway.clock.now_ms(),
@@ -76,6 +83,15 @@ def sessions_list(ctx: MethodContext, params: SessionsListParams) -> dict[str, A
         },
         "sessions": sessions,
     }
+
+
+def _changed(ctx: MethodContext, key: str, reason: str) -> None:
+    """Tell operators a session's entry changed (the web app's sidebar follows it)."""
+    ctx.gateway.broadcast(
+        "sessions.changed",
+        {"sessionKey": key, "reason": reason, "ts": ctx.gateway.clock.now_ms()},
+        scope=Scope.READ,
+    )
 
 
 class SessionsPreviewParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -140,6 +156,7 @@ def sessions_patch(ctx: MethodContext, params: Any) -> dict[str, Any]:
         else:
             fields[name] = value
     entry = chat.sessions.patch(key, **fields)
+    _changed(ctx, key, "patch")
     return {"ok": True, "key": key, "entry": entry.to_dict()}
 
 
@@ -157,6 +174,7 @@ async def sessions_reset(ctx: MethodContext, params: SessionsResetParams) -> dic
     _require(chat, key)
     await chat.runs.abort(key)
     session_id = chat.sessions.reset(key)
+    _changed(ctx, key, "reset")
     return {"ok": True, "key": key, "sessionId": session_id}
 
 
@@ -180,6 +198,8 @@ async def sessions_delete(ctx: MethodContext, params: SessionsDeleteParams) -> d
         if path is not None:
             archived.append(str(path))
     deleted = chat.sessions.delete(key, delete_transcript=params.delete_transcript)
+    if deleted:
+        _changed(ctx, key, "delete")
     return {"ok": True, "key": key, "deleted": deleted, "archived": archived if deleted else []}
 
 
