@@ -91,6 +91,7 @@ class Runtime:
             shared_secret=shared,
             log_file=log_file_for(self.paths, settings),
             state_dir=self.paths.state_dir,
+            secrets=self.secrets,
         )
         self.config.subscribe(self._on_config_changed)
         await self.gateway.start()

@@ -15,6 +15,11 @@ PROTOCOL_VERSION=2026.9.1
 NODE_VERSION=24.21.0
 # Debian packages the app and the tests need (none of the Python wheels compile anything).
 DEB_PACKAGES=(ca-certificates)
+# The app's tests: Debian's Chromium, driven headless by Playwright (the web app's tests),
+# and fonts for the screenshots.
+if [ "${MOLTIS_INSTALL_TEST_DEPS:-1}" = 1 ]; then
+  DEB_PACKAGES+=(chromium fonts-dejavu-core)
+fi
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -94,17 +94,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def root(request: web.Request) -> web.StreamResponse:
-    """`/`: the WebSocket endpoint (OpenClaw clients connect here)."""
+    """`/`: the WebSocket endpoint (OpenClaw clients connect here), and the web app for a
+    browser."""
     gateway = request.app[GATEWAY_KEY]
     if request.headers.get("Upgrade", "").lower() == "websocket":
         from moltis_desktop.gateway.ws import websocket_handler
 
         return await websocket_handler(gateway, request)
-    return web.Response(
-        status=404,
-        headers=SECURITY_HEADERS,
-        text="This is the Moltis Desktop gateway. Connect a WebSocket client to this URL.\n",
-    )
+    from moltis_desktop.gateway.webui import index
+
+    return await index(request)
 
 
 def add_routes(app: web.Application) -> None:
@@ -117,6 +116,9 @@ def add_routes(app: web.Application) -> None:
     from moltis_desktop.gateway.openai_http import add_openai_routes
 
     add_openai_routes(app)
+    from moltis_desktop.gateway.webui import add_webui_routes
+
+    add_webui_routes(app)
 
 
 def _allowed_origin(gateway: GatewayServer, request: web.Request, origin: str) -> bool:

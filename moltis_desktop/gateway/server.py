@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from moltis_desktop import __version__
+from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.settings import Settings
 from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
@@ -27,6 +28,7 @@ from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
 from moltis_desktop.gateway.presence import PresenceTracker
 from moltis_desktop.gateway.registry import MethodTable, operator_may
+from moltis_desktop.gateway.webui import UiTickets
 from moltis_desktop.protocol.constants import CloseCode, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
 
@@ -46,6 +48,7 @@ EVENTS = (
     "config.changed",
     "chat",
     "agent",
+    "sessions.changed",
 )
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)
@@ -66,9 +69,25 @@ def resolve_bind(bind: str) -> str:
 
 def builtin_tables() -> list[MethodTable]:
     """The method tables of the gateway's own areas."""
-    from moltis_desktop.gateway.methods import catalog, chat, config, logs, sessions, system
+    from moltis_desktop.gateway.methods import (
+        catalog,
+        chat,
+        config,
+        logs,
+        secrets,
+        sessions,
+        system,
+    )
 
-    return [system.TABLE, logs.TABLE, config.TABLE, catalog.TABLE, chat.TABLE, sessions.TABLE]
+    return [
+        system.TABLE,
+        logs.TABLE,
+        config.TABLE,
+        catalog.TABLE,
+        chat.TABLE,
+        sessions.TABLE,
+        secrets.TABLE,
+    ]
 
 
 class GatewayServer:
@@ -82,6 +101,7 @@ class GatewayServer:
         log_file: Path,
         state_dir: Path,
         clock: Clock = SYSTEM_CLOCK,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.config = config
         self.services: AgentServices | None = None
@@ -105,6 +125,10 @@ class GatewayServer:
         self.presence = PresenceTracker(version=self.version, instance_id=self.boot_id, clock=clock)
         self.health_version = 1
         self.dedupe = IdempotencyCache(clock=clock)
+        self.ui_tickets = UiTickets(clock)
+        """One-time sign-in tickets for the web app (`/#ticket=…`)."""
+        self.secrets: SecretStore | None = secrets
+        """The secret store (`secrets.store.*`), when the runtime has one."""
         self.auth_throttle, self.browser_throttle = self._throttles(self.settings)
         self.loop_monitor = EventLoopMonitor()
         self.system_events: deque[str] = deque(maxlen=_SYSTEM_EVENT_QUEUE)

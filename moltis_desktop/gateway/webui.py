@@ -1,0 +1,279 @@
+"""The embedded web app: static assets from the package, sign-in tickets, method metadata.
+
+Everything the page needs ships in `moltis_desktop/web/` (no CDN, no build step): the files
+are read once, kept in memory with a gzip copy and a strong ETag, and served with a strict
+Content-Security-Policy (no inline script, no eval, only this origin).
+
+Sign-in without the credential in a visible URL: a local client that holds the credential
+(the desktop app in-process, `moltis dashboard` over HTTP with `Authorization: Bearer`)
+mints a one-time *ticket*, opens `/#ticket=…`, and the page trades the ticket for the
+credential with a same-origin POST, then removes it from the address bar. A ticket works
+once and for one minute, so a URL left in a history or a screenshot is worthless.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import mimetypes
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import msgspec
+from aiohttp import web
+
+from moltis_desktop.core.clock import Clock
+from moltis_desktop.protocol.frames import encode_json
+
+if TYPE_CHECKING:
+    from moltis_desktop.gateway.registry import MethodTable
+    from moltis_desktop.gateway.server import GatewayServer
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "font-src 'self'; connect-src 'self'; media-src 'self' blob:; object-src 'none'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
+"""No inline script or style, no eval, nothing from another origin. (`connect-src 'self'`
+covers the page's own ws:// and wss:// origin.)"""
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), geolocation=(), microphone=(self)",
+}
+TICKET_TTL_MS = 60_000
+_MAX_TICKETS = 64
+_COMPRESSIBLE = (".html", ".js", ".mjs", ".css", ".json", ".svg", ".txt", ".md")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    gzipped: bytes | None
+    etag: str
+    content_type: str
+
+
+def load_assets() -> dict[str, Asset]:
+    """Every file under `moltis_desktop/web`, by its path relative to it."""
+    root = resources.files("moltis_desktop") / "web"
+    assets: dict[str, Asset] = {}
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        for item in folder.iterdir():
+            rel = f"{prefix}{item.name}"
+            if item.is_dir():
+                stack.append((item, rel + "/"))
+                continue
+            body = item.read_bytes()
+            ctype = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
+            gz = None
+            if item.name.endswith(_COMPRESSIBLE) and len(body) > 512:
+                gz = gzip.compress(body, compresslevel=9, mtime=0)
+            etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+            assets[rel] = Asset(body, gz, etag, ctype)
+    return assets
+
+
+class UiTickets:
+    """One-time, short-lived tickets a page trades for the gateway credential."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tickets: dict[str, int] = {}
+
+    def mint(self) -> str:
+        now = self._clock.now_ms()
+        self._tickets = {t: exp for t, exp in self._tickets.items() if exp > now}
+        while len(self._tickets) >= _MAX_TICKETS:
+            self._tickets.pop(next(iter(self._tickets)))
+        ticket = secrets.token_urlsafe(24)
+        self._tickets[ticket] = now + TICKET_TTL_MS
+        return ticket
+
+    def redeem(self, ticket: str) -> bool:
+        """True once for a live ticket; it is gone afterwards."""
+        expires = self._tickets.pop(ticket, None)
+        return expires is not None and expires > self._clock.now_ms()
+
+
+ASSETS_KEY: web.AppKey[dict[str, Asset]] = web.AppKey("webui-assets")
+
+
+def _gateway(request: web.Request) -> GatewayServer:
+    from moltis_desktop.gateway.server import GATEWAY_KEY
+
+    return request.app[GATEWAY_KEY]
+
+
+def serve_asset(request: web.Request, path: str) -> web.Response:
+    asset = request.app[ASSETS_KEY].get(path)
+    if asset is None or path.startswith("tests/"):
+        return web.Response(status=404, text="not found\n", headers=PAGE_HEADERS)
+    headers = {
+        **PAGE_HEADERS,
+        "ETag": asset.etag,
+        # Revalidate every time (a 304 is cheap on loopback); the app is updated in place.
+        "Cache-Control": "no-cache",
+        "Vary": "Accept-Encoding",
+    }
+    if asset.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    body = asset.body
+    if asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
+        body = asset.gzipped
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, content_type=asset.content_type, headers=headers)
+
+
+async def index(request: web.Request) -> web.Response:
+    return serve_asset(request, "index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    return serve_asset(request, request.match_info["path"])
+
+
+def same_origin(request: web.Request) -> bool:
+    """The request comes from a page this gateway served (its Origin is our own address)."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return False
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
+
+
+async def mint_ticket(request: web.Request) -> web.Response:
+    """`POST /ui/ticket` with `Authorization: Bearer <credential>`: a one-time sign-in
+    ticket for `/#ticket=…` (what `moltis dashboard` opens)."""
+    from moltis_desktop.gateway.http import bearer_matches, is_direct_loopback
+
+    gateway = _gateway(request)
+    allowed = bearer_matches(gateway, request) or (
+        gateway.shared_secret.mode == "none" and is_direct_loopback(request)
+    )
+    if not allowed:
+        return _json(401, {"error": "send the gateway token as Authorization: Bearer <token>"})
+    ticket = gateway.ui_tickets.mint()
+    return _json(200, {"ticket": ticket, "url": f"http://{request.host}/#ticket={ticket}"})
+
+
+class _Redeem(msgspec.Struct):
+    ticket: str
+
+
+async def redeem_ticket(request: web.Request) -> web.Response:
+    """`POST /ui/redeem {"ticket"}` from the page itself: the credential, once."""
+    gateway = _gateway(request)
+    if not same_origin(request):
+        return _json(403, {"error": "tickets are redeemed by the gateway's own page only"})
+    try:
+        body = msgspec.json.decode(await request.read(), type=_Redeem)
+    except (msgspec.DecodeError, ValueError):
+        return _json(400, {"error": 'expected a JSON body {"ticket": "…"}'})
+    if not gateway.ui_tickets.redeem(body.ticket):
+        return _json(
+            401,
+            {"error": "this sign-in link has expired or was already used; open a new one"},
+        )
+    secret = gateway.shared_secret
+    auth: dict[str, str] = {}
+    if secret.mode == "token" and secret.token:
+        auth["token"] = secret.token
+    elif secret.mode == "password" and secret.password:
+        auth["password"] = secret.password
+    return _json(200, {"mode": secret.mode, "auth": auth})
+
+
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        body=encode_json(body),
+        content_type="application/json",
+        headers={**PAGE_HEADERS, "Cache-Control": "no-store"},
+    )
+
+
+# ----------------------------------------------------------------- method metadata
+
+
+def example_for(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> Any:
+    """A skeleton value for a JSON schema: required fields with placeholder values."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return example_for(defs.get(name, {}), defs, depth + 1)
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [s for s in schema[key] if s.get("type") != "null"]
+            return example_for(options[0], defs, depth + 1) if options else None
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        if depth > 4:
+            return {}
+        props = schema.get("properties", {})
+        return {
+            name: example_for(props[name], defs, depth + 1)
+            for name in schema.get("required", [])
+            if name in props
+        }
+    if kind == "array":
+        return []
+    if kind == "integer":
+        return schema.get("minimum", 0)
+    if kind == "number":
+        return 0
+    if kind == "boolean":
+        return False
+    if kind == "string":
+        return "" if "minLength" not in schema else "…"
+    return None
+
+
+def describe_methods(table: MethodTable, advertised: list[str]) -> list[dict[str, Any]]:
+    """Each advertised method with its scope, its params' JSON schema and an example."""
+    out = []
+    for name in advertised:
+        spec = table.get(name)
+        item: dict[str, Any] = {"name": name}
+        if spec is not None:
+            item["scope"] = spec.scope
+            if spec.params is not None:
+                try:
+                    (schema,), components = msgspec.json.schema_components([spec.params])
+                except (TypeError, ValueError):
+                    schema, components = {}, {}
+                item["schema"] = {**schema, "$defs": components} if components else schema
+                item["example"] = example_for(schema, components)
+            else:
+                item["example"] = {}
+        out.append(item)
+    return out
+
+
+async def methods_json(request: web.Request) -> web.Response:
+    """`GET /ui/methods.json`: what the method explorer prefills its editor from."""
+    gateway = _gateway(request)
+    return _json(200, {"methods": describe_methods(gateway.registry, gateway.methods_advertised)})
+
+
+def add_webui_routes(app: web.Application) -> None:
+    app[ASSETS_KEY] = load_assets()
+    app.router.add_get("/ui/methods.json", methods_json)
+    app.router.add_post("/ui/ticket", mint_ticket)
+    app.router.add_post("/ui/redeem", redeem_ticket)
+    app.router.add_get("/ui/{path:.+}", static)
+    app.router.add_get("/favicon.ico", favicon)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return serve_asset(request, "icon.svg")
