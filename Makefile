@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MOLTIS_TEST_CACHE ?= $(HOME)/.cache/moltis-desktop
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-ui clean
 
 install:
 	@scripts/install.sh
@@ -22,6 +22,9 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/run_bench.py
+
+bench-ui: install
+	$(BIN)/python bench/bench_ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

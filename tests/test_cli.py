@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.process import BIN, base_env, free_port, gateway_process, wait_ready
 
@@ -73,6 +76,79 @@ def test_token_comes_from_the_secret_store_when_not_given(tmp_path: Path) -> Non
         assert len(token) >= 40
         assert token not in gw.output()
         assert token not in (home / "logs" / "moltis.log").read_text()
+
+
+def post_json(url: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_dashboard_prints_a_one_time_sign_in_link(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with gateway_process(home, token=None, MOLTIS_SECRETS_PASSPHRASE="correct horse") as gw:
+        # No --url, no token: the port from the config, the token from the secret store.
+        env = base_env(home, MOLTIS_SECRETS_PASSPHRASE="correct horse", MOLTIS_PORT=str(gw.port))
+        token = moltis(env, "secrets", "get", "gateway-token").stdout.strip()
+        assert len(token) >= 40
+        origin = f"http://127.0.0.1:{gw.port}"
+        shown = moltis(env, "dashboard", "--no-open")
+        assert shown.returncode == 0, shown.stderr
+        link = shown.stdout.strip()
+        assert link.startswith(f"{origin}/#ticket="), link
+        assert "once, within a minute" in shown.stderr
+        assert token not in shown.stdout + shown.stderr
+        ticket = link.split("#ticket=", 1)[1]
+        # The page (same origin as the gateway) trades the ticket for the credential, once.
+        redeem = f"{origin}/ui/redeem"
+        assert post_json(redeem, {"ticket": ticket}, {"Origin": origin}) == (
+            200,
+            {"mode": "token", "auth": {"token": token}},
+        )
+        status, body = post_json(redeem, {"ticket": ticket}, {"Origin": origin})
+        assert status == 401, body
+        as_json = moltis(env, "dashboard", "--no-open", "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        answer = json.loads(as_json.stdout)
+        assert answer["url"] == f"{origin}/#ticket={answer['ticket']}"
+        assert post_json(redeem, {"ticket": answer["ticket"]}, {"Origin": origin})[0] == 200
+
+
+def test_dashboard_with_a_stale_token_or_no_gateway(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = base_env(home, MOLTIS_SECRETS_PASSPHRASE="pw-1234")
+    stale = "stale-token-0123456789"
+    stored = moltis(env, "secrets", "set", "gateway-token", stdin=stale + "\n")
+    assert stored.returncode == 0, stored.stderr
+    # The gateway runs on MOLTIS_TOKEN, so the stored token is not its token.
+    with gateway_process(home, MOLTIS_SECRETS_PASSPHRASE="pw-1234") as gw:
+        assert gw.token is not None
+        env["MOLTIS_URL"] = gw.url
+        refused = moltis(env, "dashboard", "--no-open")
+        assert refused.returncode == 1
+        assert refused.stdout == ""
+        assert "token in the secret store: it does not match the running gateway" in (
+            refused.stderr
+        )
+        assert stale not in refused.stderr
+        wrong = moltis(env, "dashboard", "--no-open", "--token", "not-the-token")
+        assert wrong.returncode == 1
+        assert "refused the token given with --token" in wrong.stderr
+        given = moltis(env, "dashboard", "--no-open", "--token", gw.token)
+        assert given.returncode == 0, given.stderr
+        assert given.stdout.startswith(f"http://127.0.0.1:{gw.port}/#ticket=")
+    gone = moltis(env, "dashboard", "--no-open")
+    assert gone.returncode == 2
+    assert "cannot reach the gateway" in gone.stderr
+    assert "Start it with `moltis gateway`" in gone.stderr
 
 
 def test_config_commands(tmp_path: Path) -> None:

@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--params", default=None, help="params as JSON (default none)")
     _add_client_flags(call)
 
+    dash = sub.add_parser(
+        "dashboard", help="open the web app in a browser, signed in (a one-time link)"
+    )
+    dash.add_argument(
+        "--no-open", action="store_true", help="only print the link; do not open a browser"
+    )
+    _add_client_flags(dash)
+
     cfg = sub.add_parser("config", help="read and change the config")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     cfg_sub.required = True

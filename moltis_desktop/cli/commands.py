@@ -44,10 +44,11 @@ def _url(args: argparse.Namespace, store: ConfigStore) -> str:
     return f"ws://{host}:{gw.port}"
 
 
-def client_for(args: argparse.Namespace, scopes: list[str]) -> GatewayClient:
-    """A client for the gateway the flags / environment / config point at."""
-    store = _local_config()
-    url = _url(args, store)
+def _credentials(
+    args: argparse.Namespace, store: ConfigStore, url: str
+) -> tuple[str | None, str | None, bool]:
+    """(token, password, whether they came from the secret store) for the gateway at `url`:
+    the flags, else the environment, else (for a local gateway) the secret store."""
     token = getattr(args, "token", None) or os.environ.get("MOLTIS_TOKEN")
     password = getattr(args, "password", None) or os.environ.get("MOLTIS_PASSWORD")
     host = urlsplit(url).hostname or ""
@@ -59,6 +60,15 @@ def client_for(args: argparse.Namespace, scopes: list[str]) -> GatewayClient:
             token = secrets.get(auth.token_secret)
         elif auth.mode == "password":
             password = secrets.get(auth.password_secret)
+        return token, password, True
+    return token, password, False
+
+
+def client_for(args: argparse.Namespace, scopes: list[str]) -> GatewayClient:
+    """A client for the gateway the flags / environment / config point at."""
+    store = _local_config()
+    url = _url(args, store)
+    token, password, _ = _credentials(args, store, url)
     return GatewayClient(
         url, token=token, password=password, scopes=scopes, timeout_s=getattr(args, "timeout", 30.0)
     )
@@ -155,6 +165,110 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise MoltisError(f"--params is not valid JSON: {exc}") from None
     result = run(_call(args, args.method, params, [Scope.ADMIN]))
     print_json(result)
+    return 0
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+def _http_base(url: str) -> str:
+    """The gateway's HTTP origin for its WebSocket URL (`ws://host:port` → `http://host:port`)."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise MoltisError(f"--url / MOLTIS_URL must be a ws:// or http:// address, not {url!r}")
+    return f"{scheme}://{parts.netloc}"
+
+
+async def _mint_ticket(base: str, secret: str | None, timeout_s: float) -> tuple[int, Any]:
+    """`POST /ui/ticket` with the credential as a bearer token: (status, JSON body or None)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(f"{base}/ui/ticket", headers=headers) as res,
+        ):
+            try:
+                body = await res.json(content_type=None)
+            except ValueError:
+                body = None
+            return res.status, body
+    except TimeoutError:
+        raise MoltisError(f"the gateway at {base} did not answer within {timeout_s:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise GatewayUnreachableError(
+            f"cannot reach the gateway at {base} ({exc}). Is it running? Start it with "
+            "`moltis gateway`, or point --url / MOLTIS_URL at it."
+        ) from None
+
+
+def _refused(base: str, token: str | None, password: str | None, from_store: bool) -> str:
+    """What to say when the gateway answers 401 to the ticket request."""
+    if from_store and (token or password):
+        what = "token" if token else "password"
+        return (
+            f"the gateway at {base} refused the {what} in the secret store: it does not match "
+            "the running gateway's (was the gateway started with MOLTIS_TOKEN / "
+            "MOLTIS_PASSWORD, or with another MOLTIS_HOME?). Pass the gateway's own with "
+            "--token / MOLTIS_TOKEN (or --password / MOLTIS_PASSWORD)."
+        )
+    if from_store:
+        return (
+            f"the gateway at {base} needs its token, and the secret store holds none: pass it "
+            "with --token / MOLTIS_TOKEN (or --password / MOLTIS_PASSWORD)."
+        )
+    if token or password:
+        what = "token" if token else "password"
+        return (
+            f"the gateway at {base} refused the {what} given with --{what} / MOLTIS_{what.upper()}."
+        )
+    return (
+        f"the gateway at {base} needs its token: pass it with --token / MOLTIS_TOKEN "
+        "(or --password / MOLTIS_PASSWORD)."
+    )
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Open the web app signed in, through a one-time ticket (the credential stays out of
+    the address bar and the browser history)."""
+    store = _local_config()
+    url = _url(args, store)
+    base = _http_base(url)
+    token, password, from_store = _credentials(args, store, url)
+    status, body = run(_mint_ticket(base, token or password, args.timeout))
+    if status == 401:
+        raise MoltisError(_refused(base, token, password, from_store))
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        if status in (404, 405):
+            raise MoltisError(
+                f"the gateway at {base} does not serve the web app (is it an older Moltis, or "
+                "another gateway?)"
+            )
+        detail = body.get("error") if isinstance(body, dict) else None
+        raise MoltisError(
+            f"the gateway at {base} answered {status} to POST /ui/ticket"
+            + (f": {detail}" if detail else "")
+        )
+    link = str(body["url"])
+    if args.json:
+        print_json(body)
+    else:
+        print(link)
+    if args.no_open:
+        print("the link signs in once, within a minute", file=sys.stderr)
+        return 0
+    from moltis_desktop.providers.oauth_flows import system_browser
+
+    if run(system_browser(link)):
+        print("opened in your browser (the link signs in once, within a minute)", file=sys.stderr)
+    else:
+        print(
+            "could not open a browser here: open the link above yourself, within a minute",
+            file=sys.stderr,
+        )
     return 0
 
 
