@@ -128,7 +128,7 @@ class GatewayServer:
         self.ui_tickets = UiTickets(clock)
         """One-time sign-in tickets for the web app (`/#ticket=…`)."""
         self.secrets: SecretStore | None = secrets
-        """The secret store (`secrets.store.*`), when the runtime has one."""
+        """The secret store (`moltis.secrets.*`), when the runtime has one."""
         self.auth_throttle, self.browser_throttle = self._throttles(self.settings)
         self.loop_monitor = EventLoopMonitor()
         self.system_events: deque[str] = deque(maxlen=_SYSTEM_EVENT_QUEUE)

@@ -1,6 +1,9 @@
-"""secrets.store.*: the web app's way to put an API key in the secret store.
+"""moltis.secrets.*: the web app's way to put an API key in the secret store.
 
-Values go in and never come back out: `list` gives names only. The gateway's own credential
+OpenClaw's own `secrets.store.*` allows only environment-style names (`ANTHROPIC_API_KEY`)
+while ours are config names (`anthropic-api-key`), so these are Moltis methods under their
+own prefix rather than a schema-breaking copy. Values go in and never come back out: `list`
+gives names only. The gateway's own credential
 (`gateway.auth.token_secret` / `password_secret`) cannot be changed here, since the page that
 changes it would lock itself out; `moltis secrets set` does that.
 """
@@ -8,7 +11,7 @@ changes it would lock itself out; `moltis secrets set` does that.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -28,8 +31,6 @@ SecretName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,
 class SecretsSetParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     name: SecretName
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
-    kind: Literal["secret", "env"] = "secret"
-    allowed_hosts: list[str] | None = None
 
 
 class SecretsDeleteParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -51,17 +52,6 @@ def _guard(ctx: MethodContext, name: str) -> None:
         )
 
 
-def _entry(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "scopeKind": "team",
-        "scopeId": "",
-        "createdAtMs": 0,
-        "updatedAtMs": 0,
-        "kind": "secret",
-    }
-
-
 async def _run(fn: Any, *args: Any) -> Any:
     try:
         # The keyring and the encrypted file block (D-Bus, scrypt): off the event loop.
@@ -78,14 +68,14 @@ def _providers_changed(ctx: MethodContext) -> bool:
     return True
 
 
-@TABLE.method("secrets.store.list", scope=Scope.ADMIN, params=EmptyParams)
+@TABLE.method("moltis.secrets.list", scope=Scope.ADMIN, params=EmptyParams)
 async def secrets_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """The names in the secret store (never the values)."""
     names = await _run(_store(ctx).names)
-    return {"entries": [_entry(n) for n in sorted(names)]}
+    return {"names": sorted(names)}
 
 
-@TABLE.method("secrets.store.set", scope=Scope.ADMIN, params=SecretsSetParams)
+@TABLE.method("moltis.secrets.set", scope=Scope.ADMIN, params=SecretsSetParams)
 async def secrets_set(ctx: MethodContext, params: SecretsSetParams) -> dict[str, Any]:
     """Store a value; providers pick up a new key on their next request."""
     _guard(ctx, params.name)
@@ -93,7 +83,7 @@ async def secrets_set(ctx: MethodContext, params: SecretsSetParams) -> dict[str,
     return {"ok": True, "reloaded": _providers_changed(ctx)}
 
 
-@TABLE.method("secrets.store.delete", scope=Scope.ADMIN, params=SecretsDeleteParams)
+@TABLE.method("moltis.secrets.delete", scope=Scope.ADMIN, params=SecretsDeleteParams)
 async def secrets_delete(ctx: MethodContext, params: SecretsDeleteParams) -> dict[str, Any]:
     _guard(ctx, params.name)
     existed = await _run(_store(ctx).delete, params.name)
