@@ -336,7 +336,11 @@ async def wait_usable(
         """(name) => {
             const mark = performance.getEntriesByName(name, 'mark')[0];
             const nav = performance.getEntriesByType('navigation')[0];
-            return {mark: mark.startTime, dcl: nav ? nav.domContentLoadedEventEnd : null};
+            const at = (n) => { const m = performance.getEntriesByName(n, 'mark')[0];
+                                return m ? m.startTime : null; };
+            return {mark: mark.startTime, dcl: nav ? nav.domContentLoadedEventEnd : null,
+                    appStart: at('moltis:app-start'), auth: at('moltis:auth'),
+                    hello: at('moltis:hello'), history: at('moltis:history')};
         }""",
         READY_MARK,
     )
@@ -346,6 +350,9 @@ async def wait_usable(
         "mark_ms": round(float(timing["mark"]), 1),
         "dcl_ms": round(float(timing["dcl"]), 1) if timing["dcl"] else None,
     }
+    for key in ("appStart", "auth", "hello", "history"):
+        value = timing.get(key)
+        out[f"{key}_ms"] = round(float(value), 1) if value is not None else None
     out.update(traffic.result())
     return out
 
@@ -416,7 +423,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, runs in (("cold", cold), ("warm", warm)):
         results[name] = {
             key: summary([float(r[key]) for r in runs if r[key] is not None])
-            for key in ("wall_ms", "mark_ms", "dcl_ms", "bytes", "requests", "ws_in")
+            for key in (
+                "wall_ms",
+                "mark_ms",
+                "dcl_ms",
+                "appStart_ms",
+                "auth_ms",
+                "hello_ms",
+                "history_ms",
+                "bytes",
+                "requests",
+                "ws_in",
+            )
         }
         results[name]["not_modified"] = summary([float(r["not_modified"]) for r in runs])
         results[name]["runs"] = runs
@@ -438,6 +456,10 @@ def report(results: dict[str, Any]) -> None:
             ("wall_ms", "wall, goto to ready (ms)"),
             ("mark_ms", "chat-ready mark (ms)"),
             ("dcl_ms", "DOMContentLoaded (ms)"),
+            ("appStart_ms", "  app code running (ms)"),
+            ("auth_ms", "  credential ready (ms)"),
+            ("hello_ms", "  hello-ok (ms)"),
+            ("history_ms", "  history received (ms)"),
         ):
             s = results[name][key]
             if not s.get("n"):

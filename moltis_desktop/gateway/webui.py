@@ -227,6 +227,8 @@ def example_for(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) ->
             if name in props
         }
     if kind == "array":
+        if schema.get("minItems", 0) > 0 and isinstance(schema.get("items"), dict):
+            return [example_for(schema["items"], defs, depth + 1)]
         return []
     if kind == "integer":
         return schema.get("minimum", 0)

@@ -1,4 +1,6 @@
 // The web app's shell: sign-in, the connection, navigation, theme, dialogs and shortcuts.
+// Phases of the first load are marked (`moltis:*`) for bench/bench_ui.py.
+performance.mark("moltis:app-start");
 import { useCallback, useEffect, useRef, useState } from "../vendor/preact-hooks.mjs";
 import { Gateway, gatewayUrl } from "./gateway.js";
 import { html, onToast, render, sessionTitle } from "./ui.js";
@@ -38,19 +40,20 @@ function forgetAuth() {
 }
 
 /** A one-time `#ticket=` (from the desktop app or `moltis dashboard`): trade it for the
- * credential, and take it out of the address bar at once. */
-async function redeemTicket() {
+ * credential, and take it out of the address bar at once. Null when there is none. */
+function redeemTicket() {
   const match = /(?:^#|&)ticket=([^&]+)/.exec(location.hash);
   if (!match) return null;
   history.replaceState(null, "", location.pathname + location.search + "#/chat");
-  const res = await fetch("/ui/redeem", {
+  return fetch("/ui/redeem", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ ticket: decodeURIComponent(match[1]) }),
+  }).then(async (res) => {
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(body.error || "this sign-in link did not work");
+    return body.auth || {};
   });
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error || "this sign-in link did not work");
-  return body.auth || {};
 }
 
 // ------------------------------------------------------------------ theme
@@ -270,42 +273,50 @@ function Shell({ gw, onSignOut }) {
   </div>`;
 }
 
+function startGateway(auth) {
+  const g = new Gateway({ url: gatewayUrl(), auth });
+  g.start();
+  return g;
+}
+
+// Start at once, before anything renders: redeem a sign-in ticket (the socket opens
+// meanwhile and `connect` waits for the credential) or use the stored credential.
+const bootTicket = redeemTicket();
+const bootAuth = bootTicket || storedAuth();
+const bootGateway = bootAuth ? startGateway(bootAuth) : null;
+if (bootTicket) bootTicket.then(() => performance.mark("moltis:auth"), () => {});
+else if (bootAuth) performance.mark("moltis:auth");
+
 function App() {
-  const [auth, setAuth] = useState(undefined);   // undefined: working it out; null: ask
+  const [gw, setGw] = useState(bootGateway);
   const [error, setError] = useState("");
-  const [gw, setGw] = useState(null);
 
   useEffect(() => {
-    redeemTicket().then((ticketAuth) => {
-      if (ticketAuth) { saveAuth(ticketAuth, false); setAuth(ticketAuth); return; }
-      setAuth(storedAuth());
-    }).catch((err) => { setError(err.message); setAuth(storedAuth()); });
+    if (!bootTicket) return;
+    bootTicket.then((a) => saveAuth(a, false)).catch((err) => {
+      setError(err.message);
+      bootGateway?.stop();
+      const stored = storedAuth();
+      setGw(stored ? startGateway(stored) : null);
+    });
   }, []);
 
   useEffect(() => {
-    if (auth === undefined) return undefined;
-    if (auth === null) {
-      // No stored credential: a gateway without auth lets this page in as it is.
-      return undefined;
-    }
-    const g = new Gateway({ url: gatewayUrl(), auth });
-    const off = g.on("state", ({ state, error: why }) => {
+    if (!gw) return undefined;
+    return gw.on("state", ({ state, error: why }) => {
       if (state === "auth-failed") {
         forgetAuth();
+        gw.stop();
         setError(why || "the gateway refused this credential");
-        setAuth(null);
+        setGw(null);
       }
     });
-    setGw(g);
-    g.start();
-    return () => { off(); g.stop(); setGw(null); };
-  }, [auth]);
+  }, [gw]);
 
-  if (auth === undefined) return html`<div class="boot" role="status">Loading Moltis…</div>`;
-  if (auth === null || !gw) {
-    return html`<${SignIn} error=${error} onSubmit=${(a, remember) => { setError(""); saveAuth(a, remember); setAuth(a); }} />`;
+  if (!gw) {
+    return html`<${SignIn} error=${error} onSubmit=${(a, remember) => { setError(""); saveAuth(a, remember); setGw(startGateway(a)); }} />`;
   }
-  return html`<${Shell} gw=${gw} onSignOut=${() => { forgetAuth(); setAuth(null); }} />`;
+  return html`<${Shell} key=${gw._instanceId} gw=${gw} onSignOut=${() => { forgetAuth(); gw.stop(); setGw(null); }} />`;
 }
 
 // `prefers-color-scheme` changes while the page is open follow through CSS; the toggle

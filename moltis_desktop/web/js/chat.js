@@ -1,14 +1,17 @@
 // The chat: history, the streaming reply, tool cards, thinking, the composer.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState, useCallback } from "../vendor/preact-hooks.mjs";
 import { html, formatCost, formatTokens, readFileAsBase64, sessionTitle, textOf, timeAgo, toMs, toast } from "./ui.js";
-import { renderMarkdown } from "./markdown.js";
+import { onGrammarLoaded, renderMarkdown } from "./markdown.js";
 import { uuid } from "./gateway.js";
 
 const THINKING_LEVELS = ["off", "minimal", "low", "medium", "high", "xhigh"];
 const MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024;
+const FIRST_SHOWN = 24;   // messages rendered at first; earlier ones on request
 
 function Markdown({ text, className = "md" }) {
-  const inner = useMemo(() => renderMarkdown(text), [text]);
+  const [grammars, setGrammars] = useState(0);
+  useEffect(() => (text.includes("```") ? onGrammarLoaded(() => setGrammars((n) => n + 1)) : undefined), [text]);
+  const inner = useMemo(() => renderMarkdown(text), [text, grammars]);
   return html`<div class=${className} dangerouslySetInnerHTML=${{ __html: inner }}></div>`;
 }
 
@@ -167,6 +170,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
   const [error, setError] = useState("");
   const [dragging, setDragging] = useState(false);
   const [meta, setMeta] = useState({});
+  const [showAll, setShowAll] = useState(false);
   const scroller = useRef(null);
   const stick = useRef(true);
   const liveRef = useRef(null);
@@ -176,6 +180,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
   const load = useCallback(async () => {
     try {
       const res = await gw.request("chat.history", { sessionKey, limit: 200 });
+      if (!performance.getEntriesByName("moltis:history").length) performance.mark("moltis:history");
       setMessages(res.messages || []);
       setMeta({ thinkingLevel: res.thinkingLevel, modelOverride: res.modelOverride });
       setLoaded(true);
@@ -191,7 +196,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
     load();
   }, [load]);
 
-  useEffect(() => { if (loaded) onReady?.(); }, [loaded]);
+  useLayoutEffect(() => { if (loaded) onReady?.(); }, [loaded]);
 
   // The reply as it streams: `agent` events carry each piece, `chat` events the whole text
   // so far (and the end of the run).
@@ -325,6 +330,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
 
   const grouped = groupMessages(messages);
   const lastAssistantIdx = grouped.map((m) => m.role).lastIndexOf("assistant");
+  const hidden = showAll ? 0 : Math.max(0, grouped.length - FIRST_SHOWN);
   const defaultModel = defaults?.model ? `${defaults.modelProvider}/${defaults.model}` : "";
   const currentModel = meta.modelOverride || "";
   const modelOptions = (models || []).map((m) => `${m.provider}/${m.id}`);
@@ -363,9 +369,11 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
         <p class="hint">Enter sends · Shift+Enter adds a line · Esc stops · Ctrl+K switches chats</p>
       </div>` : null}
       ${!loaded ? html`<div class="loading" role="status">Loading history…</div>` : null}
-      ${grouped.map((m, i) => html`<${Message} key=${m.id || i} msg=${m} busy=${busy}
+      ${hidden > 0 ? html`<button type="button" class="btn small ghost earlier" onClick=${() => { stick.current = false; setShowAll(true); }}>
+          Show ${hidden} earlier message${hidden === 1 ? "" : "s"}</button>` : null}
+      ${grouped.slice(hidden).map((m, j) => { const i = j + hidden; return html`<${Message} key=${m.id || i} msg=${m} busy=${busy}
           isLastAssistant=${i === lastAssistantIdx && i === grouped.length - 1}
-          onRetry=${retry} onEdit=${(t) => send(t)} />`)}
+          onRetry=${retry} onEdit=${(t) => send(t)} />`; })}
       ${live ? html`<${LiveReply} live=${live} />` : null}
     </div>
     ${error ? html`<div class="chat-error" role="alert" data-testid="chat-error">${error}

@@ -1,7 +1,7 @@
 // Config: a form for the common settings, and the raw file with inline validation.
 // Saves carry the hash the page loaded (`baseHash`), so a change made meanwhile by someone
 // else (another window, an editor, `moltis config set`) is never overwritten silently.
-// API keys typed here go to the secret store (`secrets.store.set`) and never into the file.
+// API keys typed here go to the secret store (`moltis.secrets.set`) and never into the file.
 import { useEffect, useState } from "../vendor/preact-hooks.mjs";
 import { html, toast } from "./ui.js";
 
@@ -89,7 +89,7 @@ function FormView({ gw, state, reload }) {
   const [conflict, setConflict] = useState(false);
 
   useEffect(() => {
-    gw.request("secrets.store.list", {}).then((r) => setSecrets(new Set(r.entries.map((e) => e.name)))).catch(() => {});
+    gw.request("moltis.secrets.list", {}).then((r) => setSecrets(new Set(r.names))).catch(() => {});
     gw.request("models.list", {}).then((r) => setModels(r.models || [])).catch(() => {});
   }, [state.hash]);
 
@@ -99,7 +99,7 @@ function FormView({ gw, state, reload }) {
     setBusy(true);
     try {
       for (const [id, value] of Object.entries(keys)) {
-        if (value) await gw.request("secrets.store.set", { name: secretName(id), value, kind: "secret" });
+        if (value) await gw.request("moltis.secrets.set", { name: secretName(id), value });
       }
       const patch = { agents: { model }, providers: {} };
       for (const [id, p] of Object.entries(providers)) {

@@ -30,7 +30,7 @@ export { uuid };
 export class Gateway {
   constructor({ url, auth }) {
     this.url = url;
-    this.auth = auth;            // {token} | {password} | {}
+    this.auth = auth;            // {token} | {password} | {} (or a promise of one)
     this.state = "idle";         // idle | connecting | connected | reconnecting | auth-failed | closed
     this.lastError = "";
     this.hello = null;
@@ -161,6 +161,14 @@ export class Gateway {
   }
 
   async _connect() {
+    let auth;
+    try {
+      auth = await this.auth;   // a promise while a sign-in ticket is being redeemed
+    } catch (err) {
+      this._setState("auth-failed", err.message);
+      this._ws?.close(1000, "no credential");
+      return;
+    }
     const params = {
       minProtocol: PROTOCOL_MIN,
       maxProtocol: PROTOCOL_MAX,
@@ -175,7 +183,7 @@ export class Gateway {
       caps: [],
       role: "operator",
       scopes: ["operator.admin", "operator.read", "operator.write", "operator.approvals", "operator.pairing"],
-      auth: this.auth,
+      auth,
       locale: navigator.language,
       userAgent: navigator.userAgent,
     };
@@ -192,6 +200,7 @@ export class Gateway {
       }
       return;
     }
+    if (!this._everConnected) performance.mark("moltis:hello");
     this.hello = hello;
     this.methods = hello.features?.methods || [];
     this.scopes = hello.auth?.scopes || [];

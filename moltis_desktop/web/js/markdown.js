@@ -4,37 +4,42 @@
 import { Marked } from "../vendor/marked.mjs";
 import DOMPurify from "../vendor/purify.mjs";
 import hljs from "../vendor/hljs-core.mjs";
-import bash from "../vendor/hljs/bash.mjs";
-import c from "../vendor/hljs/c.mjs";
-import cpp from "../vendor/hljs/cpp.mjs";
-import css from "../vendor/hljs/css.mjs";
-import diff from "../vendor/hljs/diff.mjs";
-import go from "../vendor/hljs/go.mjs";
-import ini from "../vendor/hljs/ini.mjs";
-import java from "../vendor/hljs/java.mjs";
-import javascript from "../vendor/hljs/javascript.mjs";
-import json from "../vendor/hljs/json.mjs";
-import markdown from "../vendor/hljs/markdown.mjs";
-import plaintext from "../vendor/hljs/plaintext.mjs";
-import python from "../vendor/hljs/python.mjs";
-import rust from "../vendor/hljs/rust.mjs";
-import shell from "../vendor/hljs/shell.mjs";
-import sql from "../vendor/hljs/sql.mjs";
-import typescript from "../vendor/hljs/typescript.mjs";
-import xml from "../vendor/hljs/xml.mjs";
-import yaml from "../vendor/hljs/yaml.mjs";
 
-const LANGUAGES = { bash, c, cpp, css, diff, go, ini, java, javascript, json, markdown, plaintext,
-  python, rust, shell, sql, typescript, xml, yaml };
-for (const [name, lang] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, lang);
-hljs.registerAliases(["sh", "zsh", "console"], { languageName: "bash" });
-hljs.registerAliases(["toml"], { languageName: "ini" });
-hljs.registerAliases(["js", "jsx", "mjs"], { languageName: "javascript" });
-hljs.registerAliases(["ts", "tsx"], { languageName: "typescript" });
-hljs.registerAliases(["py"], { languageName: "python" });
-hljs.registerAliases(["rs"], { languageName: "rust" });
-hljs.registerAliases(["html", "svg"], { languageName: "xml" });
-hljs.registerAliases(["yml"], { languageName: "yaml" });
+// Grammars load on first use (a reply with Rust code fetches the Rust grammar), so the first
+// paint does not wait for nineteen files; code shows plain until its grammar arrives.
+const GRAMMARS = {
+  bash: "bash", sh: "bash", zsh: "bash", console: "bash", shell: "shell",
+  c: "c", h: "c", cpp: "cpp", "c++": "cpp", cc: "cpp", hpp: "cpp",
+  css: "css", diff: "diff", patch: "diff", go: "go", golang: "go",
+  ini: "ini", toml: "ini", java: "java",
+  javascript: "javascript", js: "javascript", jsx: "javascript", mjs: "javascript",
+  json: "json", markdown: "markdown", md: "markdown", plaintext: "plaintext", text: "plaintext", txt: "plaintext",
+  python: "python", py: "python", rust: "rust", rs: "rust", sql: "sql",
+  typescript: "typescript", ts: "typescript", tsx: "typescript",
+  xml: "xml", html: "xml", svg: "xml", yaml: "yaml", yml: "yaml",
+};
+const loading = new Map();
+const listeners = new Set();
+
+function grammarFor(lang) {
+  const file = GRAMMARS[lang];
+  if (!file) return null;
+  if (hljs.getLanguage(lang)) return lang;
+  if (!loading.has(file)) {
+    loading.set(file, import(`../vendor/hljs/${file}.mjs`).then((mod) => {
+      hljs.registerLanguage(file, mod.default);
+      hljs.registerAliases(Object.keys(GRAMMARS).filter((k) => GRAMMARS[k] === file && k !== file), { languageName: file });
+      for (const fn of listeners) fn();
+    }).catch(() => {}));
+  }
+  return null;
+}
+
+/** Call `fn` whenever a grammar has loaded (rendered code can then be coloured). */
+export function onGrammarLoaded(fn) {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]);
@@ -47,7 +52,7 @@ const marked = new Marked({
     code({ text, lang }) {
       const language = (lang || "").trim().split(/\s+/)[0].toLowerCase();
       let body;
-      if (language && hljs.getLanguage(language)) {
+      if (language && grammarFor(language)) {
         body = hljs.highlight(text, { language, ignoreIllegals: true }).value;
       } else {
         body = escapeHtml(text);

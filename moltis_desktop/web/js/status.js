@@ -29,7 +29,7 @@ export function UsageChart({ daily }) {
           <title>${daily[i].date}: ${byCost ? formatCost(v) : `${formatTokens(v)} tokens`}</title></rect>`;
       })}
       <text x=${pad + (slots - values.length) * bw} y=${h + 15} class="tick">${daily[0].date}</text>
-      <text x=${w} y=${h + 15} class="tick end">${daily[daily.length - 1].date}</text>
+      ${daily.length > 1 ? html`<text x=${w} y=${h + 15} class="tick end">${daily[daily.length - 1].date}</text>` : null}
       <text x="0" y="12" class="tick">${byCost ? formatCost(max) : formatTokens(max)}</text>
     </svg>
     <figcaption>${byCost ? "Cost" : "Tokens"} per day</figcaption>
@@ -124,7 +124,7 @@ export function StatusView({ gw }) {
       </div>
       <div class="card stat" data-testid="status-usage">
         <h2>Usage (30 days)</h2>
-        ${usage ? html`<p class="big">${formatCost(usage.totals?.cost ?? 0)} <span class="muted">· ${formatTokens(usage.totals?.totalTokens ?? 0)} tokens</span></p>
+        ${usage ? html`<p class="big">${usage.totals?.cost ? html`${formatCost(usage.totals.cost)} <span class="muted">· </span>` : null}<span class=${usage.totals?.cost ? "muted" : ""}>${formatTokens(usage.totals?.totalTokens ?? 0)} tokens</span></p>
           <${UsageChart} daily=${usage.daily} />` : html`<p class="muted">Usage is not available yet.</p>`}
       </div>
       <div class="card stat" data-testid="status-models">
