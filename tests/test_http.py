@@ -40,14 +40,6 @@ async def test_readyz_is_503_while_stopping(
         gateway.gateway.draining = False
 
 
-async def test_root_without_upgrade_explains_itself(
-    gateway: GatewayHandle, http_session: aiohttp.ClientSession
-) -> None:
-    async with http_session.get(gateway.http + "/") as resp:
-        assert resp.status == 404
-        assert "Moltis Desktop gateway" in await resp.text()
-
-
 async def test_cors_is_same_origin_by_default(
     gateway: GatewayHandle, http_session: aiohttp.ClientSession
 ) -> None:

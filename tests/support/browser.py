@@ -1,0 +1,130 @@
+"""Headless Chromium (Debian's, driven by Playwright) against a real gateway's web app.
+
+Screenshots go to the test output folder (`MOLTIS_TEST_OUTPUT`, default `test-output/` at
+the repository root, not committed) with a gallery page, `webui/index.html`, linking them.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from filelock import FileLock
+from playwright.async_api import Browser, Page, async_playwright
+
+CHROMIUM = os.environ.get("MOLTIS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+OUTPUT = Path(os.environ.get("MOLTIS_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
+SHOTS = OUTPUT / "webui"
+
+
+class Chromium:
+    """One browser for a test; pages are opened signed in to a gateway."""
+
+    def __init__(self) -> None:
+        self._pw: Any = None
+        self.browser: Browser | None = None
+
+    async def __aenter__(self) -> Chromium:
+        self._pw = await async_playwright().start()
+        self.browser = await self._pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.browser is not None:
+            await self.browser.close()
+        await self._pw.stop()
+
+    async def page(
+        self, *, viewport: dict[str, int] = DESKTOP, color_scheme: str = "light", **kw: Any
+    ) -> Page:
+        assert self.browser is not None
+        context = await self.browser.new_context(
+            viewport=viewport,
+            color_scheme=color_scheme,
+            **kw,  # type: ignore[arg-type]
+        )
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.errors = errors  # type: ignore[attr-defined]
+        return page
+
+
+async def ticket_url(http: str, token: str) -> str:
+    """A one-time sign-in link, as the desktop app and `moltis dashboard` get them."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{http}/ui/ticket", headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["url"])
+
+
+async def wait_ready(page: Page, timeout: float = 15_000) -> None:
+    """Until the chat is usable: JS loaded, connected, history shown."""
+    await page.wait_for_selector("html[data-ready=chat]", state="attached", timeout=timeout)
+
+
+async def open_signed_in(chromium: Chromium, http: str, token: str, **kw: Any) -> Page:
+    page = await chromium.page(**kw)
+    await page.goto(await ticket_url(http, token))
+    await wait_ready(page)
+    return page
+
+
+def _write_gallery() -> None:
+    shots = sorted(SHOTS.glob("*.png"))
+    items = "\n".join(
+        f'<figure><a href="{html.escape(p.name)}"><img src="{html.escape(p.name)}" '
+        f'alt="{html.escape(p.stem)}" loading="lazy"></a><figcaption>{html.escape(p.stem)}'
+        "</figcaption></figure>"
+        for p in shots
+    )
+    (SHOTS / "index.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>Moltis web app screenshots</title>"
+        "<style>body{font:14px system-ui;margin:20px}main{display:flex;flex-wrap:wrap;gap:16px}"
+        "figure{margin:0;width:320px}img{width:100%;border:1px solid #ccc}</style>"
+        f"<h1>Moltis web app: {len(shots)} screenshots</h1><main>{items}</main>\n",
+        encoding="utf-8",
+    )
+
+
+async def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
+    """Save a screenshot and list it in the gallery; returns the file."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=full_page)
+    with FileLock(str(SHOTS / ".gallery.lock")):
+        _write_gallery()
+    return path
+
+
+_AXE = (resources.files("axe_playwright_python") / "axe.min.js").read_text(encoding="utf-8")
+
+
+async def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "critical")) -> list:
+    """axe-core's violations of the given impacts on the page as it is now. (axe is run
+    through the DevTools protocol, which the page's CSP does not govern.)"""
+    if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
+        await page.evaluate(_AXE)
+    result = await page.evaluate(
+        "async () => { const r = await axe.run(document, {resultTypes: ['violations']});"
+        " return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))})); }"
+    )
+    return [v for v in result if v["impact"] in impacts]
