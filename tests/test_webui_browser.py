@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -542,6 +543,50 @@ async def test_tick_watchdog_reconnects_a_silent_link(
         assert after - before, "no new connection after the watchdog fired"
     finally:
         await proxy.close()
+
+
+async def test_a_gap_in_seq_resyncs_the_history(
+    chromium: Chromium, ui_gateway: GatewayHandle, fake: FakeLLM, make_client: MakeClient
+) -> None:
+    """Events the page never got (a run's `chat`/`agent` frames, dropped on the way) are
+    noticed at the next event's `seq`, and the history is fetched again."""
+    dropping = {"on": False}
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(server.send)
+
+        def to_page(message: str | bytes) -> None:
+            if dropping["on"]:
+                frame = json.loads(message)
+                if frame.get("type") == "event" and frame.get("event") in ("chat", "agent"):
+                    return
+            ws.send(message)
+
+        server.on_message(to_page)
+
+    page = await chromium.page()
+    await page.route_web_socket(re.compile(r"^ws://"), route)
+    await page.goto(await ticket_url(ui_gateway.http, ui_gateway.token))
+    await wait_ready(page)
+    fake.script(Turn(text="a reply the page never heard about"))
+    other = make_client(ui_gateway.url)
+    await other.connect(token=ui_gateway.token, scopes=["operator.admin"])
+    dropping["on"] = True
+    res = await other.request(
+        "chat.send", {"sessionKey": MAIN, "message": "from elsewhere", "idempotencyKey": "gap-1"}
+    )
+    assert res["ok"], res
+    while (await other.next_event("chat"))["payload"]["state"] != "final":
+        pass
+    await page.wait_for_timeout(300)
+    await expect(page.locator("[data-testid=msg-assistant]")).to_have_count(0)
+    dropping["on"] = False
+    # The next event the page does get (this one) shows the gap.
+    await other.request("sessions.patch", {"key": "agent:main:other", "label": "x"})
+    await expect(page.locator("[data-testid=msg-assistant]")).to_contain_text(
+        "a reply the page never heard about"
+    )
 
 
 # ----------------------------------------------------------------- security
