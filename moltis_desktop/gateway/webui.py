@@ -53,16 +53,19 @@ mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Asset:
     body: bytes
-    gzipped: bytes | None
     etag: str
     content_type: str
+    compressible: bool
+    gzipped: bytes | None = None
+    """Filled in the background after start-up (see `compress_assets`)."""
 
 
 def load_assets() -> dict[str, Asset]:
-    """Every file under `moltis_desktop/web`, by its path relative to it."""
+    """Every file under `moltis_desktop/web`, by its path relative to it (read, not yet
+    compressed: gzip -9 of them all takes ~0.4 s, which start-up must not wait for)."""
     root = resources.files("moltis_desktop") / "web"
     assets: dict[str, Asset] = {}
     stack = [(root, "")]
@@ -75,12 +78,18 @@ def load_assets() -> dict[str, Asset]:
                 continue
             body = item.read_bytes()
             ctype = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
-            gz = None
-            if item.name.endswith(_COMPRESSIBLE) and len(body) > 512:
-                gz = gzip.compress(body, compresslevel=9, mtime=0)
             etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-            assets[rel] = Asset(body, gz, etag, ctype)
+            compressible = item.name.endswith(_COMPRESSIBLE) and len(body) > 512
+            assets[rel] = Asset(body, etag, ctype, compressible)
     return assets
+
+
+def compress_assets(assets: dict[str, Asset]) -> None:
+    """Gzip every compressible asset (run in a thread once the gateway is up; until an
+    asset's copy is ready it is served as it is)."""
+    for asset in assets.values():
+        if asset.compressible and asset.gzipped is None:
+            asset.gzipped = gzip.compress(asset.body, compresslevel=9, mtime=0)
 
 
 class UiTickets:
@@ -268,8 +277,29 @@ async def methods_json(request: web.Request) -> web.Response:
     return _json(200, {"methods": describe_methods(gateway.registry, gateway.methods_advertised)})
 
 
+async def _compress_in_background(app: web.Application) -> None:
+    import asyncio
+
+    app[_COMPRESS_KEY] = asyncio.get_running_loop().run_in_executor(
+        None, compress_assets, app[ASSETS_KEY]
+    )
+
+
+async def _wait_compression(app: web.Application) -> None:
+    import asyncio
+    import contextlib
+
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await app[_COMPRESS_KEY]
+
+
+_COMPRESS_KEY: web.AppKey[Any] = web.AppKey("webui-compress")
+
+
 def add_webui_routes(app: web.Application) -> None:
     app[ASSETS_KEY] = load_assets()
+    app.on_startup.append(_compress_in_background)
+    app.on_cleanup.append(_wait_compression)
     app.router.add_get("/ui/methods.json", methods_json)
     app.router.add_post("/ui/ticket", mint_ticket)
     app.router.add_post("/ui/redeem", redeem_ticket)
