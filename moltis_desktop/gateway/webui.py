@@ -85,8 +85,8 @@ def load_assets() -> dict[str, Asset]:
 
 
 def compress_assets(assets: dict[str, Asset]) -> None:
-    """Gzip every compressible asset (run in a thread once the gateway is up; until an
-    asset's copy is ready it is served as it is)."""
+    """Gzip every compressible asset (run in a thread once the gateway is up; an asset
+    asked for before then is compressed on the spot)."""
     for asset in assets.values():
         if asset.compressible and asset.gzipped is None:
             asset.gzipped = gzip.compress(asset.body, compresslevel=9, mtime=0)
@@ -137,7 +137,9 @@ def serve_asset(request: web.Request, path: str) -> web.Response:
     if asset.etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     body = asset.body
-    if asset.gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
+    if asset.compressible and "gzip" in request.headers.get("Accept-Encoding", ""):
+        if asset.gzipped is None:  # asked for before the background pass got to it
+            asset.gzipped = gzip.compress(asset.body, compresslevel=9, mtime=0)
         body = asset.gzipped
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, content_type=asset.content_type, headers=headers)
