@@ -407,6 +407,9 @@ async def test_config_save_over_a_stale_hash_is_a_conflict(
     await raw.fill(mine)
     theirs = ui_gateway.config_file.read_text(encoding="utf-8") + "\n# their edit\n"
     ui_gateway.config_file.write_text(theirs, encoding="utf-8")
+    # The gateway notices the new file (config.changed): the page says so and keeps the edit.
+    await expect(page.locator("[data-testid=config-changed-on-disk]")).to_be_visible(timeout=10_000)
+    assert await raw.input_value() == mine
     await page.click("[data-testid=config-save]")
     await expect(page.locator("[data-testid=config-conflict]")).to_contain_text(
         "changed since you opened it"
@@ -414,6 +417,14 @@ async def test_config_save_over_a_stale_hash_is_a_conflict(
     assert await raw.input_value() == mine  # the user's edit is kept
     assert ui_gateway.config_file.read_text(encoding="utf-8") == theirs
     await shot(page, "config-conflict-desktop-light")
+    # Their version can be loaded, and saved over without a conflict.
+    await page.get_by_role("button", name="Load their version").click()
+    assert await raw.input_value() == theirs
+    await raw.fill(theirs + "# merged\n")
+    await page.click("[data-testid=config-save]")
+    await expect(page.locator("[data-testid=config-conflict]")).to_have_count(0)
+    await expect(page.locator(".toast")).to_contain_text("Saved")
+    assert ui_gateway.config_file.read_text(encoding="utf-8").endswith("# merged\n")
 
 
 async def test_config_form_stores_keys_in_the_secret_store(

@@ -31,15 +31,30 @@ export function issueLine(raw, issue) {
 
 function RawEditor({ gw, state, reload }) {
   const [text, setText] = useState(state.raw ?? "");
+  const [loaded, setLoaded] = useState({ raw: state.raw ?? "", hash: state.hash });
   const [issues, setIssues] = useState(state.issues || []);
   const [conflict, setConflict] = useState(false);
   const [saving, setSaving] = useState(false);
-  useEffect(() => { setText(state.raw ?? ""); setIssues(state.issues || []); setConflict(false); }, [state.hash]);
+  const dirty = text !== loaded.raw;
+  // A new version on disk replaces the text only when there is no unsaved edit; an edit in
+  // progress keeps the hash it started from, so saving it reports the conflict.
+  useEffect(() => {
+    if (dirty || state.hash === loaded.hash) return;
+    setText(state.raw ?? ""); setLoaded({ raw: state.raw ?? "", hash: state.hash });
+    setIssues(state.issues || []); setConflict(false);
+  }, [state.hash]);
+  const changedOnDisk = dirty && state.hash !== loaded.hash;
+
+  function takeTheirs() {
+    setText(state.raw ?? ""); setLoaded({ raw: state.raw ?? "", hash: state.hash });
+    setIssues([]); setConflict(false);
+  }
 
   async function save(apply) {
     setSaving(true);
     try {
-      await gw.request(apply ? "config.apply" : "config.set", { raw: text, baseHash: state.hash });
+      await gw.request(apply ? "config.apply" : "config.set", { raw: text, baseHash: loaded.hash });
+      setLoaded({ raw: text, hash: null });
       setIssues([]); setConflict(false);
       toast(apply ? "Saved and applied" : "Saved");
       reload();
@@ -55,9 +70,11 @@ function RawEditor({ gw, state, reload }) {
     <div class="card-head"><h2>${state.path}</h2><span class="pill">${state.format}</span></div>
     ${conflict ? html`<div class="banner warn" role="alert" data-testid="config-conflict">
       <b>The config file changed since you opened it.</b> Someone else (another window, an editor or the CLI) saved it.
-      Your edits are still here: reload to see their version, then apply your change again.
-      <button type="button" class="btn small" onClick=${() => { setConflict(false); reload(); }}>Reload their version</button>
-    </div>` : null}
+      Your edits are still here: copy what you need, load their version, then apply your change again.
+      <button type="button" class="btn small" onClick=${takeTheirs}>Load their version</button>
+    </div>` : changedOnDisk ? html`<div class="banner warn" role="status" data-testid="config-changed-on-disk">
+      The file changed on disk while you were editing. Saving will ask you to merge.
+      <button type="button" class="btn small" onClick=${takeTheirs}>Load their version</button></div>` : null}
     <div class="editor-wrap">
       <ol class="gutter" aria-hidden="true">${lines.map((_, i) => html`<li class=${bad.has(i + 1) ? "bad" : ""}>${i + 1}</li>`)}</ol>
       <textarea class=${`code-editor raw ${issues.length ? "invalid" : ""}`} spellcheck="false" aria-label="Config file"
@@ -71,7 +88,7 @@ function RawEditor({ gw, state, reload }) {
     <div class="row">
       <button type="button" class="btn primary" data-testid="config-save" disabled=${saving} onClick=${() => save(true)}>Save and apply</button>
       <button type="button" class="btn" disabled=${saving} onClick=${() => save(false)}>Save only</button>
-      <button type="button" class="btn ghost" onClick=${() => { setText(state.raw ?? ""); setIssues([]); }}>Discard changes</button>
+      <button type="button" class="btn ghost" disabled=${!dirty} onClick=${takeTheirs}>Discard changes</button>
     </div>
   </div>`;
 }
@@ -87,6 +104,8 @@ function FormView({ gw, state, reload }) {
   const [adding, setAdding] = useState("");
   const [busy, setBusy] = useState(false);
   const [conflict, setConflict] = useState(false);
+  const [base, setBase] = useState(state.hash);   // the version the form was filled from
+  useEffect(() => { if (base === null) setBase(state.hash); }, [state.hash]);
 
   useEffect(() => {
     gw.request("moltis.secrets.list", {}).then((r) => setSecrets(new Set(r.names))).catch(() => {});
@@ -105,8 +124,9 @@ function FormView({ gw, state, reload }) {
       for (const [id, p] of Object.entries(providers)) {
         patch.providers[id] = { enabled: p.enabled !== false, base_url: p.base_url || "" };
       }
-      await gw.request("config.patch", { raw: JSON.stringify(patch), baseHash: state.hash });
+      await gw.request("config.patch", { raw: JSON.stringify(patch), baseHash: base });
       setKeys({});
+      setBase(null);
       toast("Settings saved");
       reload();
     } catch (err) {
@@ -119,7 +139,7 @@ function FormView({ gw, state, reload }) {
   return html`<div class="card form">
     ${conflict ? html`<div class="banner warn" role="alert" data-testid="config-conflict">
       <b>The config file changed since you opened it.</b> Reload to see the new version, then save again.
-      <button type="button" class="btn small" onClick=${() => { setConflict(false); reload(); }}>Reload</button></div>` : null}
+      <button type="button" class="btn small" onClick=${() => { setConflict(false); setBase(state.hash); reload(); }}>Use the new version</button></div>` : null}
     <h2>Model</h2>
     <label class="field">
       <span class="field-label">Default model</span>
