@@ -114,6 +114,8 @@ def test_vendored_libraries_are_pinned_hashed_and_licensed() -> None:
 async def test_ticket_is_minted_with_the_token_and_redeemed_once_by_our_page(
     gateway: GatewayHandle, http_session: aiohttp.ClientSession
 ) -> None:
+    async with http_session.get(gateway.http + "/ui/auth-mode") as resp:
+        assert await resp.json() == {"mode": "token"}
     async with http_session.post(gateway.http + "/ui/ticket") as resp:
         assert resp.status == 401
         assert "Bearer" in (await resp.json())["error"]

@@ -81,6 +81,27 @@ async def test_sign_in_screen_with_token(chromium: Chromium, ui_gateway: Gateway
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+async def test_sign_in_asks_for_what_the_gateway_wants(
+    chromium: Chromium, start_gateway: StartGateway
+) -> None:
+    # Password mode: the screen asks for the password.
+    handle = await start_gateway(
+        '[gateway.auth]\nmode = "password"\n', env={"MOLTIS_PASSWORD": "correct horse battery"}
+    )
+    page = await chromium.page()
+    await page.goto(handle.http + "/")
+    await expect(page.get_by_role("radio", name="Password")).to_be_checked()
+    await page.fill("[data-testid=signin-secret]", "correct horse battery")
+    await page.click("[data-testid=signin-submit]")
+    await wait_ready(page)
+    # Mode none (loopback only): no sign-in at all.
+    open_gateway = await start_gateway('[gateway.auth]\nmode = "none"\n', token=None)
+    page = await chromium.page()
+    await page.goto(open_gateway.http + "/")
+    await wait_ready(page)
+    await expect(page.get_by_role("heading", name="Sign in to this gateway")).to_have_count(0)
+
+
 async def test_ticket_link_signs_in_and_leaves_the_address_bar(
     chromium: Chromium, ui_gateway: GatewayHandle
 ) -> None:
@@ -230,6 +251,29 @@ async def test_keyboard_newline_and_attachments(
     )
     await page.set_input_files("[data-testid=file-input]", [str(notes), str(pixel)])
     await expect(page.locator(".attachments .chip")).to_have_count(2)
+    # Dropping a file on the chat and pasting one into the box attach them too.
+    await page.evaluate(
+        """() => {
+          const dt = new DataTransfer();
+          dt.items.add(new File(['dropped text'], 'dropped.txt', {type: 'text/plain'}));
+          const chat = document.querySelector('.chat');
+          const opts = {dataTransfer: dt, bubbles: true, cancelable: true};
+          chat.dispatchEvent(new DragEvent('dragover', opts));
+          chat.dispatchEvent(new DragEvent('drop', opts));
+          const paste = new DataTransfer();
+          paste.items.add(new File(['pasted text'], 'pasted.txt', {type: 'text/plain'}));
+          document.querySelector('[data-testid=composer]').dispatchEvent(
+            new ClipboardEvent('paste', {clipboardData: paste, bubbles: true, cancelable: true}));
+        }"""
+    )
+    await expect(page.locator(".attachments .chip")).to_have_count(4)
+    await (
+        page.locator(".attachments .chip", has_text="pasted.txt")
+        .get_by_role("button", name="Remove pasted.txt")
+        .click()
+    )
+    await expect(page.locator(".attachments .chip")).to_have_count(3)
+    await box.focus()
     await page.keyboard.press("Enter")
     await expect(await last_reply(page)).to_contain_text("got them")
     body = [r for r in fake.requests if r.method == "POST"][-1].body
@@ -239,6 +283,8 @@ async def test_keyboard_newline_and_attachments(
     text = "".join(b.get("text", "") for b in user if b["type"] == "text")
     assert "line one\nline two" in text
     assert "notes.txt:" in text and "the attached notes" in text
+    assert "dropped.txt:" in text and "dropped text" in text
+    assert "pasted text" not in text
     await expect(page.locator("[data-testid=msg-user] .msg-images img")).to_have_count(1)
 
 

@@ -298,8 +298,15 @@ async def _wait_compression(app: web.Application) -> None:
 _COMPRESS_KEY: web.AppKey[Any] = web.AppKey("webui-compress")
 
 
+async def auth_mode(request: web.Request) -> web.Response:
+    """`GET /ui/auth-mode`: what the sign-in screen should ask for (`token`, `password`, or
+    `none`, which needs no sign-in and works from this machine only). No secret in it."""
+    return _json(200, {"mode": _gateway(request).shared_secret.mode})
+
+
 def add_webui_routes(app: web.Application) -> None:
     app[ASSETS_KEY] = load_assets()
+    app.router.add_get("/ui/auth-mode", auth_mode)
     app.on_startup.append(_compress_in_background)
     app.on_cleanup.append(_wait_compression)
     app.router.add_get("/ui/methods.json", methods_json)

@@ -79,8 +79,8 @@ function parseRoute() {
 
 // ------------------------------------------------------------------ pieces
 
-function SignIn({ error, onSubmit }) {
-  const [mode, setMode] = useState("token");
+function SignIn({ error, onSubmit, initialMode }) {
+  const [mode, setMode] = useState(initialMode === "password" ? "password" : "token");
   const [value, setValue] = useState("");
   const [remember, setRemember] = useState(false);
   return html`<main class="signin">
@@ -163,6 +163,7 @@ function Shell({ gw, onSignOut }) {
   const [mainKey, setMainKey] = useState(null);
   const [pending, setPending] = useState(null);
   const composer = useRef(null);
+  const freshChat = useRef(null);
 
   useEffect(() => gw.on("state", (s) => setConn(s)), [gw]);
   useEffect(() => { const f = () => setRoute(parseRoute()); addEventListener("hashchange", f); return () => removeEventListener("hashchange", f); }, []);
@@ -171,7 +172,12 @@ function Shell({ gw, onSignOut }) {
   const loadSessions = useCallback(async () => {
     try {
       const res = await gw.request("sessions.list", { limit: 200, includeLastMessage: true, ...(search ? { search } : {}) });
-      setSessions(res.sessions || []);
+      const list = res.sessions || [];
+      // A chat just started here exists on the gateway only once its first message is
+      // sent: keep it in the list until then.
+      const fresh = freshChat.current;
+      if (fresh && !search && !list.some((x) => x.key === fresh.key)) list.unshift(fresh);
+      setSessions(list);
       setDefaults(res.defaults || null);
     } catch (err) {
       if (err.retryable) setTimeout(loadSessions, 400);
@@ -210,7 +216,8 @@ function Shell({ gw, onSignOut }) {
     const id = `web-${Date.now().toString(36)}`;
     const agent = (mainKey || "agent:main:main").split(":")[1] || "main";
     const key = `agent:${agent}:${id}`;
-    setSessions((cur) => [{ key, label: "", updatedAt: Date.now() }, ...cur.filter((s) => s.key !== key)]);
+    freshChat.current = { key, label: "", updatedAt: Date.now() };
+    setSessions((cur) => [freshChat.current, ...cur.filter((s) => s.key !== key)]);
     select(key);
   }
 
@@ -258,7 +265,11 @@ function Shell({ gw, onSignOut }) {
     <${ConnectionBanner} state=${conn.state} error=${conn.error} onRetry=${() => gw.retryNow()} />
     <div class="body">
       ${route.page === "chat" ? html`<${Sidebar} gw=${gw} sessions=${sessions} current=${currentKey} onSelect=${select} onNew=${newChat}
-          onChanged=${(deleted) => { loadSessions(); if (deleted && deleted === currentKey) go(`#/chat/${encodeURIComponent(mainKey)}`); }}
+          onChanged=${(deleted) => {
+            if (deleted && deleted === freshChat.current?.key) freshChat.current = null;
+            loadSessions();
+            if (deleted && deleted === currentKey) go(`#/chat/${encodeURIComponent(mainKey)}`);
+          }}
           search=${search} setSearch=${setSearch} confirm=${confirm} prompt=${prompt} />` : null}
       <main id="main" class="main" tabindex="-1">
         ${route.page === "chat" && currentKey && gw.hello ? html`<${ChatView} key=${currentKey} gw=${gw} sessionKey=${currentKey}
@@ -290,6 +301,17 @@ else if (bootAuth) performance.mark("moltis:auth");
 function App() {
   const [gw, setGw] = useState(bootGateway);
   const [error, setError] = useState("");
+  const [mode, setMode] = useState(null);
+
+  // Not signed in: ask the gateway what it wants (a gateway with auth mode `none` needs
+  // nothing, and is reachable from this machine only).
+  useEffect(() => {
+    if (gw) return;
+    fetch("/ui/auth-mode").then((r) => r.json()).then((body) => {
+      if (body.mode === "none" && !error) setGw(startGateway({}));
+      else setMode(body.mode);
+    }).catch(() => setMode("token"));
+  }, [gw]);
 
   useEffect(() => {
     if (!bootTicket) return;
@@ -314,7 +336,8 @@ function App() {
   }, [gw]);
 
   if (!gw) {
-    return html`<${SignIn} error=${error} onSubmit=${(a, remember) => { setError(""); saveAuth(a, remember); setGw(startGateway(a)); }} />`;
+    if (!mode && !error) return html`<div class="boot" role="status">Loading Moltis…</div>`;
+    return html`<${SignIn} key=${mode} initialMode=${mode} error=${error} onSubmit=${(a, remember) => { setError(""); saveAuth(a, remember); setGw(startGateway(a)); }} />`;
   }
   return html`<${Shell} key=${gw._instanceId} gw=${gw} onSignOut=${() => { forgetAuth(); gw.stop(); setGw(null); }} />`;
 }

@@ -51,7 +51,16 @@ export function sessionTitle(s) {
   if (s.displayName) return s.displayName;
   const key = s.key || "";
   const tail = key.split(":").slice(2).join(":") || key;
-  return tail === "main" ? "Main chat" : tail;
+  if (tail === "main") return "Main chat";
+  const web = /^web-([0-9a-z]+)$/.exec(tail);
+  if (web) {
+    // A chat started here: its key carries when (base-36 milliseconds).
+    const when = new Date(parseInt(web[1], 36));
+    if (!Number.isNaN(when.getTime())) {
+      return `Chat of ${when.toLocaleDateString(undefined, { month: "short", day: "numeric" })}, ${when.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })}`;
+    }
+  }
+  return tail;
 }
 
 const toastListeners = new Set();
