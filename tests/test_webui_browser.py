@@ -371,6 +371,32 @@ async def test_sessions_new_switch_rename_delete(
     await expect(page.locator("[data-testid=chat-title]")).to_have_text("Main chat")
 
 
+async def test_long_history_renders_the_latest_first(
+    chromium: Chromium, ui_gateway: GatewayHandle, fake: FakeLLM, make_client: MakeClient
+) -> None:
+    client = make_client(ui_gateway.url)
+    await client.connect(token=ui_gateway.token, scopes=["operator.admin"])
+    fake.script(*(Turn(text=f"answer {i}") for i in range(8)))
+    for i in range(8):
+        res = await client.request(
+            "chat.send", {"sessionKey": MAIN, "message": f"question {i}", "idempotencyKey": f"q{i}"}
+        )
+        assert res["ok"], res
+        while (await client.next_event("chat"))["payload"]["state"] != "final":
+            pass
+    page = await open_signed_in(chromium, ui_gateway.http, ui_gateway.token)
+    bubbles = page.locator("[data-testid=msg-user], [data-testid=msg-assistant]")
+    await expect(bubbles).to_have_count(12)  # 16 in all; the latest 12 first
+    await expect(bubbles.last).to_contain_text("answer 7")
+    earlier = page.get_by_role("button", name="Show 4 earlier messages")
+    await expect(earlier).to_be_visible()
+    # Scrolling up to them shows them, with the view kept where it was.
+    await page.locator("[data-testid=messages]").evaluate("el => { el.scrollTop = 0; }")
+    await expect(bubbles).to_have_count(16)
+    await expect(bubbles.first).to_contain_text("question 0")
+    assert await page.locator("[data-testid=messages]").evaluate("el => el.scrollTop") > 0
+
+
 async def test_sidebar_follows_other_clients(
     chromium: Chromium, ui_gateway: GatewayHandle, make_client: MakeClient
 ) -> None:

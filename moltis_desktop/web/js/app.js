@@ -5,7 +5,7 @@ import { useCallback, useEffect, useRef, useState } from "../vendor/preact-hooks
 import { Gateway, gatewayUrl } from "./gateway.js";
 import { html, onToast, render, sessionTitle } from "./ui.js";
 import { installCopyHandler } from "./markdown.js";
-import { ChatView } from "./chat.js";
+import { ChatView, prefetchHistory } from "./chat.js";
 import { Sidebar, Switcher } from "./sessions.js";
 
 const AUTH_KEY = "moltis.auth";
@@ -295,6 +295,11 @@ function startGateway(auth) {
 const bootTicket = redeemTicket();
 const bootAuth = bootTicket || storedAuth();
 const bootGateway = bootAuth ? startGateway(bootAuth) : null;
+bootGateway?.on("hello", ({ hello, reconnect }) => {
+  const route = parseRoute();
+  if (reconnect || route.page !== "chat") return;
+  prefetchHistory(bootGateway, route.key || hello.snapshot?.sessionDefaults?.mainSessionKey || "agent:main:main");
+});
 if (bootTicket) bootTicket.then(() => performance.mark("moltis:auth"), () => {});
 else if (bootAuth) performance.mark("moltis:auth");
 

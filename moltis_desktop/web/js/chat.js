@@ -6,7 +6,16 @@ import { uuid } from "./gateway.js";
 
 const THINKING_LEVELS = ["off", "minimal", "low", "medium", "high", "xhigh"];
 const MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024;
-const FIRST_SHOWN = 24;   // messages rendered at first; earlier ones on request
+const FIRST_SHOWN = 12;   // messages rendered at first; earlier ones when scrolled to
+
+// The first history of a page load is asked for as soon as the gateway says hello, before
+// the chat view has rendered (it takes it from here).
+const prefetched = new Map();
+export function prefetchHistory(gw, sessionKey) {
+  const pending = gw.request("chat.history", { sessionKey, limit: 200 });
+  pending.catch(() => {});   // the view handles a failure when it takes the answer
+  prefetched.set(sessionKey, pending);
+}
 
 function Markdown({ text, className = "md" }) {
   const [grammars, setGrammars] = useState(0);
@@ -179,7 +188,9 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
 
   const load = useCallback(async () => {
     try {
-      const res = await gw.request("chat.history", { sessionKey, limit: 200 });
+      const early = prefetched.get(sessionKey);
+      prefetched.delete(sessionKey);
+      const res = await (early || gw.request("chat.history", { sessionKey, limit: 200 }));
       if (!performance.getEntriesByName("moltis:history").length) performance.mark("moltis:history");
       setMessages(res.messages || []);
       setMeta({ thinkingLevel: res.thinkingLevel, modelOverride: res.modelOverride });
@@ -193,6 +204,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
 
   useEffect(() => {
     setLoaded(false); setMessages([]); setLive(null); liveRef.current = null; stick.current = true;
+    setShowAll(false);
     load();
   }, [load]);
 
@@ -245,9 +257,26 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
     if (el && stick.current) el.scrollTop = el.scrollHeight;
   }, [messages, live]);
 
+  // Earlier messages render when the reader scrolls up to them, keeping the view in place.
+  const reveal = useRef(null);
+  function showEarlier() {
+    const el = scroller.current;
+    if (el) reveal.current = { height: el.scrollHeight, top: el.scrollTop };
+    stick.current = false;
+    setShowAll(true);
+  }
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (showAll && el && reveal.current) {
+      el.scrollTop = el.scrollHeight - reveal.current.height + reveal.current.top;
+      reveal.current = null;
+    }
+  }, [showAll]);
+
   const onScroll = (e) => {
     const el = e.currentTarget;
     stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+    if (el.scrollTop < 60 && !showAll && messages.length > FIRST_SHOWN) showEarlier();
   };
 
   const busy = !!live;
@@ -369,7 +398,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
         <p class="hint">Enter sends · Shift+Enter adds a line · Esc stops · Ctrl+K switches chats</p>
       </div>` : null}
       ${!loaded ? html`<div class="loading" role="status">Loading history…</div>` : null}
-      ${hidden > 0 ? html`<button type="button" class="btn small ghost earlier" onClick=${() => { stick.current = false; setShowAll(true); }}>
+      ${hidden > 0 ? html`<button type="button" class="btn small ghost earlier" onClick=${showEarlier}>
           Show ${hidden} earlier message${hidden === 1 ? "" : "s"}</button>` : null}
       ${grouped.slice(hidden).map((m, j) => { const i = j + hidden; return html`<${Message} key=${m.id || i} msg=${m} busy=${busy}
           isLastAssistant=${i === lastAssistantIdx && i === grouped.length - 1}
