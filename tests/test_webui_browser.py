@@ -775,8 +775,11 @@ async def test_every_view_screenshots_and_axe(
         await page.click("[data-testid=nav-chat]")
         sidebar = page.locator(".sidebar")
         assert (await sidebar.bounding_box() or {"x": 0})["x"] < 0  # off screen
+        assert await sidebar.evaluate("el => el.inert")  # and out of Tab's reach
         await page.get_by_role("button", name="Show chats").click()
         await expect(page.locator("[data-testid=new-chat]")).to_be_in_viewport()
+        await page.wait_for_timeout(300)  # the drawer slides in
+        assert not await sidebar.evaluate("el => el.inert")
         await shot(page, f"chat-sidebar-{size}-{theme}")
 
 

@@ -164,6 +164,14 @@ function Shell({ gw, onSignOut }) {
   const [pending, setPending] = useState(null);
   const composer = useRef(null);
   const freshChat = useRef(null);
+  // On a phone the chat list is a drawer: closed, it is out of reach of Tab and readers.
+  const [phone, setPhone] = useState(() => matchMedia("(max-width: 760px)").matches);
+  useEffect(() => {
+    const q = matchMedia("(max-width: 760px)");
+    const f = () => setPhone(q.matches);
+    q.addEventListener("change", f);
+    return () => q.removeEventListener("change", f);
+  }, []);
 
   useEffect(() => gw.on("state", (s) => setConn(s)), [gw]);
   useEffect(() => { const f = () => setRoute(parseRoute()); addEventListener("hashchange", f); return () => removeEventListener("hashchange", f); }, []);
@@ -264,14 +272,14 @@ function Shell({ gw, onSignOut }) {
     </header>
     <${ConnectionBanner} state=${conn.state} error=${conn.error} onRetry=${() => gw.retryNow()} />
     <div class="body">
-      ${route.page === "chat" ? html`<${Sidebar} gw=${gw} sessions=${sessions} current=${currentKey} onSelect=${select} onNew=${newChat}
+      ${route.page === "chat" ? html`<${Sidebar} inert=${phone && !navOpen} gw=${gw} sessions=${sessions} current=${currentKey} onSelect=${select} onNew=${newChat}
           onChanged=${(deleted) => {
             if (deleted && deleted === freshChat.current?.key) freshChat.current = null;
             loadSessions();
             if (deleted && deleted === currentKey) go(`#/chat/${encodeURIComponent(mainKey)}`);
           }}
           search=${search} setSearch=${setSearch} confirm=${confirm} prompt=${prompt} />` : null}
-      <main id="main" class="main" tabindex="-1">
+      <main id="main" class="main" tabindex="-1" onClick=${() => { if (navOpen) setNavOpen(false); }}>
         ${route.page === "chat" && currentKey && gw.hello ? html`<${ChatView} key=${currentKey} gw=${gw} sessionKey=${currentKey}
             session=${current} models=${models} defaults=${defaults} onSessionsChanged=${loadSessions} onReady=${onChatReady} composerRef=${composer} onNeedModels=${loadModels} />` : null}
         ${route.page === "chat" && !gw.hello ? html`<div class="loading" role="status">Connecting to the gateway…</div>` : null}

@@ -2,7 +2,7 @@
 import { useEffect, useRef, useState } from "../vendor/preact-hooks.mjs";
 import { html, plainText, sessionTitle, timeAgo, toast } from "./ui.js";
 
-export function Sidebar({ gw, sessions, current, onSelect, onNew, onChanged, search, setSearch, confirm, prompt }) {
+export function Sidebar({ gw, sessions, current, onSelect, onNew, onChanged, search, setSearch, confirm, prompt, inert }) {
   const [menu, setMenu] = useState(null);
 
   useEffect(() => {
@@ -42,7 +42,7 @@ export function Sidebar({ gw, sessions, current, onSelect, onNew, onChanged, sea
   }
 
   const now = Date.now();
-  return html`<nav class="sidebar" aria-label="Chats">
+  return html`<nav class="sidebar" aria-label="Chats" inert=${inert || undefined}>
     <div class="sidebar-head">
       <button type="button" class="btn primary block" data-testid="new-chat" onClick=${onNew}>+ New chat</button>
       <input type="search" class="search" placeholder="Search chats" aria-label="Search chats" data-testid="session-search"

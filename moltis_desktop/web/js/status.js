@@ -28,7 +28,9 @@ export function UsageChart({ daily }) {
         return html`<rect x=${pad + (slots - values.length + i) * bw + 2} y=${h - bh} width=${Math.max(2, bw - 4)} height=${bh} class="bar" rx="2">
           <title>${daily[i].date}: ${byCost ? formatCost(v) : `${formatTokens(v)} tokens`}</title></rect>`;
       })}
-      <text x=${pad + (slots - values.length) * bw} y=${h + 15} class="tick">${daily[0].date}</text>
+      ${daily.length > 1
+        ? html`<text x=${pad + (slots - values.length) * bw} y=${h + 15} class="tick">${daily[0].date}</text>`
+        : html`<text x=${w} y=${h + 15} class="tick end">${daily[0].date}</text>`}
       ${daily.length > 1 ? html`<text x=${w} y=${h + 15} class="tick end">${daily[daily.length - 1].date}</text>` : null}
       <text x="0" y="12" class="tick">${byCost ? formatCost(max) : formatTokens(max)}</text>
     </svg>
