@@ -249,6 +249,10 @@ class GatewayServer:
         ]
         self.ready = True
         _LOGGER.info("gateway listening on %s", self.url)
+        _LOGGER.info(
+            "web app: %s/ (`moltis dashboard` opens it signed in)",
+            self.url.replace("ws://", "http://", 1),
+        )
 
     async def _bind(self) -> None:
         assert self._runner is not None
