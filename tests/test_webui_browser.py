@@ -41,8 +41,9 @@ async def chromium() -> AsyncIterator[Chromium]:
 
 @pytest.fixture
 async def ui_gateway(start_gateway: StartGateway, fake: FakeLLM) -> GatewayHandle:
+    prices = '[usage.prices."fake/fake-model-1"]\ninput = 3.0\noutput = 15.0\n'
     return await start_gateway(
-        agent_config("anthropic", fake),
+        agent_config("anthropic", fake, prices),
         env={"FAKE_LLM_KEY": "fake-key", "MOLTIS_SECRETS_PASSPHRASE": "test-passphrase"},
     )
 
@@ -157,6 +158,8 @@ async def test_reply_streams_as_markdown_with_usage(
     await expect(thinking).to_be_visible()
     assert await thinking.get_attribute("open") is None  # collapsed
     await expect(reply.locator("[data-testid=usage]")).to_contain_text("1.2k in · 340 out")
+    # 1,200 in at $3/M and 340 out at $15/M.
+    await expect(reply.locator("[data-testid=usage]")).to_contain_text("$0.0087")
     # The copy button copies the code.
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     await reply.locator("[data-copy-code]").click()

@@ -177,20 +177,28 @@ function Shell({ gw, onSignOut }) {
   useEffect(() => { const f = () => setRoute(parseRoute()); addEventListener("hashchange", f); return () => removeEventListener("hashchange", f); }, []);
   useEffect(() => { applyTheme(theme); }, [theme]);
 
+  // Whoever asks for the list (an event, a view, the search box) gets it for the search as
+  // it is now, and an answer that arrives after a newer one is dropped.
+  const searchRef = useRef(search);
+  searchRef.current = search;
+  const listSeq = useRef(0);
   const loadSessions = useCallback(async () => {
+    const mine = ++listSeq.current;
+    const q = searchRef.current;
     try {
-      const res = await gw.request("sessions.list", { limit: 200, includeLastMessage: true, ...(search ? { search } : {}) });
+      const res = await gw.request("sessions.list", { limit: 200, includeLastMessage: true, ...(q ? { search: q } : {}) });
+      if (mine !== listSeq.current) return;
       const list = res.sessions || [];
       // A chat just started here exists on the gateway only once its first message is
       // sent: keep it in the list until then.
       const fresh = freshChat.current;
-      if (fresh && !search && !list.some((x) => x.key === fresh.key)) list.unshift(fresh);
+      if (fresh && !q && !list.some((x) => x.key === fresh.key)) list.unshift(fresh);
       setSessions(list);
       setDefaults(res.defaults || null);
     } catch (err) {
       if (err.retryable) setTimeout(loadSessions, 400);
     }
-  }, [gw, search]);
+  }, [gw]);
 
   useEffect(() => {
     const onHello = ({ hello }) => {
