@@ -22,16 +22,31 @@ def main() -> int:
     """Entry point of the `moltis-desktop` console script."""
     from moltis_desktop.runtime import run_headless
 
-    if not has_display():
+    env = os.environ
+    if env.get("MOLTIS_HEADLESS") == "1":
+        return run_headless()
+    if not has_display() and not env.get("QT_QPA_PLATFORM"):
         print(
             "moltis-desktop: no display found (DISPLAY/WAYLAND_DISPLAY unset), so the tray "
             "app cannot start; running the gateway headless instead. Stop it with Ctrl+C.",
             file=sys.stderr,
         )
-    else:
+        return run_headless()
+    try:
+        import PySide6  # noqa: F401
+        import qasync  # noqa: F401
+    except ImportError:
         print(
-            "moltis-desktop: the tray app is not part of this version yet; running the "
-            "gateway headless. Stop it with Ctrl+C.",
+            "moltis-desktop: the tray app needs Qt, which is not installed: run "
+            "`pip install 'moltis-desktop[desktop]'` (or `make install`). Running the gateway "
+            "headless meanwhile. Stop it with Ctrl+C.",
             file=sys.stderr,
         )
-    return run_headless()
+        return run_headless()
+    from moltis_desktop.desktop.app import run_desktop
+
+    return run_desktop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -125,6 +125,9 @@ class GatewayServer:
         self.presence = PresenceTracker(version=self.version, instance_id=self.boot_id, clock=clock)
         self.health_version = 1
         self.dedupe = IdempotencyCache(clock=clock)
+        self.listeners: list[Callable[[str, Any], None]] = []
+        """In-process observers of every broadcast event (the desktop app's tray and
+        notifications); called with (event, payload) and must not block."""
         self.ui_tickets = UiTickets(clock)
         """One-time sign-in tickets for the web app (`/#ticket=…`)."""
         self.secrets: SecretStore | None = secrets
@@ -387,6 +390,11 @@ class GatewayServer:
         The frame is encoded once; each connection adds its own `seq`. Events other than
         tick/health/shutdown need read scope (`scope`), and reach operators only.
         """
+        for listener in self.listeners:
+            try:
+                listener(event, payload)
+            except Exception:  # an observer's bug must not break the broadcast
+                _LOGGER.exception("event listener failed on %s", event)
         body = encode_event_body(event, payload, self.state_version() if state_version else None)
         needed = scope if scope is not None else (None if event in _UNGATED_EVENTS else Scope.READ)
         sent = 0

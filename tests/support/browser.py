@@ -87,19 +87,19 @@ async def open_signed_in(chromium: Chromium, http: str, token: str, **kw: Any) -
     return page
 
 
-def _write_gallery() -> None:
-    shots = sorted(SHOTS.glob("*.png"))
+def _write_gallery(folder: Path = SHOTS) -> None:
+    shots = sorted(folder.glob("*.png"))
     items = "\n".join(
         f'<figure><a href="{html.escape(p.name)}"><img src="{html.escape(p.name)}" '
         f'alt="{html.escape(p.stem)}" loading="lazy"></a><figcaption>{html.escape(p.stem)}'
         "</figcaption></figure>"
         for p in shots
     )
-    (SHOTS / "index.html").write_text(
+    (folder / "index.html").write_text(
         "<!doctype html><meta charset=utf-8><title>Moltis web app screenshots</title>"
         "<style>body{font:14px system-ui;margin:20px}main{display:flex;flex-wrap:wrap;gap:16px}"
         "figure{margin:0;width:320px}img{width:100%;border:1px solid #ccc}</style>"
-        f"<h1>Moltis web app: {len(shots)} screenshots</h1><main>{items}</main>\n",
+        f"<h1>Moltis {folder.name}: {len(shots)} screenshots</h1><main>{items}</main>\n",
         encoding="utf-8",
     )
 
@@ -128,3 +128,14 @@ async def axe_violations(page: Page, impacts: tuple[str, ...] = ("serious", "cri
         " nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))})); }"
     )
     return [v for v in result if v["impact"] in impacts]
+
+
+def widget_shot(widget: Any, name: str) -> Path:
+    """Save a Qt widget's rendering (offscreen) under test-output/desktop/, with a gallery."""
+    folder = OUTPUT / "desktop"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    assert widget.grab().save(str(path)), f"could not save {path}"
+    with FileLock(str(folder / ".gallery.lock")):
+        _write_gallery(folder)
+    return path

@@ -74,6 +74,7 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
     env.update({"MOLTIS_HOME": str(home), "PYTHONUNBUFFERED": "1"})
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
+    env.pop("QT_QPA_PLATFORM", None)  # the Qt tests set it in-process; it means "a display"
     env.update(extra)
     return env
 

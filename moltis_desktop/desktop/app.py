@@ -1,0 +1,361 @@
+"""The tray app: the gateway (the same `Runtime` the headless command runs) on a qasync
+loop, a tray icon whose menu is rebuilt each time it opens, and the chat window.
+
+QtWebEngine is imported only when a window first opens, so an app that stays in the tray
+costs what the gateway and Qt's widgets cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices
+from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
+
+from moltis_desktop import __version__
+from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.desktop.autostart import Autostart
+from moltis_desktop.desktop.icons import app_icon
+from moltis_desktop.runtime import Runtime
+
+if TYPE_CHECKING:
+    from moltis_desktop.desktop.chat_window import ChatWindow
+    from moltis_desktop.gateway.server import GatewayServer
+
+_LOGGER = logging.getLogger(__name__)
+
+STATES = {
+    "idle": "ready",
+    "working": "replying",
+    "listening": "listening",
+    "attention": "waiting for you",
+    "error": "needs attention",
+}
+_RECENT = 8
+
+
+@dataclass
+class Notification:
+    title: str
+    text: str
+    session_key: str
+
+
+class DesktopApp(QObject):
+    """Owns the runtime, the tray icon and the windows."""
+
+    def __init__(
+        self,
+        qapp: QApplication,
+        runtime: Runtime,
+        *,
+        autostart: Autostart | None = None,
+        open_url: Callable[[QUrl], object] = QDesktopServices.openUrl,
+    ) -> None:
+        super().__init__()
+        self.qapp = qapp
+        qapp.setQuitOnLastWindowClosed(False)  # the tray icon lives on
+        self.open_url = open_url
+        """Opens a folder or page outside the app (the file manager, the browser)."""
+        self.runtime = runtime
+        self.autostart = autostart or Autostart(env=runtime.env)
+        self.gateway: GatewayServer | None = None
+        self.state = "idle"
+        self.error = ""
+        self.running: set[str] = set()
+        self.notifications: list[Notification] = []
+        self.exit_code = 0
+        self._chat: ChatWindow | None = None
+        self._quit = asyncio.Event()
+        self.tray = QSystemTrayIcon(app_icon(), self)
+        self.menu = QMenu()
+        self.menu.aboutToShow.connect(self.rebuild_menu)
+        self.tray.setContextMenu(self.menu)
+        self.tray.activated.connect(self._activated)
+        self.tray.messageClicked.connect(self._notification_clicked)
+        self.rebuild_menu()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Start the gateway and show the tray icon."""
+        try:
+            self.gateway = await self.runtime.start()
+        except MoltisError as exc:
+            self._set_state("error", exc.message)
+            self.tray.show()
+            self.tray.showMessage("Moltis could not start", exc.message, app_icon("error"))
+            raise
+        self.gateway.listeners.append(self._on_event)
+        self._set_state("idle")
+        self.tray.show()
+        _LOGGER.info("tray app ready: %s", self.gateway.url)
+
+    async def run(self) -> int:
+        """Start, run until Quit (or SIGTERM / logout), then shut down."""
+        try:
+            await self.start()
+        except MoltisError as exc:
+            return exc.exit_code
+        await self._quit.wait()
+        await self.shutdown()
+        return self.exit_code
+
+    def request_quit(self) -> None:
+        self._quit.set()
+
+    async def shutdown(self) -> None:
+        """Stop taking work, end the runs, send `shutdown` (clients close with 1012),
+        flush sessions, remove the tray icon and the windows."""
+        if self.gateway is not None and self._on_event in self.gateway.listeners:
+            self.gateway.listeners.remove(self._on_event)
+        await self.runtime.stop()
+        if self._chat is not None:
+            self._chat.dispose()
+            self._chat = None
+        self.tray.hide()
+
+    # ------------------------------------------------------------------ state
+
+    def _set_state(self, state: str, error: str = "") -> None:
+        self.state, self.error = state, error
+        self.tray.setIcon(app_icon(state))
+        tip = f"Moltis: {STATES[state]}"
+        if error:
+            tip += f" ({error})"
+        self.tray.setToolTip(tip)
+
+    def _on_event(self, event: str, payload: Any) -> None:
+        if event == "agent" and isinstance(payload, dict) and payload.get("stream") == "lifecycle":
+            phase = (payload.get("data") or {}).get("phase")
+            if phase == "start":
+                self.running.add(payload["runId"])
+            elif phase in ("end", "error", "aborted"):
+                self.running.discard(payload["runId"])
+            if self.state in ("idle", "working"):
+                self._set_state("working" if self.running else "idle")
+        elif event == "chat" and isinstance(payload, dict) and payload.get("state") == "final":
+            self._reply_finished(payload)
+
+    def _reply_finished(self, payload: dict[str, Any]) -> None:
+        if self._chat is not None and self._chat.isVisible() and self._chat.isActiveWindow():
+            return
+        content = (payload.get("message") or {}).get("content") or []
+        text = "".join(b.get("text", "") for b in content if isinstance(b, dict)).strip()
+        if not text:
+            return
+        note = Notification("Moltis replied", text[:160], str(payload.get("sessionKey", "")))
+        self.notifications.append(note)
+        self.tray.showMessage(note.title, note.text, app_icon(), 8000)
+
+    def _notification_clicked(self) -> None:
+        if self.notifications:
+            self.open_chat(self.notifications[-1].session_key)
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:
+            self.open_chat()
+
+    # ------------------------------------------------------------------ menu
+
+    def status_line(self) -> str:
+        gw = self.gateway
+        if gw is None:
+            return "Gateway starting…" if not self.error else f"Gateway stopped: {self.error}"
+        clients = sum(1 for c in gw.connections if c.role)
+        devices = sum(1 for c in gw.connections if getattr(c, "device_id", None))
+        health = "ready" if gw.ready and not gw.draining else "not ready"
+        if gw.config.error is not None:
+            health = "config error"
+        return (
+            f"Gateway {health} · {gw.host}:{gw.port} · {clients} client"
+            f"{'' if clients == 1 else 's'} · {devices} device{'' if devices == 1 else 's'}"
+        )
+
+    def rebuild_menu(self) -> None:
+        """The menu as things are now (called each time it opens)."""
+        menu = self.menu
+        menu.clear()
+        status = menu.addAction(self.status_line())
+        status.setEnabled(False)
+        menu.addSeparator()
+        self._add(menu, "Open Chat", lambda: self.open_chat())  # noqa: PLW0108 - drops `checked`
+        self._add(menu, "New Chat", self.new_chat)
+        recent = menu.addMenu("Recent Sessions")
+        sessions = self.recent_sessions()
+        for key, title in sessions:
+            self._add(recent, title, lambda k=key: self.open_chat(k))
+        if not sessions:
+            recent.addAction("No sessions yet").setEnabled(False)
+        menu.addSeparator()
+        self._add(menu, "Settings…", self.open_settings)
+        self._add(menu, "Open Logs Folder", self.open_logs)
+        login = self._add(menu, "Start at Login", self.toggle_autostart)
+        login.setCheckable(True)
+        login.setChecked(self.autostart.enabled())
+        self._add(menu, "About Moltis", self.show_about)
+        menu.addSeparator()
+        self._add(menu, "Quit Moltis", self.request_quit)
+
+    def _add(self, menu: QMenu, text: str, slot: Any) -> QAction:
+        action = menu.addAction(text)
+        action.triggered.connect(slot)
+        return action
+
+    def action(self, text: str) -> QAction:
+        """The menu's action with this text (for scripts and tests)."""
+        self.rebuild_menu()
+        for action in self.menu.actions():
+            if action.text() == text:
+                return action
+            sub = action.menu()
+            if isinstance(sub, QMenu):
+                for inner in sub.actions():
+                    if inner.text() == text:
+                        return inner
+        raise KeyError(text)
+
+    def recent_sessions(self) -> list[tuple[str, str]]:
+        services = self.runtime.services
+        if services is None:
+            return []
+        out = []
+        for entry in services.chat.sessions.list(limit=_RECENT):
+            label = entry.get("label") or entry.get("displayName")
+            tail = entry.key.split(":", 2)[-1]
+            out.append((entry.key, str(label or ("Main chat" if tail == "main" else tail))))
+        return out
+
+    # ------------------------------------------------------------------ actions
+
+    def chat_window(self) -> ChatWindow:
+        if self._chat is None:
+            from moltis_desktop.desktop.chat_window import ChatWindow
+
+            gw = self.gateway
+            assert gw is not None, "the gateway is not running"
+            self._chat = ChatWindow(
+                lambda: gw.url.replace("ws://", "http://", 1),
+                gw.ui_tickets.mint,
+                self.runtime.paths.state_dir,
+            )
+        return self._chat
+
+    def open_chat(self, session_key: str | None = None) -> None:
+        window = self.chat_window()
+        if session_key:
+            window.open_session(session_key)
+        else:
+            window.open()
+
+    def new_chat(self) -> None:
+        import time
+
+        agent = "main"
+        if self.gateway is not None:
+            agent = self.gateway.settings.agents.default
+        self.open_chat(f"agent:{agent}:web-{_base36(int(time.time() * 1000))}")
+
+    def open_settings(self) -> None:
+        self.chat_window().open("#/config")
+
+    def open_logs(self) -> None:
+        folder = self.runtime.paths.log_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        self.open_url(QUrl.fromLocalFile(str(folder)))
+
+    def toggle_autostart(self, checked: bool) -> None:
+        try:
+            if checked:
+                self.autostart.enable()
+            else:
+                self.autostart.disable()
+        except OSError as exc:
+            self.tray.showMessage("Start at login", f"could not change it: {exc}", app_icon())
+
+    def show_about(self) -> QMessageBox:
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "About Moltis",
+            f"Moltis Desktop {__version__}\n\nA personal AI gateway, compatible with "
+            "OpenClaw's protocol.\n\n" + self.status_line(),
+        )
+        box.setIconPixmap(app_icon().pixmap(64, 64))
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setModal(False)
+        box.show()
+        return box
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
+def prepare_qt(env: Mapping[str, str] | None = None) -> None:
+    """What Qt needs before the QApplication exists: WebEngine shares GL contexts (so it
+    can be imported later, when a window opens), and as root Chromium's sandbox is off
+    (it refuses to run otherwise)."""
+    env = os.environ if env is None else env
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "QTWEBENGINE_DISABLE_SANDBOX" not in env:
+        os.environ["QTWEBENGINE_DISABLE_SANDBOX"] = "1"
+    QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    QCoreApplication.setOrganizationName("Moltis")
+    QCoreApplication.setApplicationName("Moltis Desktop")
+
+
+def run_desktop(
+    *, overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> int:
+    """The `moltis-desktop` tray app. Returns the exit code."""
+    import qasync
+
+    from moltis_desktop.desktop.single import SingleInstance, instance_name
+
+    prepare_qt(env)
+    qapp = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(qapp, QApplication)
+    qapp.setQuitOnLastWindowClosed(False)
+    qapp.setWindowIcon(app_icon())
+    runtime = Runtime(overrides=overrides, env=env)
+    holder: dict[str, DesktopApp] = {}
+    single = SingleInstance(
+        instance_name(str(runtime.paths.state_dir)),
+        lambda message: holder["app"].open_chat() if "app" in holder else None,
+    )
+    if not single.claim():
+        print("moltis-desktop is already running; it has been brought to the front.")  # noqa: T201
+        return 0
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    desktop = DesktopApp(qapp, runtime)
+    holder["app"] = desktop
+    # Qt's loop runs in C++: a timer lets Python see SIGTERM / SIGINT (logout sends
+    # SIGTERM), which then quit as the menu does.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(desktop.request_quit))
+    ticker = QTimer()
+    ticker.start(250)
+    ticker.timeout.connect(lambda: None)
+    qapp.aboutToQuit.connect(desktop.request_quit)
+    try:
+        with loop:
+            code = int(loop.run_until_complete(desktop.run()))
+    finally:
+        single.release()
+        with contextlib.suppress(Exception):
+            asyncio.set_event_loop(None)
+    return code

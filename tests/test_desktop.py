@@ -1,0 +1,317 @@
+"""The tray app, offscreen: the real Runtime on a qasync loop, the tray menu, the chat
+window (QtWebEngine) on the web app, single instance, start at login, quit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+
+from PySide6.QtCore import QUrl
+from PySide6.QtWidgets import QApplication
+
+from moltis_desktop.desktop.app import DesktopApp, prepare_qt
+from moltis_desktop.desktop.autostart import Autostart
+from moltis_desktop.desktop.single import SingleInstance
+from moltis_desktop.runtime import Runtime
+from tests.support.browser import widget_shot
+from tests.support.fake_llm import FakeLLM, Turn, agent_config
+
+prepare_qt()
+pytestmark = pytest.mark.xdist_group("qt")
+
+T = TypeVar("T")
+TOKEN = "desktop-test-token-123"
+
+
+def qt_run(qapp: QApplication, coro: Awaitable[T], timeout: float = 90) -> T:
+    import qasync
+
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def make_runtime(home: Path, config: str = "", **env: str) -> Runtime:
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "moltis.toml").write_text(config, encoding="utf-8")
+    full = {"MOLTIS_HOME": str(home), "HOME": str(home), "MOLTIS_TOKEN": TOKEN, **env}
+    return Runtime(env=full, overrides={"gateway": {"port": 0}}, console=None, prompt=None)
+
+
+async def js(window: Any, source: str) -> Any:
+    """Run JavaScript in the chat window's page and get its result."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    window.run_js(source, lambda value: future.done() or future.set_result(value))
+    return await asyncio.wait_for(future, 10)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.1)
+
+
+def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Path) -> None:
+    opened: list[QUrl] = []
+
+    async def body() -> None:
+        async with FakeLLM() as fake:
+            runtime = make_runtime(
+                tmp_path / "home", agent_config("anthropic", fake), FAKE_LLM_KEY="k"
+            )
+            app = DesktopApp(
+                qapp, runtime, autostart=Autostart(env=runtime.env), open_url=opened.append
+            )
+            await app.start()
+            await runtime.agent_ready()
+            gw = app.gateway
+            assert gw is not None
+            assert app.tray.isVisible()
+            assert app.tray.toolTip() == "Moltis: ready"
+
+            # The menu says how things are, and is rebuilt each time it opens.
+            texts = [a.text() for a in app.menu.actions() if not a.isSeparator()]
+            app.rebuild_menu()
+            texts = [a.text() for a in app.menu.actions() if not a.isSeparator()]
+            assert texts[0].startswith(f"Gateway ready · 127.0.0.1:{gw.port}")
+            assert texts[1:] == [
+                "Open Chat",
+                "New Chat",
+                "Recent Sessions",
+                "Settings…",
+                "Open Logs Folder",
+                "Start at Login",
+                "About Moltis",
+                "Quit Moltis",
+            ]
+
+            # Open Chat: the web app, signed in without a token in the URL, streams a reply.
+            fake.script(Turn(text="Hello from the **tray**", chunks=4, delay_s=0.05))
+            app.action("Open Chat").trigger()
+            window = app.chat_window()
+            assert window.isVisible()
+
+            async def ready() -> bool:
+                return await js(window, "document.documentElement.dataset.ready || ''") == "chat"
+
+            await until(ready)
+            url = await js(window, "location.href")
+            assert "ticket" not in url and TOKEN not in url
+            await js(
+                window,
+                "(() => { const t = document.querySelector('[data-testid=composer]');"
+                " const set = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype,"
+                " 'value').set; set.call(t, 'hi from Qt'); t.dispatchEvent(new Event('input',"
+                " {bubbles: true})); })()",
+            )
+
+            async def enabled() -> bool:
+                return await js(window, "!document.querySelector('[data-testid=send]').disabled")
+
+            await until(enabled)
+            await js(window, "document.querySelector('[data-testid=send]').click()")
+
+            async def replied() -> bool:
+                text = await js(
+                    window,
+                    "(document.querySelector('[data-testid=msg-assistant] strong') || {})"
+                    ".textContent || ''",
+                )
+                return text == "tray"
+
+            await until(replied)
+            assert app.state == "idle"  # the run is over
+            assert widget_shot(window, "chat-window").stat().st_size > 10_000
+            app.rebuild_menu()
+            widget_shot(app.menu, "tray-menu")
+
+            # Recent Sessions lists the chat; New Chat opens a fresh one.
+            app.rebuild_menu()
+            recent = app.action("Main chat")
+            assert recent is not None
+            app.action("New Chat").trigger()
+
+            async def fresh() -> bool:
+                return "web-" in await js(window, "location.hash")
+
+            await until(fresh)
+
+            # Settings opens the config view; Open Logs Folder opens the log directory.
+            app.action("Settings…").trigger()
+
+            async def settings() -> bool:
+                return await js(window, "location.hash") == "#/config"
+
+            await until(settings)
+            app.action("Open Logs Folder").trigger()
+            assert opened[-1].toLocalFile() == str(runtime.paths.log_dir)
+
+            # A reply that ends while the window is hidden becomes a notification; clicking
+            # it opens that session.
+            window.close()
+            assert not window.isVisible()
+            fake.script(Turn(text="Done while you were away"))
+            res = await _send(gw, "agent:main:away", "work on it")
+            assert res
+            await until(_has(app), 20)
+            note = app.notifications[-1]
+            assert note.session_key == "agent:main:away"
+            assert "Done while you were away" in note.text
+            app.tray.messageClicked.emit()
+            assert window.isVisible()
+
+            async def away() -> bool:
+                return await js(window, "location.hash") == "#/chat/agent%3Amain%3Aaway"
+
+            await until(away)
+
+            # About shows a box with the version.
+            box = app.show_about()
+            assert "Moltis Desktop" in box.text()
+            widget_shot(box, "about")
+            box.close()
+
+            # Quit: the port is free again and the sessions are on disk.
+            port = gw.port
+            app.action("Quit Moltis").trigger()
+            assert app._quit.is_set()
+            await app.shutdown()
+            with socket.socket() as probe:  # as a new gateway would bind it
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(("127.0.0.1", port))
+                probe.listen()
+            index = (tmp_path / "home").rglob("sessions.json")
+            assert any("agent:main:main" in p.read_text() for p in index)
+
+    qt_run(qapp, body())
+
+
+def _has(app: DesktopApp) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(app.notifications)
+
+    return check
+
+
+async def _send(gw: Any, key: str, text: str) -> bool:
+    chat = gw.services.chat
+    outcome = await chat.send(key, text, run_id=f"run-{key}", sink=gw.chat_bridge)
+    return outcome.run is not None
+
+
+def test_start_at_login_writes_and_removes_the_autostart_entry(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    async def body() -> None:
+        runtime = make_runtime(tmp_path / "home")
+        autostart = Autostart(env={"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "x")})
+        app = DesktopApp(qapp, runtime, autostart=autostart)
+        await app.start()
+        try:
+            action = app.action("Start at Login")
+            assert action.isCheckable() and not action.isChecked()
+            action.trigger()
+            entry = tmp_path / "x" / "autostart" / "moltis-desktop.desktop"
+            text = entry.read_text(encoding="utf-8")
+            assert "Exec=" in text and "moltis_desktop.desktop.launcher" in text
+            assert app.action("Start at Login").isChecked()
+            app.action("Start at Login").trigger()
+            assert not entry.exists()
+        finally:
+            await app.shutdown()
+
+    qt_run(qapp, body())
+
+
+def test_autostart_on_macos_is_a_launch_agent(tmp_path: Path) -> None:
+    auto = Autostart(platform="darwin", env={"HOME": str(tmp_path)}, command=["/app/moltis"])
+    auto.enable()
+    import plistlib
+
+    plist = plistlib.loads(auto.path.read_bytes())
+    assert plist["ProgramArguments"] == ["/app/moltis"] and plist["RunAtLoad"] is True
+    assert auto.enabled()
+    auto.disable()
+    assert not auto.enabled()
+
+
+def test_single_instance_hands_over_to_the_first(qapp: QApplication) -> None:
+    received: list[str] = []
+    name = f"moltis-test-{os.getpid()}-{time.monotonic_ns()}"
+    first = SingleInstance(name, received.append)
+    assert first.claim()
+
+    async def body() -> None:
+        second = SingleInstance(name, lambda m: None)
+        assert not second.claim("show")
+
+        async def got() -> bool:
+            return received == ["show"]
+
+        await until(got, 5)
+
+    try:
+        qt_run(qapp, body())
+    finally:
+        first.release()
+    # Once released, the name can be claimed again.
+    again = SingleInstance(name, lambda m: None)
+    assert again.claim()
+    again.release()
+
+
+def test_second_launch_exits_and_first_keeps_running(tmp_path: Path) -> None:
+    """Two real `moltis-desktop` processes (offscreen): the second says so and exits 0."""
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "moltis.toml").write_text("[gateway]\nport = 0\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "MOLTIS_HOME": str(home),
+        "HOME": str(home),
+        "MOLTIS_TOKEN": TOKEN,
+        "QT_QPA_PLATFORM": "offscreen",
+    }
+    env.pop("DISPLAY", None)
+    cmd = [sys.executable, "-m", "moltis_desktop.desktop.launcher"]
+    first = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        log = home / "logs" / "moltis.log"
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "tray app ready" in log.read_text(encoding="utf-8")):
+            assert first.poll() is None, first.communicate()[0]
+            assert time.monotonic() < deadline, "the first app did not start"
+            time.sleep(0.1)
+        second = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert second.returncode == 0
+        assert "already running" in second.stdout
+        assert first.poll() is None  # still there
+    finally:
+        first.terminate()  # SIGTERM quits as the menu does
+        out = first.communicate(timeout=30)[0]
+    assert first.returncode == 0, out
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    assert any(r.get("message") == "gateway stopped" for r in records)
