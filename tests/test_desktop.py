@@ -97,6 +97,7 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
                 "Open Chat",
                 "New Chat",
                 "Recent Sessions",
+                "Set Up a Provider…",
                 "Settings…",
                 "Open Logs Folder",
                 "Start at Login",
@@ -315,3 +316,59 @@ def test_second_launch_exits_and_first_keeps_running(tmp_path: Path) -> None:
     assert first.returncode == 0, out
     records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     assert any(r.get("message") == "gateway stopped" for r in records)
+
+
+def test_onboarding_dialog_tests_the_key_and_stores_it_in_the_keyring(
+    qapp: QApplication, tmp_path: Path, memory_keyring: Any
+) -> None:
+    key = "sk-ant-from-the-dialog-0123"
+
+    async def body() -> None:
+        async with FakeLLM() as fake:
+            fake.api_key = key
+            runtime = make_runtime(
+                tmp_path / "home",
+                "",
+                PYTHON_KEYRING_BACKEND="tests.support.keyrings.MemoryKeyring",
+                OLLAMA_HOST="http://127.0.0.1:9",  # nothing answers there
+            )
+            app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
+            await app.start()
+            try:
+                # Nothing is set up: the dialog opens by itself.
+                dialog = app._onboarding
+                assert dialog is not None and dialog.isVisible()
+                assert app._onboarding_load is not None
+                await app._onboarding_load
+                assert dialog.provider.itemData(0) == "anthropic"  # no Ollama running
+                widget_shot(dialog, "onboarding")
+                dialog.key.setText("sk-wrong")
+                dialog.base_url.setText(fake.anthropic_base_url)
+                await dialog.run_test()
+                assert "connection test failed" in dialog.status.text()
+                assert not dialog.save_button.isEnabled()
+                dialog.key.setText(key)
+                await dialog.run_test()
+                assert dialog.save_button.isEnabled()
+                assert [dialog.model.itemText(i) for i in range(dialog.model.count())] == [
+                    "fake-model-1",
+                    "fake-model-2",
+                ]
+                dialog.model.setCurrentText("fake-model-2")
+                dialog.name.setText("Ada")
+                widget_shot(dialog, "onboarding-tested")
+                dialog.save_button.click()
+                assert not dialog.isVisible()
+                config = runtime.paths.config_file.read_text(encoding="utf-8")
+                assert key not in config
+                assert 'model = "anthropic/fake-model-2"' in config
+                assert 'name = "Ada"' in config
+                assert memory_keyring.get_password("moltis-desktop", "anthropic-api-key") == key
+                assert not app.first_run()
+                # Rerunnable from the menu.
+                app.action("Set Up a Provider…").trigger()
+                assert app._onboarding is not None and app._onboarding.isVisible()
+            finally:
+                await app.shutdown()
+
+    qt_run(qapp, body())

@@ -10,6 +10,7 @@ from typing import Any
 from moltis_desktop import __version__
 from moltis_desktop.cli.auth import add_auth_parser
 from moltis_desktop.cli.chat import add_chat_parsers
+from moltis_desktop.cli.onboard import add_onboard_parser
 from moltis_desktop.core.errors import MoltisError
 
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sdel = sec_sub.add_parser("delete", help="remove a secret")
     sdel.add_argument("name")
     add_auth_parser(sub)
+    add_onboard_parser(sub)
     add_chat_parsers(sub, _add_client_flags)
     return parser
 
@@ -109,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.runtime import run_headless
 
             return run_headless(overrides=gateway_overrides(args))
+        if args.command == "onboard":
+            from moltis_desktop.cli.onboard import cmd_onboard
+
+            return cmd_onboard(args)
         if args.command == "auth":
             from moltis_desktop.cli.auth import cmd_auth
 

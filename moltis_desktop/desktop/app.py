@@ -29,6 +29,7 @@ from moltis_desktop.runtime import Runtime
 
 if TYPE_CHECKING:
     from moltis_desktop.desktop.chat_window import ChatWindow
+    from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
     from moltis_desktop.gateway.server import GatewayServer
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class DesktopApp(QObject):
         self.notifications: list[Notification] = []
         self.exit_code = 0
         self._chat: ChatWindow | None = None
+        self._onboarding: OnboardingDialog | None = None
+        self._onboarding_load: asyncio.Future[None] | None = None
+        self.ollama_url = runtime.env.get("OLLAMA_HOST", "http://127.0.0.1:11434")
         self._quit = asyncio.Event()
         self.tray = QSystemTrayIcon(app_icon(), self)
         self.menu = QMenu()
@@ -98,6 +102,8 @@ class DesktopApp(QObject):
         self.gateway.listeners.append(self._on_event)
         self._set_state("idle")
         self.tray.show()
+        if self.first_run():
+            self.open_onboarding()
         _LOGGER.info("tray app ready: %s", self.gateway.url)
 
     async def run(self) -> int:
@@ -122,6 +128,8 @@ class DesktopApp(QObject):
         if self._chat is not None:
             self._chat.dispose()
             self._chat = None
+        if self._onboarding is not None:
+            self._onboarding.close()
         self.tray.hide()
 
     # ------------------------------------------------------------------ state
@@ -197,6 +205,7 @@ class DesktopApp(QObject):
         if not sessions:
             recent.addAction("No sessions yet").setEnabled(False)
         menu.addSeparator()
+        self._add(menu, "Set Up a Provider…", self.open_onboarding)
         self._add(menu, "Settings…", self.open_settings)
         self._add(menu, "Open Logs Folder", self.open_logs)
         login = self._add(menu, "Start at Login", self.toggle_autostart)
@@ -264,6 +273,27 @@ class DesktopApp(QObject):
         if self.gateway is not None:
             agent = self.gateway.settings.agents.default
         self.open_chat(f"agent:{agent}:web-{_base36(int(time.time() * 1000))}")
+
+    def first_run(self) -> bool:
+        """Nothing is set up yet (no provider configured, no key anywhere)."""
+        from moltis_desktop.onboarding import needs_onboarding
+
+        assert self.runtime.config is not None
+        settings = self.runtime.config.current.settings
+        return needs_onboarding(settings, self.runtime.secrets, dict(self.runtime.env))
+
+    def open_onboarding(self) -> OnboardingDialog:
+        from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
+
+        if self._onboarding is None or not self._onboarding.isVisible():
+            self._onboarding = OnboardingDialog(self.runtime, self.ollama_url)
+            self._onboarding.saved.connect(
+                lambda ref: self.tray.showMessage("Moltis is set up", f"Model: {ref}", app_icon())
+            )
+            self._onboarding_load = asyncio.ensure_future(self._onboarding.load())
+        self._onboarding.show()
+        self._onboarding.raise_()
+        return self._onboarding
 
     def open_settings(self) -> None:
         self.chat_window().open("#/config")

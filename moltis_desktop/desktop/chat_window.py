@@ -90,8 +90,8 @@ class ChatWindow(QWebEngineView):
         self.loaded = False
         self._pending_route: str | None = None
         self.loadFinished.connect(self._on_loaded)
-        settings = QSettings()
-        geometry = settings.value(_SETTINGS_GEOMETRY)
+        self._settings = QSettings(str(data_dir / "desktop.ini"), QSettings.Format.IniFormat)
+        geometry = self._settings.value(_SETTINGS_GEOMETRY)
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
@@ -145,13 +145,14 @@ class ChatWindow(QWebEngineView):
     # ------------------------------------------------------------------ window
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        QSettings().setValue(_SETTINGS_GEOMETRY, self.saveGeometry())
+        self._settings.setValue(_SETTINGS_GEOMETRY, self.saveGeometry())
         event.ignore()
         self.hide()
 
     def dispose(self) -> None:
         """Really close (at quit)."""
-        QSettings().setValue(_SETTINGS_GEOMETRY, self.saveGeometry())
+        self._settings.setValue(_SETTINGS_GEOMETRY, self.saveGeometry())
+        self._settings.sync()
         page = self.page()
         self.setPage(None)  # type: ignore[arg-type]
         page.deleteLater()
