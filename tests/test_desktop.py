@@ -185,6 +185,14 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
 
             await until(away)
 
+            # A provider failure turns the icon to "error" until a reply goes through.
+            fake.script(Turn(error=401), Turn(text="better now"))
+            await _send(gw, "agent:main:main", "this will fail")
+            await until(_state(app, "error"), 20)
+            assert "401" in app.tray.toolTip() or "key" in app.tray.toolTip().lower()
+            await _send(gw, "agent:main:main", "and this works")
+            await until(_state(app, "idle"), 20)
+
             # About shows a box with the version.
             box = app.show_about()
             assert "Moltis Desktop" in box.text()
@@ -204,6 +212,13 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
             assert any("agent:main:main" in p.read_text() for p in index)
 
     qt_run(qapp, body())
+
+
+def _state(app: DesktopApp, state: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return app.state == state
+
+    return check
 
 
 def _has(app: DesktopApp) -> Callable[[], Awaitable[bool]]:
@@ -368,6 +383,39 @@ def test_onboarding_dialog_tests_the_key_and_stores_it_in_the_keyring(
                 # Rerunnable from the menu.
                 app.action("Set Up a Provider…").trigger()
                 assert app._onboarding is not None and app._onboarding.isVisible()
+            finally:
+                await app.shutdown()
+
+    qt_run(qapp, body())
+
+
+def test_a_taken_port_is_reported_and_another_offered(qapp: QApplication, tmp_path: Path) -> None:
+    async def body() -> None:
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", 0))
+            squatter.listen()
+            taken = squatter.getsockname()[1]
+            runtime = make_runtime(tmp_path / "home", "[providers.ollama]\n")
+            runtime.overrides = {"gateway": {"port": taken}}
+            app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
+            starting = asyncio.ensure_future(app.start())
+
+            async def asked() -> bool:
+                return app.port_question is not None and app.port_question.isVisible()
+
+            await until(asked, 20)
+            box = app.port_question
+            assert box is not None
+            assert f"{taken}" in box.text() and "in use" in box.text().lower()
+            assert app.state == "error"
+            widget_shot(box, "port-in-use")
+            (use,) = [b for b in box.buttons() if b.text().startswith("Use port")]
+            offered = int(use.text().rsplit(" ", 1)[1])
+            use.click()
+            await starting
+            try:
+                assert app.gateway is not None and app.gateway.port == offered != taken
+                assert app.state == "idle"
             finally:
                 await app.shutdown()
 

@@ -76,6 +76,7 @@ class DesktopApp(QObject):
         self.notifications: list[Notification] = []
         self.exit_code = 0
         self._chat: ChatWindow | None = None
+        self.port_question: QMessageBox | None = None
         self._onboarding: OnboardingDialog | None = None
         self._onboarding_load: asyncio.Future[None] | None = None
         self.ollama_url = runtime.env.get("OLLAMA_HOST", "http://127.0.0.1:11434")
@@ -91,14 +92,25 @@ class DesktopApp(QObject):
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Start the gateway and show the tray icon."""
-        try:
-            self.gateway = await self.runtime.start()
-        except MoltisError as exc:
-            self._set_state("error", exc.message)
-            self.tray.show()
-            self.tray.showMessage("Moltis could not start", exc.message, app_icon("error"))
-            raise
+        """Start the gateway and show the tray icon. When its port is taken, say so and
+        offer a free one."""
+        while True:
+            try:
+                self.gateway = await self.runtime.start()
+                break
+            except MoltisError as exc:
+                self._set_state("error", exc.message)
+                self.tray.show()
+                self.tray.showMessage("Moltis could not start", exc.message, app_icon("error"))
+                if not exc.message.startswith("cannot listen"):
+                    raise
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop()
+                port = _free_port()
+                if not await self.ask_other_port(exc.message, port):
+                    raise
+                gateway = dict(self.runtime.overrides.get("gateway") or {})
+                self.runtime.overrides["gateway"] = {**gateway, "port": port}
         self.gateway.listeners.append(self._on_event)
         self._set_state("idle")
         self.tray.show()
@@ -115,6 +127,27 @@ class DesktopApp(QObject):
         await self._quit.wait()
         await self.shutdown()
         return self.exit_code
+
+    async def ask_other_port(self, problem: str, port: int) -> bool:
+        """Ask (without blocking the loop) whether to use `port` instead."""
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Moltis: port in use",
+            f"{problem}\n\nStart on port {port} instead (for this run)? To keep it, set "
+            "gateway.port in Settings.",
+        )
+        use = box.addButton(f"Use port {port}", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        box.buttonClicked.connect(lambda button: answer.done() or answer.set_result(button is use))
+        box.setModal(False)
+        self.port_question = box
+        box.show()
+        try:
+            return await answer
+        finally:
+            self.port_question = None
+            box.deleteLater()
 
     def request_quit(self) -> None:
         self._quit.set()
@@ -152,7 +185,13 @@ class DesktopApp(QObject):
             if self.state in ("idle", "working"):
                 self._set_state("working" if self.running else "idle")
         elif event == "chat" and isinstance(payload, dict) and payload.get("state") == "final":
+            if self.state == "error":  # a reply went through: the problem is over
+                self._set_state("working" if self.running else "idle")
             self._reply_finished(payload)
+        elif event == "chat" and isinstance(payload, dict) and payload.get("state") == "error":
+            # A provider problem (a bad key, an unreachable server): the icon shows it until
+            # a reply goes through.
+            self._set_state("error", str(payload.get("errorMessage") or "a reply failed"))
 
     def _reply_finished(self, payload: dict[str, Any]) -> None:
         if self._chat is not None and self._chat.isVisible() and self._chat.isActiveWindow():
@@ -324,6 +363,14 @@ class DesktopApp(QObject):
         box.setModal(False)
         box.show()
         return box
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _base36(n: int) -> str:
