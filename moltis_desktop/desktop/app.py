@@ -139,7 +139,12 @@ class DesktopApp(QObject):
         use = box.addButton(f"Use port {port}", QMessageBox.ButtonRole.AcceptRole)
         box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        box.buttonClicked.connect(lambda button: answer.done() or answer.set_result(button is use))
+
+        def clicked(button: object) -> None:
+            if not answer.done():
+                answer.set_result(button is use)
+
+        box.buttonClicked.connect(clicked)
         box.setModal(False)
         self.port_question = box
         box.show()
