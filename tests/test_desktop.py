@@ -95,6 +95,7 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
             assert texts[0].startswith(f"Gateway ready · 127.0.0.1:{gw.port}")
             assert texts[1:] == [
                 "Open Chat",
+                "Canvas",
                 "New Chat",
                 "Recent Sessions",
                 "Set Up a Provider…",
@@ -420,3 +421,89 @@ def test_a_taken_port_is_reported_and_another_offered(qapp: QApplication, tmp_pa
                 await app.shutdown()
 
     qt_run(qapp, body())
+
+
+def test_the_agent_presents_evaluates_and_snapshots_the_canvas(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    async def body() -> None:
+        async with FakeLLM() as fake:
+            runtime = make_runtime(
+                tmp_path / "home", agent_config("anthropic", fake), FAKE_LLM_KEY="k"
+            )
+            app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
+            await app.start()
+            try:
+                assert app._canvas_task is not None
+                await app._canvas_task
+                canvas = app.canvas
+                assert canvas is not None
+                folder = canvas.folder
+                folder.mkdir(parents=True)
+                (folder / "index.html").write_text(
+                    "<html><head><title>Agent page</title></head>"
+                    "<body style='background:#1e6f5c;color:#fff'><h1 id=h>Quarterly sales</h1>"
+                    "</body></html>"
+                )
+                fake.script(
+                    Turn(tool_calls=[("canvas", {"action": "present", "path": "index.html"})]),
+                    Turn(tool_calls=[("canvas", {"action": "eval", "script": "document.title"})]),
+                    Turn(tool_calls=[("canvas", {"action": "snapshot"})]),
+                    Turn(text="Here it is."),
+                )
+                gw = app.gateway
+                assert gw is not None
+                await _send(gw, "agent:main:main", "show me the sales page")
+
+                async def answered() -> bool:
+                    return len([r for r in fake.requests if r.method == "POST"]) >= 4
+
+                await until(answered, 30)
+                results = _tool_results(fake)
+                assert "Agent page" in results[1]
+                snapshot = json.loads(results[2])
+                png = Path(snapshot["png"])
+                data = png.read_bytes()  # noqa: ASYNC240 - a small file, in a test
+                assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) == snapshot["bytes"] > 2000
+                window = canvas.window()
+                assert window.isVisible()
+                widget_shot(window, "canvas")
+                # Live reload: the agent rewrites the page, the window shows the new one.
+                (folder / "index.html").write_text(
+                    "<html><body><h1 id=h>Updated</h1></body></html>"
+                )
+
+                async def reloaded() -> bool:
+                    text = await canvas.eval("(document.getElementById('h')||{}).textContent")
+                    return text == "Updated"
+
+                await until(reloaded, 15)
+                # The tray's Canvas item shows it again after it is hidden.
+                await canvas.hide()
+                assert not window.isVisible()
+                app.action("Canvas").trigger()
+
+                async def shown() -> bool:
+                    return window.isVisible()
+
+                await until(shown, 10)
+            finally:
+                await app.shutdown()
+
+    qt_run(qapp, body())
+
+
+def _tool_results(fake: FakeLLM) -> list[str]:
+    """The tool results the model was sent, in order (Anthropic's wire shape)."""
+    body = [r for r in fake.requests if r.method == "POST"][-1].body
+    out = []
+    for message in body["messages"]:
+        if message["role"] != "user" or isinstance(message["content"], str):
+            continue
+        for block in message["content"]:
+            if block.get("type") == "tool_result":
+                content = block.get("content")
+                if isinstance(content, list):
+                    content = "".join(c.get("text", "") for c in content)
+                out.append(str(content))
+    return out

@@ -112,6 +112,9 @@ class ChatService:
         self.state_dir = state_dir
         self.config_dir = config_dir
         self._clock = clock
+        self.tools = tools
+        self.extra_tool_services: dict[str, Any] = {}
+        """Services the host adds for its tools (the desktop app's `canvas`)."""
         self.runs = RunManager(AgentLoop(_Resolver(self), sessions, tools), clock=clock)
         self.default_sink: EventSink = lambda run, event: None
         """Where events of runs nobody asked for go (e.g. `sessions_send`)."""
@@ -267,7 +270,11 @@ class ChatService:
             tools_deny=agent.tools_deny,
             reserve_tokens=settings.session.compaction_reserve_tokens,
             keep_recent_tokens=settings.session.compaction_keep_recent_tokens,
-            tool_services={"sessions": self.sessions, "send_to_session": self._send_to_session},
+            tool_services={
+                "sessions": self.sessions,
+                "send_to_session": self._send_to_session,
+                **self.extra_tool_services,
+            },
             auth_profile=agent.auth_profile,
         )
 

@@ -28,6 +28,7 @@ from moltis_desktop.desktop.icons import app_icon
 from moltis_desktop.runtime import Runtime
 
 if TYPE_CHECKING:
+    from moltis_desktop.desktop.canvas import DesktopCanvas
     from moltis_desktop.desktop.chat_window import ChatWindow
     from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
     from moltis_desktop.gateway.server import GatewayServer
@@ -76,6 +77,9 @@ class DesktopApp(QObject):
         self.notifications: list[Notification] = []
         self.exit_code = 0
         self._chat: ChatWindow | None = None
+        self.canvas: DesktopCanvas | None = None
+        self._canvas_task: asyncio.Future[None] | None = None
+        self._canvas_shown: asyncio.Future[str] | None = None
         self.port_question: QMessageBox | None = None
         self._onboarding: OnboardingDialog | None = None
         self._onboarding_load: asyncio.Future[None] | None = None
@@ -116,6 +120,7 @@ class DesktopApp(QObject):
         self.tray.show()
         if self.first_run():
             self.open_onboarding()
+        self._canvas_task = asyncio.ensure_future(self._attach_canvas())
         _LOGGER.info("tray app ready: %s", self.gateway.url)
 
     async def run(self) -> int:
@@ -168,6 +173,11 @@ class DesktopApp(QObject):
             self._chat = None
         if self._onboarding is not None:
             self._onboarding.close()
+        if self._canvas_task is not None and not self._canvas_task.done():
+            self._canvas_task.cancel()
+        if self.canvas is not None:
+            self.canvas.dispose()
+            self.canvas = None
         self.tray.hide()
 
     # ------------------------------------------------------------------ state
@@ -241,6 +251,7 @@ class DesktopApp(QObject):
         status.setEnabled(False)
         menu.addSeparator()
         self._add(menu, "Open Chat", lambda: self.open_chat())  # noqa: PLW0108 - drops `checked`
+        self._add(menu, "Canvas", self.show_canvas)
         self._add(menu, "New Chat", self.new_chat)
         recent = menu.addMenu("Recent Sessions")
         sessions = self.recent_sessions()
@@ -338,6 +349,29 @@ class DesktopApp(QObject):
         self._onboarding.show()
         self._onboarding.raise_()
         return self._onboarding
+
+    async def _attach_canvas(self) -> None:
+        """Give the agent the canvas (its `canvas` tool), once the agent side is loaded."""
+        from moltis_desktop.agent.canvas_tool import canvas as canvas_tool
+        from moltis_desktop.desktop.canvas import DesktopCanvas
+        from moltis_desktop.gateway.canvas_host import canvas_dir
+
+        await self.runtime.agent_ready()
+        services, gw = self.runtime.services, self.gateway
+        if services is None or gw is None:
+            return
+        self.canvas = DesktopCanvas(
+            lambda: gw.url.replace("ws://", "http://", 1),
+            lambda: canvas_dir(gw),
+            self.runtime.paths.state_dir,
+        )
+        services.chat.extra_tool_services["canvas"] = self.canvas
+        with contextlib.suppress(ValueError):  # already there (a restart of the gateway)
+            services.chat.tools.register(canvas_tool)
+
+    def show_canvas(self) -> None:
+        if self.canvas is not None:
+            self._canvas_shown = asyncio.ensure_future(self.canvas.present())
 
     def open_settings(self) -> None:
         self.chat_window().open("#/config")

@@ -119,6 +119,9 @@ def add_routes(app: web.Application) -> None:
     from moltis_desktop.gateway.webui import add_webui_routes
 
     add_webui_routes(app)
+    from moltis_desktop.gateway.canvas_host import add_canvas_routes
+
+    add_canvas_routes(app)
 
 
 def _allowed_origin(gateway: GatewayServer, request: web.Request, origin: str) -> bool:

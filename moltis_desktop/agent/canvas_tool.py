@@ -1,0 +1,79 @@
+"""The `canvas` tool: the agent shows pages in the canvas window and looks at them.
+
+OpenClaw's agent drives a node's canvas (`canvas.present`, `canvas.hide`,
+`canvas.navigate`, `canvas.eval`, `canvas.snapshot`). Until nodes arrive, the desktop app
+provides the same five commands in-process through the `Canvas` interface below and
+registers this tool; a headless gateway has no canvas, so it does not offer the tool.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+import msgspec
+
+from moltis_desktop.agent.tools import ToolContext, ToolError, tool
+
+
+class Canvas(Protocol):
+    """What a canvas surface does (the desktop app's window; a node later)."""
+
+    async def present(self, path: str) -> str:
+        """Show `path` (relative to the workspace's canvas/ folder); returns its URL."""
+        ...
+
+    async def hide(self) -> None: ...
+
+    async def navigate(self, url: str) -> str: ...
+
+    async def eval(self, script: str) -> Any:
+        """Run JavaScript in the page; returns its (JSON-able) result."""
+        ...
+
+    async def snapshot(self) -> bytes:
+        """The page as it looks now, a PNG."""
+        ...
+
+    @property
+    def folder(self) -> Path:
+        """The canvas/ folder it serves."""
+        ...
+
+
+@tool(timeout_s=30)
+async def canvas(
+    ctx: ToolContext,
+    action: Literal["present", "hide", "navigate", "eval", "snapshot"],
+    path: Annotated[
+        str, msgspec.Meta(description="present: a file in the workspace's canvas/ folder")
+    ] = "index.html",
+    url: Annotated[str, msgspec.Meta(description="navigate: an http(s) address")] = "",
+    script: Annotated[str, msgspec.Meta(description="eval: JavaScript to run in the page")] = "",
+) -> Any:
+    """Show a page to the user in the canvas window and work with it. Write HTML files into
+    the workspace's canvas/ folder, then `present` one (it reloads live when the file
+    changes); `navigate` to an address; `eval` JavaScript in it; `snapshot` it as a PNG
+    (saved in canvas/snapshots/); `hide` the window."""
+    surface: Canvas = ctx.service("canvas")
+    if action == "present":
+        shown = await surface.present(path)
+        return {"shown": shown}
+    if action == "hide":
+        await surface.hide()
+        return {"hidden": True}
+    if action == "navigate":
+        if not url.startswith(("http://", "https://")):
+            raise ToolError("navigate needs an http:// or https:// address")
+        return {"shown": await surface.navigate(url)}
+    if action == "eval":
+        if not script:
+            raise ToolError("eval needs a script")
+        return {"result": await surface.eval(script)}
+    png = await surface.snapshot()
+    folder = surface.folder / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"snapshot-{int(time.time() * 1000)}.png"
+    target.write_bytes(png)
+    return {"png": str(target), "bytes": len(png)}
