@@ -20,7 +20,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
 
 from PySide6.QtCore import QUrl
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from moltis_desktop.desktop.app import DesktopApp, prepare_qt
 from moltis_desktop.desktop.autostart import Autostart
@@ -157,8 +157,19 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
 
             await until(fresh)
 
-            # Settings opens the config view; Open Logs Folder opens the log directory.
+            # Settings: native settings, and the way into the web app's config view.
             app.action("Settings…").trigger()
+            dialog = app.open_settings()
+            assert dialog.isVisible()
+            widget_shot(dialog, "settings")
+            assert dialog.notify.isChecked() and app.notify_replies
+            dialog.notify.setChecked(False)
+            assert not app.notify_replies
+            dialog.notify.setChecked(True)
+            [config] = [
+                b for b in dialog.findChildren(QPushButton) if b.text().startswith("Models")
+            ]
+            config.click()
 
             async def settings() -> bool:
                 return await js(window, "location.hash") == "#/config"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QCoreApplication, QObject, Qt, QTimer, QUrl
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from moltis_desktop.desktop.canvas import DesktopCanvas
     from moltis_desktop.desktop.chat_window import ChatWindow
     from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
+    from moltis_desktop.desktop.settings_dialog import SettingsDialog
     from moltis_desktop.gateway.server import GatewayServer
 
 _LOGGER = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ class DesktopApp(QObject):
         self.notifications: list[Notification] = []
         self.exit_code = 0
         self._chat: ChatWindow | None = None
+        self._settings_dialog: SettingsDialog | None = None
+        runtime.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        self.prefs = QSettings(
+            str(runtime.paths.state_dir / "desktop.ini"), QSettings.Format.IniFormat
+        )
+        """The app's own preferences (not the gateway's config)."""
         self.canvas: DesktopCanvas | None = None
         self._canvas_task: asyncio.Future[None] | None = None
         self._canvas_shown: asyncio.Future[str] | None = None
@@ -173,6 +180,8 @@ class DesktopApp(QObject):
             self._chat = None
         if self._onboarding is not None:
             self._onboarding.close()
+        if self._settings_dialog is not None:
+            self._settings_dialog.close()
         if self._canvas_task is not None and not self._canvas_task.done():
             self._canvas_task.cancel()
         if self.canvas is not None:
@@ -209,6 +218,8 @@ class DesktopApp(QObject):
             self._set_state("error", str(payload.get("errorMessage") or "a reply failed"))
 
     def _reply_finished(self, payload: dict[str, Any]) -> None:
+        if not self.notify_replies:
+            return
         if self._chat is not None and self._chat.isVisible() and self._chat.isActiveWindow():
             return
         content = (payload.get("message") or {}).get("content") or []
@@ -373,8 +384,32 @@ class DesktopApp(QObject):
         if self.canvas is not None:
             self._canvas_shown = asyncio.ensure_future(self.canvas.present())
 
-    def open_settings(self) -> None:
+    def open_settings(self) -> SettingsDialog:
+        from moltis_desktop.desktop.settings_dialog import SettingsDialog
+
+        if self._settings_dialog is None:
+            self._settings_dialog = SettingsDialog(
+                self.autostart,
+                self.notify_replies,
+                self.set_notify_replies,
+                self.open_config,
+                self.open_onboarding,
+            )
+        self._settings_dialog.show()
+        self._settings_dialog.raise_()
+        return self._settings_dialog
+
+    def open_config(self) -> None:
+        """The web app's configuration view, in the chat window."""
         self.chat_window().open("#/config")
+
+    @property
+    def notify_replies(self) -> bool:
+        return self.prefs.value("notifications/replies", True, type=bool) is not False
+
+    def set_notify_replies(self, on: bool) -> None:
+        self.prefs.setValue("notifications/replies", on)
+        self.prefs.sync()
 
     def open_logs(self) -> None:
         folder = self.runtime.paths.log_dir

@@ -1,0 +1,54 @@
+"""Native settings: what the web app's config cannot do (start at login, notifications),
+and a way into the full configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtWidgets import QCheckBox, QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout
+
+from moltis_desktop.desktop.autostart import Autostart
+from moltis_desktop.desktop.icons import app_icon
+
+
+class SettingsDialog(QDialog):
+    def __init__(
+        self,
+        autostart: Autostart,
+        notifications: bool,
+        on_notifications: Callable[[bool], None],
+        open_config: Callable[[], None],
+        open_onboarding: Callable[[], object],
+    ) -> None:
+        super().__init__()
+        self.setWindowTitle("Moltis Settings")
+        self.setWindowIcon(app_icon())
+        self.setMinimumWidth(420)
+        self.autostart = autostart
+        self.login = QCheckBox("Start Moltis when I log in")
+        self.login.setChecked(autostart.enabled())
+        self.login.toggled.connect(self._login)
+        self.notify = QCheckBox("Notify me when a reply arrives while the chat is hidden")
+        self.notify.setChecked(notifications)
+        self.notify.toggled.connect(on_notifications)
+        config = QPushButton("Models, providers and everything else…")
+        config.clicked.connect(open_config)
+        setup = QPushButton("Set up a provider again…")
+        setup.clicked.connect(open_onboarding)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("<b>This computer</b>"))
+        layout.addWidget(self.login)
+        layout.addWidget(self.notify)
+        layout.addSpacing(8)
+        layout.addWidget(QLabel("<b>Configuration</b>"))
+        layout.addWidget(config)
+        layout.addWidget(setup)
+        layout.addWidget(buttons)
+
+    def _login(self, checked: bool) -> None:
+        if checked:
+            self.autostart.enable()
+        else:
+            self.autostart.disable()
