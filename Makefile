@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MOLTIS_TEST_CACHE ?= $(HOME)/.cache/moltis-desktop
 
-.PHONY: install run test lint bench bench-ui clean
+.PHONY: install run test lint bench bench-ui bench-desktop clean
 
 install:
 	@scripts/install.sh
@@ -25,6 +25,9 @@ bench: install
 
 bench-ui: install
 	$(BIN)/python bench/bench_ui.py
+
+bench-desktop: install
+	$(BIN)/python bench/bench_desktop.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

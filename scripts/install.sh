@@ -16,9 +16,13 @@ NODE_VERSION=24.21.0
 # Debian packages the app and the tests need (none of the Python wheels compile anything).
 DEB_PACKAGES=(ca-certificates)
 # The app's tests: Debian's Chromium, driven headless by Playwright (the web app's tests),
-# and fonts for the screenshots.
+# and fonts for the screenshots; for the tray app on a real X server (tests/
+# test_desktop_xvfb.py): Xvfb, a system tray (trayer), xdotool to click the icon,
+# ImageMagick for screenshots, and the xcb libraries Qt's xcb platform plugin loads.
 if [ "${MOLTIS_INSTALL_TEST_DEPS:-1}" = 1 ]; then
   DEB_PACKAGES+=(chromium fonts-dejavu-core)
+  DEB_PACKAGES+=(xvfb xauth trayer xdotool imagemagick)
+  DEB_PACKAGES+=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0)
 fi
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 
