@@ -13,7 +13,7 @@ run: install
 	$(BIN)/moltis-desktop
 
 lint: install
-	$(BIN)/ruff check moltis_desktop tests bench
+	$(BIN)/ruff check moltis_desktop tests bench installer
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
 
