@@ -166,6 +166,10 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
             dialog.notify.setChecked(False)
             assert not app.notify_replies
             dialog.notify.setChecked(True)
+            # A global shortcut needs an X server (offscreen here has none): it says so.
+            assert "not available here" in (app.set_shortcut("Ctrl+Alt+M") or "")
+            assert "not a usable shortcut" in (app.set_shortcut("Ctrl+Alt") or "")
+            assert app.set_shortcut("") is None and app.shortcut_text == ""
             [config] = [
                 b for b in dialog.findChildren(QPushButton) if b.text().startswith("Models")
             ]
@@ -518,3 +522,12 @@ def _tool_results(fake: FakeLLM) -> list[str]:
                     content = "".join(c.get("text", "") for c in content)
                 out.append(str(content))
     return out
+
+
+def test_shortcut_text_becomes_a_pynput_hot_key() -> None:
+    from moltis_desktop.desktop.shortcut import to_pynput
+
+    assert to_pynput("Ctrl+Alt+M") == "<ctrl>+<alt>+m"
+    assert to_pynput("Meta+Shift+F5") == "<cmd>+<shift>+<f5>"
+    with pytest.raises(ValueError, match="besides the modifiers"):
+        to_pynput("Ctrl+Shift")

@@ -292,6 +292,11 @@ def test_tray_icon_and_menu_on_xvfb(xserver: XServer, tmp_path: Path) -> None:
     (home / "config").mkdir(parents=True)
     # A provider is configured (never called), so the first-run dialog stays closed.
     (home / "config" / "moltis.toml").write_text(CONFIG, encoding="utf-8")
+    # The global shortcut that opens the chat (set in Settings; kept in desktop.ini).
+    (home / "state").mkdir(parents=True)
+    (home / "state" / "desktop.ini").write_text(
+        "[shortcuts]\nopen_chat=Ctrl+Alt+M\n", encoding="utf-8"
+    )
     env = {k: v for k, v in xserver.env.items() if not k.startswith(("MOLTIS_", "XDG_"))}
     env.update(
         MOLTIS_HOME=str(home),
@@ -362,6 +367,14 @@ def test_tray_icon_and_menu_on_xvfb(xserver: XServer, tmp_path: Path) -> None:
             _write_gallery(folder)
         xserver.run("xdotool", "key", "Escape")
         assert app.poll() is None, output()
+        assert "global shortcut Ctrl+Alt+M opens the chat" in log_messages(log)
+        # The global shortcut, pressed with no app window focused, opens the chat.
+        xserver.run("xdotool", "key", "ctrl+alt+m")
+
+        def chat_opened() -> bool | None:
+            return True if "chat window opened" in log_messages(log) else None
+
+        wait_for("the chat window to open from the shortcut", chat_opened, timeout=20)
     finally:
         if app.poll() is None:
             app.send_signal(signal.SIGTERM)  # as logout does; quits as the menu's Quit does

@@ -84,6 +84,9 @@ class DesktopApp(QObject):
             str(runtime.paths.state_dir / "desktop.ini"), QSettings.Format.IniFormat
         )
         """The app's own preferences (not the gateway's config)."""
+        from moltis_desktop.desktop.shortcut import GlobalShortcut
+
+        self.shortcut = GlobalShortcut(self.open_chat)
         self.canvas: DesktopCanvas | None = None
         self._canvas_task: asyncio.Future[None] | None = None
         self._canvas_shown: asyncio.Future[str] | None = None
@@ -128,6 +131,9 @@ class DesktopApp(QObject):
         if self.first_run():
             self.open_onboarding()
         self._canvas_task = asyncio.ensure_future(self._attach_canvas())
+        problem = self.set_shortcut(self.shortcut_text)
+        if problem:
+            _LOGGER.warning("%s", problem)
         _LOGGER.info("tray app ready: %s", self.gateway.url)
 
     async def run(self) -> int:
@@ -182,6 +188,7 @@ class DesktopApp(QObject):
             self._onboarding.close()
         if self._settings_dialog is not None:
             self._settings_dialog.close()
+        self.shortcut.stop()
         if self._canvas_task is not None and not self._canvas_task.done():
             self._canvas_task.cancel()
         if self.canvas is not None:
@@ -326,6 +333,7 @@ class DesktopApp(QObject):
         return self._chat
 
     def open_chat(self, session_key: str | None = None) -> None:
+        _LOGGER.info("chat window opened%s", f" on {session_key}" if session_key else "")
         window = self.chat_window()
         if session_key:
             window.open_session(session_key)
@@ -390,10 +398,12 @@ class DesktopApp(QObject):
         if self._settings_dialog is None:
             self._settings_dialog = SettingsDialog(
                 self.autostart,
-                self.notify_replies,
-                self.set_notify_replies,
-                self.open_config,
-                self.open_onboarding,
+                notifications=self.notify_replies,
+                on_notifications=self.set_notify_replies,
+                shortcut=self.shortcut_text,
+                on_shortcut=self.set_shortcut,
+                open_config=self.open_config,
+                open_onboarding=self.open_onboarding,
             )
         self._settings_dialog.show()
         self._settings_dialog.raise_()
@@ -406,6 +416,19 @@ class DesktopApp(QObject):
     @property
     def notify_replies(self) -> bool:
         return self.prefs.value("notifications/replies", True, type=bool) is not False
+
+    @property
+    def shortcut_text(self) -> str:
+        return str(self.prefs.value("shortcuts/open_chat", "") or "")
+
+    def set_shortcut(self, sequence: str) -> str | None:
+        """Make `sequence` (Qt's text, e.g. "Ctrl+Alt+M"; empty: none) the global shortcut
+        that opens the chat; returns why it cannot work here, or None."""
+        problem = self.shortcut.set(sequence, asyncio.get_event_loop())
+        if problem is None:
+            self.prefs.setValue("shortcuts/open_chat", sequence)
+            self.prefs.sync()
+        return problem
 
     def set_notify_replies(self, on: bool) -> None:
         self.prefs.setValue("notifications/replies", on)
