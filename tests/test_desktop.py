@@ -146,6 +146,13 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
             app.rebuild_menu()
             widget_shot(app.menu, "tray-menu")
 
+            # Other addresses open in the system browser; the window stays on the gateway.
+            await js(window, "location.href = 'https://example.com/docs'")
+            await until(_opened(opened, "https://example.com/docs"))
+            await js(window, "window.open('https://example.org/new', '_blank')")
+            await until(_opened(opened, "https://example.org/new"))
+            assert (await js(window, "location.origin")) == gw.url.replace("ws://", "http://")
+
             # Recent Sessions lists the chat; New Chat opens a fresh one.
             app.rebuild_menu()
             recent = app.action("Main chat")
@@ -215,6 +222,11 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
             widget_shot(box, "about")
             box.close()
 
+            # The window's place and size are remembered for next time.
+            window.setGeometry(40, 50, 700, 500)
+            window.close()
+            geometry = window.geometry()
+
             # Quit: the port is free again and the sessions are on disk.
             port = gw.port
             app.action("Quit Moltis").trigger()
@@ -226,8 +238,21 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
                 probe.listen()
             index = (tmp_path / "home").rglob("sessions.json")
             assert any("agent:main:main" in p.read_text() for p in index)
+            from moltis_desktop.desktop.chat_window import ChatWindow
+
+            again = ChatWindow(lambda: "http://127.0.0.1:1", lambda: "t", runtime.paths.state_dir)
+            assert again.geometry().size() == geometry.size()
+            assert again.geometry().topLeft() == geometry.topLeft()
+            again.dispose()
 
     qt_run(qapp, body())
+
+
+def _opened(opened: list[QUrl], url: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return any(u.toString() == url for u in opened)
+
+    return check
 
 
 def _state(app: DesktopApp, state: str) -> Callable[[], Awaitable[bool]]:

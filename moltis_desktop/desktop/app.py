@@ -329,6 +329,7 @@ class DesktopApp(QObject):
                 lambda: gw.url.replace("ws://", "http://", 1),
                 gw.ui_tickets.mint,
                 self.runtime.paths.state_dir,
+                self.open_url,
             )
         return self._chat
 

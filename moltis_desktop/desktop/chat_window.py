@@ -32,10 +32,15 @@ class _Page(QWebEnginePage):
     """Keeps the window on the gateway: any other address opens in the system browser."""
 
     def __init__(
-        self, profile: QWebEngineProfile, origin: Callable[[], QUrl], parent: QObject | None
+        self,
+        profile: QWebEngineProfile,
+        origin: Callable[[], QUrl],
+        parent: QObject | None,
+        open_url: Callable[[QUrl], object],
     ) -> None:
         super().__init__(profile, parent)
         self._origin = origin
+        self.open_url = open_url
 
     def _ours(self, url: QUrl) -> bool:
         origin = self._origin()
@@ -51,20 +56,25 @@ class _Page(QWebEnginePage):
         url = QUrl(url)
         if not is_main_frame or self._ours(url) or url.scheme() in ("about", "data", "blob"):
             return True
-        QDesktopServices.openUrl(url)
+        self.open_url(url)
         return False
 
     def createWindow(self, kind: QWebEnginePage.WebWindowType) -> QWebEnginePage:  # noqa: N802
         # A link with target=_blank: catch its first navigation and hand it to the browser.
-        catcher = _ExternalCatcher(self.profile(), self)
-        return catcher
+        return _ExternalCatcher(self.profile(), self, self.open_url)
 
 
 class _ExternalCatcher(QWebEnginePage):
+    def __init__(
+        self, profile: QWebEngineProfile, parent: QObject, open_url: Callable[[QUrl], object]
+    ) -> None:
+        super().__init__(profile, parent)
+        self.open_url = open_url
+
     def acceptNavigationRequest(  # noqa: N802 - Qt's name
         self, url: QUrl | str, nav_type: QWebEnginePage.NavigationType, is_main_frame: bool
     ) -> bool:
-        QDesktopServices.openUrl(QUrl(url))
+        self.open_url(QUrl(url))
         self.deleteLater()
         return False
 
@@ -75,7 +85,13 @@ class ChatWindow(QWebEngineView):
     ready = Signal()
     """The page has loaded (the chat may still be connecting)."""
 
-    def __init__(self, base_url: Callable[[], str], mint_ticket: Callable[[], str], data_dir: Path):
+    def __init__(
+        self,
+        base_url: Callable[[], str],
+        mint_ticket: Callable[[], str],
+        data_dir: Path,
+        open_url: Callable[[QUrl], object] = QDesktopServices.openUrl,
+    ):
         super().__init__()
         self._base_url = base_url
         self._mint_ticket = mint_ticket
@@ -86,7 +102,7 @@ class ChatWindow(QWebEngineView):
         profile.setCachePath(str(data_dir / "webengine-cache"))
         profile.downloadRequested.connect(self._download)
         self._profile = profile
-        self.setPage(_Page(profile, lambda: QUrl(self._base_url()), self))
+        self.setPage(_Page(profile, lambda: QUrl(self._base_url()), self, open_url))
         self.loaded = False
         self._pending_route: str | None = None
         self.loadFinished.connect(self._on_loaded)
