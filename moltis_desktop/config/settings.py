@@ -74,6 +74,9 @@ class GatewaySettings:
     """Authentication of clients."""
     cors: CorsSettings = field(default_factory=CorsSettings)
     """Cross-origin access from browsers."""
+    auto_approve_loopback_devices: bool = True
+    """Pair devices connecting from this machine without asking (as OpenClaw does); others
+    wait for approval (`moltis devices approve`, the tray, the web app)."""
     chat_completions: bool = False
     """Serve the OpenAI-compatible `POST /v1/chat/completions` (needs the gateway token or
     password as a Bearer token)."""

@@ -252,7 +252,7 @@ class DesktopApp(QObject):
         if gw is None:
             return "Gateway starting…" if not self.error else f"Gateway stopped: {self.error}"
         clients = sum(1 for c in gw.connections if c.role)
-        devices = sum(1 for c in gw.connections if getattr(c, "device_id", None))
+        devices = sum(1 for c in gw.connections if c.device_id)
         health = "ready" if gw.ready and not gw.draining else "not ready"
         if gw.config.error is not None:
             health = "config error"

@@ -39,6 +39,7 @@ class Connection:
         "_close_task",
         "_closing",
         "conn_id",
+        "device_id",
         "inflight",
         "max_buffered",
         "max_payload",
@@ -70,6 +71,8 @@ class Connection:
         self.max_payload = max_payload
         self.inflight = asyncio.Semaphore(inflight)
         self.role = ""
+        self.device_id: str | None = None
+        """The paired device behind this connection, if it proved one."""
         self.scopes: frozenset[str] = frozenset()
         self.seq = 0
         self.tasks: set[asyncio.Task[None]] = set()

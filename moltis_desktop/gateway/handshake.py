@@ -7,6 +7,7 @@ the scopes the connection gets.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -26,8 +27,11 @@ from moltis_desktop.protocol.constants import (
     CloseCode,
     ErrorCode,
     Role,
+    Scope,
 )
 from moltis_desktop.protocol.frames import ErrorShape
+
+_LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.server import GatewayServer
@@ -78,6 +82,8 @@ class Admission:
     scopes: tuple[str, ...]
     client: dict[str, Any]
     device_id: str | None
+    issued: Any = None
+    """A device token issued by this connect (`pairing.store.Issued`), for `hello-ok`."""
 
 
 @dataclass(frozen=True)
@@ -216,10 +222,23 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
                     {"code": "CONTROL_UI_ORIGIN_NOT_ALLOWED", "reason": why},
                 )
             )
-    _check_shared_secret(server, params, req, local, browser)
+    requested = tuple(params.scopes or ())
+    token_scopes: tuple[str, ...] | None = None
+    try:
+        _check_shared_secret(server, params, req, local, browser)
+    except HandshakeRejectedError:
+        # Not the shared secret: maybe this device's own token (a paired device).
+        token_scopes = _device_token_scopes(server, params, req)
+        if token_scopes is None:
+            raise
     device_id = _check_device(params, req, server.clock.now_ms())
     client = client_dict(params)
-    requested = tuple(params.scopes or ())
+    issued = None
+    if device_id is not None and token_scopes is None:
+        issued = _pairing_check(server, params, req, device_id, local, requested)
+    if token_scopes is not None:
+        granted = tuple(s for s in requested if s in token_scopes) if requested else token_scopes
+        return Admission(protocol, params.role, granted, client, device_id)
     if params.role == Role.NODE:
         scopes: tuple[str, ...] = ()
     elif params.client.mode == "probe":
@@ -231,7 +250,88 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
         # client skip device identity and keep its declared scopes. (Browsers were held to
         # an allowed Origin above; auth mode `none` admits loopback only.)
         scopes = requested
-    return Admission(protocol, params.role, scopes, client, device_id)
+    return Admission(protocol, params.role, scopes, client, device_id, issued)
+
+
+def _device_token_scopes(
+    server: GatewayServer, params: ConnectParams, req: HandshakeRequest
+) -> tuple[str, ...] | None:
+    """The scopes of the device token this connect carries (with a valid device proof)."""
+    auth = params.auth
+    token = (auth.device_token or auth.token or "") if auth else ""
+    if params.device is None or not token:
+        return None
+    device_id = _check_device(params, req, server.clock.now_ms())
+    if device_id is None:
+        return None
+    scopes = server.pairing.check_token(device_id, params.role, token)
+    _LOGGER.info(
+        "device %s: device token %s for role %s",
+        device_id[:12],
+        "accepted" if scopes is not None else "refused",
+        params.role,
+    )
+    return scopes
+
+
+def _pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's state
+    server: GatewayServer,
+    params: ConnectParams,
+    req: HandshakeRequest,
+    device_id: str,
+    local: bool,
+    requested: tuple[str, ...],
+) -> Any:
+    """A device with the shared secret must be paired (loopback ones are, silently); a
+    paired device without a token for its role gets one (returned, for `hello-ok`)."""
+    assert params.device is not None
+    store = server.pairing
+    role = params.role
+    if not store.is_paired(device_id, params.device.public_key, role, requested):
+        device = {
+            "deviceId": device_id,
+            "publicKey": params.device.public_key,
+            "displayName": params.client.display_name or params.client.id,
+            "platform": params.client.platform,
+            "clientId": params.client.id,
+            "clientMode": params.client.mode,
+            "role": role,
+            "roles": [role],
+            "scopes": list(requested),
+            "remoteIp": req.remote_ip,
+        }
+        if local and server.settings.gateway.auto_approve_loopback_devices:
+            store.approve_directly(device)
+            _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], role)
+            server.broadcast(
+                "device.pair.resolved",
+                {"requestId": None, "deviceId": device_id, "decision": "approved",
+                 "ts": server.clock.now_ms()},
+                scope=Scope.PAIRING,
+            )  # fmt: skip
+        else:
+            entry, new = store.request(device)
+            _LOGGER.info(
+                "device %s asks to pair as %s from %s (request %s)",
+                device_id[:12],
+                role,
+                req.remote_ip,
+                entry["requestId"],
+            )
+            if new:
+                server.broadcast("device.pair.requested", entry, scope=Scope.PAIRING)
+            raise HandshakeRejectedError(
+                ErrorShape(
+                    ErrorCode.NOT_PAIRED,
+                    "pairing required",
+                    {"code": "PAIRING_REQUIRED", "requestId": entry["requestId"]},
+                ),
+                CloseCode.POLICY_VIOLATION,
+                "pairing required",
+            )
+    if store.has_token(device_id, role):
+        return None
+    return store.issue(device_id, role, requested)
 
 
 def _check_shared_secret(

@@ -29,6 +29,7 @@ from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
 from moltis_desktop.gateway.presence import PresenceTracker
 from moltis_desktop.gateway.registry import MethodTable, operator_may
 from moltis_desktop.gateway.webui import UiTickets
+from moltis_desktop.pairing.store import PairingStore
 from moltis_desktop.protocol.constants import CloseCode, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
 
@@ -49,6 +50,8 @@ EVENTS = (
     "chat",
     "agent",
     "sessions.changed",
+    "device.pair.requested",
+    "device.pair.resolved",
 )
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)
@@ -73,6 +76,7 @@ def builtin_tables() -> list[MethodTable]:
         catalog,
         chat,
         config,
+        devices,
         logs,
         secrets,
         sessions,
@@ -87,6 +91,7 @@ def builtin_tables() -> list[MethodTable]:
         chat.TABLE,
         sessions.TABLE,
         secrets.TABLE,
+        devices.TABLE,
     ]
 
 
@@ -128,6 +133,8 @@ class GatewayServer:
         self.listeners: list[Callable[[str, Any], None]] = []
         """In-process observers of every broadcast event (the desktop app's tray and
         notifications); called with (event, payload) and must not block."""
+        self.pairing = PairingStore(state_dir, clock)
+        """Paired devices, pending requests and device tokens."""
         self.ui_tickets = UiTickets(clock)
         """One-time sign-in tickets for the web app (`/#ticket=…`)."""
         self.secrets: SecretStore | None = secrets

@@ -189,7 +189,7 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
                 "scope": "per-sender",
             },
         },
-        "auth": {"role": admission.role, "scopes": list(admission.scopes)},
+        "auth": _auth_block(admission),
         "policy": {
             "maxPayload": settings.gateway.max_payload,
             "maxBufferedBytes": settings.gateway.max_buffered_bytes,
@@ -201,6 +201,7 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
 def _register(gateway: GatewayServer, conn: Connection, admission: Admission) -> None:
     conn.role = admission.role
     conn.scopes = frozenset(admission.scopes)
+    conn.device_id = admission.device_id
     gateway.connections.add(conn)
     _LOGGER.debug(
         "client connected",
@@ -381,3 +382,13 @@ def _replay(request_id: str, encoded: bytes) -> bytes:
     frame = decode_json(encoded)
     frame["id"] = request_id
     return encode_json(frame)
+
+
+def _auth_block(admission: Admission) -> dict[str, Any]:
+    """`hello-ok.auth`: the role and scopes, and a device token when this connect got one
+    (the only time its value is sent; the gateway keeps only a hash)."""
+    block: dict[str, Any] = {"role": admission.role, "scopes": list(admission.scopes)}
+    if admission.issued is not None:
+        block["deviceToken"] = admission.issued.token
+        block["issuedAtMs"] = admission.issued.issued_at_ms
+    return block

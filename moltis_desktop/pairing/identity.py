@@ -6,7 +6,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-SIGNATURE_MAX_SKEW_MS = 120_000
+SIGNATURE_MAX_SKEW_MS = 600_000
 """How far `signedAt` may be from the gateway's clock, in ms (OpenClaw's
 DEVICE_SIGNATURE_SKEW_MS)."""
 _SPKI_ED25519_PREFIX = bytes.fromhex("302a300506032b6570032100")
