@@ -152,3 +152,46 @@ def test_the_store_survives_a_restart_and_requests_expire(tmp_path: Path) -> Non
     # A damaged file is reported and read as empty, not a crash.
     (tmp_path / "devices" / "paired.json").write_text("{not json")
     assert PairingStore(tmp_path, clock).paired == {}
+
+
+async def test_moltis_devices_cli(tmp_path: Path, make_client: MakeClient) -> None:
+    import asyncio
+
+    from tests.support.process import BIN, gateway_process
+
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "moltis.toml").write_text(
+        "[gateway]\nauto_approve_loopback_devices = false\n"
+    )
+
+    async def moltis(env: dict[str, str], url: str, *args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "moltis"), *args, env={**env, "MOLTIS_URL": url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    with gateway_process(home, token="cli-devices-token-1") as gw:
+        key = Ed25519PrivateKey.generate()
+        res = await connect_device(make_client(gw.url), key, token="cli-devices-token-1")
+        request_id = res["error"]["details"]["requestId"]
+        rc, out, err = await moltis(gw.env, gw.url, "devices", "list")
+        assert rc == 0, err
+        assert "Pending (1):" in out and request_id in out and "No paired devices." in out
+        rc, out, err = await moltis(gw.env, gw.url, "devices", "approve", request_id)
+        assert rc == 0 and f"{request_id}: paired" in out, err
+        assert (await connect_device(make_client(gw.url), key, token="cli-devices-token-1"))["ok"]
+        dev = device_id(key)
+        rc, out, err = await moltis(gw.env, gw.url, "devices", "rotate", dev)
+        assert rc == 0, err
+        token = out.split(": ", 1)[1].split()[0]
+        assert (await connect_device(make_client(gw.url), key, token=token))["ok"]
+        rc, out, err = await moltis(gw.env, gw.url, "devices", "revoke", dev)
+        assert rc == 0 and "revoked" in out, err
+        assert (await connect_device(make_client(gw.url), key, token=token))["ok"] is False
+        rc, out, err = await moltis(gw.env, gw.url, "devices", "remove", dev)
+        assert rc == 0 and "removed" in out, err
+        rc, out, err = await moltis(gw.env, gw.url, "devices", "approve", "no-such-request")
+        assert rc == 1 and "unknown or expired" in err

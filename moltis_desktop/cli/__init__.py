@@ -10,6 +10,7 @@ from typing import Any
 from moltis_desktop import __version__
 from moltis_desktop.cli.auth import add_auth_parser
 from moltis_desktop.cli.chat import add_chat_parsers
+from moltis_desktop.cli.devices import add_devices_parser
 from moltis_desktop.cli.onboard import add_onboard_parser
 from moltis_desktop.core.errors import MoltisError
 
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sdel.add_argument("name")
     add_auth_parser(sub)
     add_onboard_parser(sub)
+    add_devices_parser(sub, _add_client_flags)
     add_chat_parsers(sub, _add_client_flags)
     return parser
 
@@ -111,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.runtime import run_headless
 
             return run_headless(overrides=gateway_overrides(args))
+        if args.command == "devices":
+            from moltis_desktop.cli.devices import cmd_devices
+
+            return cmd_devices(args)
         if args.command == "onboard":
             from moltis_desktop.cli.onboard import cmd_onboard
 
