@@ -556,3 +556,54 @@ def test_shortcut_text_becomes_a_pynput_hot_key() -> None:
     assert to_pynput("Meta+Shift+F5") == "<cmd>+<shift>+<f5>"
     with pytest.raises(ValueError, match="besides the modifiers"):
         to_pynput("Ctrl+Shift")
+
+
+def test_a_pairing_request_asks_for_attention_and_is_approved_from_the_tray(
+    qapp: QApplication, tmp_path: Path
+) -> None:
+    import aiohttp
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.support.devices import signed_device
+    from tests.support.schema import FrameValidator
+    from tests.support.wsclient import ProtoClient
+
+    async def body() -> None:
+        runtime = make_runtime(
+            tmp_path / "home",
+            "[providers.ollama]\n[gateway]\nauto_approve_loopback_devices = false\n",
+        )
+        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
+        await app.start()
+        gw = app.gateway
+        assert gw is not None
+        key = Ed25519PrivateKey.generate()
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def phone_connect() -> dict[str, Any]:
+                    client = ProtoClient(http, gw.url, FrameValidator())
+                    challenge = (await client.open())["payload"]
+                    device = signed_device(
+                        key, nonce=challenge["nonce"], ts=challenge["ts"], token=TOKEN,
+                        scopes=["operator.read"],
+                    )  # fmt: skip
+                    res = await client.connect(token=TOKEN, scopes=["operator.read"], device=device)
+                    await client.close()
+                    return res
+
+                res = await phone_connect()
+                assert res["error"]["code"] == "NOT_PAIRED"
+                assert app.state == "attention"
+                assert "wants to pair" in app.tray.toolTip()
+                approve = app.action("Approve cli as operator")
+                widget_shot(app.menu, "tray-menu-pairing")
+                approve.trigger()
+                assert app.state == "idle"
+                assert (await phone_connect())["ok"]
+                app.rebuild_menu()
+                assert not any(a.text().startswith("Pairing Requests") for a in app.menu.actions())
+        finally:
+            await app.shutdown()
+
+    qt_run(qapp, body())

@@ -219,6 +219,19 @@ class DesktopApp(QObject):
             if self.state == "error":  # a reply went through: the problem is over
                 self._set_state("working" if self.running else "idle")
             self._reply_finished(payload)
+        elif event == "device.pair.requested" and isinstance(payload, dict):
+            who = payload.get("displayName") or str(payload.get("deviceId", ""))[:12]
+            self._set_state("attention", f"{who} wants to pair")
+            self.tray.showMessage(
+                "Pairing request",
+                f"{who} wants to pair as {payload.get('role', 'operator')}. Approve it from "
+                "the tray menu (Pairing Requests).",
+                app_icon("attention"),
+                15000,
+            )
+        elif event == "device.pair.resolved":
+            if self.state == "attention" and not self._pending_requests():
+                self._set_state("working" if self.running else "idle")
         elif event == "chat" and isinstance(payload, dict) and payload.get("state") == "error":
             # A provider problem (a bad key, an unreachable server): the icon shows it until
             # a reply goes through.
@@ -278,6 +291,22 @@ class DesktopApp(QObject):
         if not sessions:
             recent.addAction("No sessions yet").setEnabled(False)
         menu.addSeparator()
+        pending = self._pending_requests()
+        if pending:
+            requests = menu.addMenu(f"Pairing Requests ({len(pending)})")
+            for req in pending:
+                who = req.get("displayName") or str(req["deviceId"])[:12]
+                self._add(
+                    requests,
+                    f"Approve {who} as {req.get('role')}",
+                    lambda _=False, rid=req["requestId"]: self.decide_pairing(rid, True),
+                )
+                self._add(
+                    requests,
+                    f"Reject {who}",
+                    lambda _=False, rid=req["requestId"]: self.decide_pairing(rid, False),
+                )
+            menu.addSeparator()
         self._add(menu, "Set Up a Provider…", self.open_onboarding)
         self._add(menu, "Settings…", self.open_settings)
         self._add(menu, "Open Logs Folder", self.open_logs)
@@ -305,6 +334,18 @@ class DesktopApp(QObject):
                     if inner.text() == text:
                         return inner
         raise KeyError(text)
+
+    def _pending_requests(self) -> list[dict[str, Any]]:
+        if self.gateway is None:
+            return []
+        self.gateway.pairing.prune()
+        return sorted(self.gateway.pairing.pending.values(), key=lambda r: int(r.get("ts", 0)))
+
+    def decide_pairing(self, request_id: str, approve: bool) -> None:
+        from moltis_desktop.gateway.methods.devices import decide
+
+        if self.gateway is not None:
+            decide(self.gateway, request_id, approve)
 
     def recent_sessions(self) -> list[tuple[str, str]]:
         services = self.runtime.services

@@ -14,6 +14,7 @@ from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
+    from moltis_desktop.gateway.server import GatewayServer
 
 TABLE = MethodTable()
 _LOGGER = logging.getLogger(__name__)
@@ -42,37 +43,43 @@ def pair_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     return {"pending": pending, "paired": [store.public(d) for d in store.paired.values()]}
 
 
-def _resolved(ctx: MethodContext, request: dict[str, Any], decision: str) -> None:
-    ctx.gateway.broadcast(
+def decide(gateway: GatewayServer, request_id: str, approve: bool) -> dict[str, Any] | None:
+    """Approve or reject a pending request and tell operators (`device.pair.resolved`);
+    None when there is no such request (the methods and the tray app both use this)."""
+    store = gateway.pairing
+    request = store.approve(request_id) if approve else store.reject(request_id)
+    if request is None:
+        return None
+    decision = "approved" if approve else "rejected"
+    gateway.broadcast(
         "device.pair.resolved",
         {
             "requestId": request["requestId"],
             "deviceId": request["deviceId"],
             "decision": decision,
-            "ts": ctx.gateway.clock.now_ms(),
+            "ts": gateway.clock.now_ms(),
         },
         scope=Scope.PAIRING,
     )
     _LOGGER.info("pairing request %s %s", request["requestId"], decision)
+    return request
 
 
 @TABLE.method("device.pair.approve", scope=Scope.PAIRING, params=RequestParams)
 def pair_approve(ctx: MethodContext, params: RequestParams) -> dict[str, Any]:
     """Pair the device of a pending request; it connects again and gets its token."""
-    request = ctx.gateway.pairing.approve(params.request_id)
+    request = decide(ctx.gateway, params.request_id, approve=True)
     if request is None:
         raise GatewayError.invalid("unknown or expired pairing request (they last 5 minutes)")
-    _resolved(ctx, request, "approved")
     device = ctx.gateway.pairing.paired[request["deviceId"]]
     return {"requestId": params.request_id, "device": ctx.gateway.pairing.public(device)}
 
 
 @TABLE.method("device.pair.reject", scope=Scope.PAIRING, params=RequestParams)
 def pair_reject(ctx: MethodContext, params: RequestParams) -> dict[str, Any]:
-    request = ctx.gateway.pairing.reject(params.request_id)
+    request = decide(ctx.gateway, params.request_id, approve=False)
     if request is None:
         raise GatewayError.invalid("unknown or expired pairing request (they last 5 minutes)")
-    _resolved(ctx, request, "rejected")
     return {"requestId": params.request_id, "deviceId": request["deviceId"]}
 
 
