@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import re
@@ -53,7 +52,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from bench_common import free_port, machine
+from bench_common import free_port, machine, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MOLTIS = Path(sys.executable).parent / "moltis"
@@ -809,11 +808,7 @@ def main() -> int:
         loop.close()
     report(results, args.kinds.split(","))
     print("\n" + json.dumps(results, indent=2))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "bench" / "results" / f"agent-{stamp}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nfull results: {out.relative_to(ROOT)}")
+    save_results("agent-", results)
     return 0
 
 

@@ -33,3 +33,16 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "date": datetime.date.today().isoformat(),
     }
+
+
+def save_results(prefix: str, results: Any) -> Path:
+    """Write `results` to bench/results/<prefix><timestamp>.json and say where."""
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = root / "bench" / "results" / f"{prefix}{stamp}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nfull results: {out.relative_to(root)}")
+    return out

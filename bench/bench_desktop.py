@@ -48,7 +48,7 @@ from typing import Any
 import aiohttp
 import psutil
 from bench_agent import TOKEN, Client
-from bench_common import free_port, machine
+from bench_common import free_port, machine, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -345,10 +345,7 @@ def main() -> int:
         shown = op + str(target) if target is not None else ""
         print(f"{name:46} {shown:>8} {value!s:>10}  {verdict(value, op, target)}")
     print(f"exit codes after SIGTERM: {results['exit_codes']}")
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "bench" / "results" / f"desktop-{stamp}.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nfull results: {out.relative_to(ROOT)}")
+    save_results("desktop-", results)
     return 0
 
 

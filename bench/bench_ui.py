@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import math
 import os
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench_common import free_port, machine
+from bench_common import free_port, machine, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -510,11 +509,7 @@ def main() -> int:
         for k, v in results.items()
     }
     print("\n" + json.dumps(brief, indent=2))
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "bench" / "results" / f"ui-{stamp}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nfull results: {out.relative_to(ROOT)}")
+    save_results("ui-", results)
     return 0
 
 

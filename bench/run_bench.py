@@ -12,7 +12,6 @@ and the ratios, and writes everything to bench/results/<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_common import free_port, machine
+from bench_common import free_port, machine, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "tools"
@@ -268,10 +267,7 @@ def main() -> int:
             )
             line += f" {theirs!s:>10} {ratio:>8}"
         print(line)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = ROOT / "bench" / "results" / f"{stamp}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nfull results: {path.relative_to(ROOT)}")
+    save_results("", results)
     return 0
 
 

@@ -4,15 +4,13 @@ it can fail (with OpenClaw's error shapes and close codes)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
+from tests.support.devices import signed_device
 from tests.support.schema import FrameValidator
 
 
@@ -372,46 +370,12 @@ async def test_allowed_origin_from_config(
     assert res["payload"]["auth"]["scopes"] == ["operator.read"]
 
 
-def _signed_device(
-    key: Ed25519PrivateKey, *, nonce: str, ts: int, token: str, scopes: list[str]
-) -> dict[str, object]:
-    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    device_id = hashlib.sha256(raw).hexdigest()
-    payload = "|".join(
-        [
-            "v3",
-            device_id,
-            "cli",
-            "cli",
-            "operator",
-            ",".join(scopes),
-            str(ts),
-            token,
-            nonce,
-            "linux",
-            "linux",
-        ]
-    )
-    signature = key.sign(payload.encode())
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-    return {
-        "id": device_id,
-        "publicKey": b64(raw),
-        "signature": b64(signature),
-        "signedAt": ts,
-        "nonce": nonce,
-    }
-
-
 async def test_signed_device_is_verified(gateway: GatewayHandle, make_client: MakeClient) -> None:
     key = Ed25519PrivateKey.generate()
     scopes = ["operator.read"]
     client = make_client(gateway.url)
     challenge = (await client.open())["payload"]
-    device = _signed_device(
+    device = signed_device(
         key, nonce=challenge["nonce"], ts=challenge["ts"], token=gateway.token, scopes=scopes
     )
     res = await client.connect(token=gateway.token, scopes=scopes, device=device)
@@ -420,7 +384,7 @@ async def test_signed_device_is_verified(gateway: GatewayHandle, make_client: Ma
 
     forged = make_client(gateway.url)
     challenge = (await forged.open())["payload"]
-    device = _signed_device(
+    device = signed_device(
         key,
         nonce=challenge["nonce"],
         ts=challenge["ts"],
@@ -436,7 +400,7 @@ async def test_signed_device_is_verified(gateway: GatewayHandle, make_client: Ma
 
     replay = make_client(gateway.url)
     challenge = (await replay.open())["payload"]
-    device = _signed_device(
+    device = signed_device(
         key, nonce="not-the-challenge", ts=challenge["ts"], token=gateway.token, scopes=scopes
     )
     res = await replay.connect(token=gateway.token, scopes=scopes, device=device)
