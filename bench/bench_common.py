@@ -46,3 +46,23 @@ def save_results(prefix: str, results: Any) -> Path:
     out.write_text(json.dumps(results, indent=2))
     print(f"\nfull results: {out.relative_to(root)}")
     return out
+
+
+def lookup(data: dict[str, Any], path: str) -> Any:
+    """`data` at a dotted path, or None where it is missing."""
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def verdict(value: Any, op: str, target: float | None) -> str:
+    """ "ok" / "MISSED" against a target ("" when there is none, "n/a" with no figure)."""
+    if target is None:
+        return ""
+    if not isinstance(value, int | float):
+        return "n/a"
+    ok = {"<=": value <= target, ">=": value >= target, "<": value < target}[op]
+    return "ok" if ok else "MISSED"

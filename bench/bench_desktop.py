@@ -48,7 +48,7 @@ from typing import Any
 import aiohttp
 import psutil
 from bench_agent import TOKEN, Client
-from bench_common import free_port, machine, save_results
+from bench_common import free_port, lookup, machine, save_results, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -298,24 +298,6 @@ def measure(runs: int, idle_s: float, settle_s: float) -> dict[str, Any]:
         "chat": chat | {"after_s": settle_s},
         "exit_codes": exit_codes,
     }
-
-
-def lookup(data: dict[str, Any], path: str) -> Any:
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def verdict(value: Any, op: str, target: float | None) -> str:
-    if target is None:
-        return ""
-    if not isinstance(value, int | float):
-        return "n/a"
-    ok = {"<=": value <= target, ">=": value >= target}[op]
-    return "ok" if ok else "MISSED"
 
 
 def qt_versions() -> dict[str, str]:

@@ -39,7 +39,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench_agent import TOKEN, Client, wait_ready  # noqa: E402
+from bench_agent import TOKEN, Client, Proc, wait_ready  # noqa: E402
 
 from tests.support.fake_llm import FakeLLM, Turn, agent_config  # noqa: E402
 
@@ -137,27 +136,12 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 @dataclass
-class Gateway:
-    proc: asyncio.subprocess.Process
-    port: int
-    home: Path
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+class Gateway(Proc):
+    """A `moltis gateway` process (bench_agent's), and the web app's origin."""
 
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 async def start_gateway(fake: FakeLLM) -> Gateway:

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_common import free_port, machine, save_results
+from bench_common import free_port, lookup, machine, save_results, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "tools"
@@ -222,22 +222,6 @@ def measure(kind: str, quick: bool) -> dict[str, Any]:
     finally:
         stop(pid)
     return out
-
-
-def lookup(data: dict[str, Any], path: str) -> Any:
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def verdict(value: Any, op: str, target: float) -> str:
-    if not isinstance(value, int | float):
-        return "n/a"
-    ok = {"<=": value <= target, ">=": value >= target, "<": value < target}[op]
-    return "ok" if ok else "MISSED"
 
 
 def main() -> int:
