@@ -48,6 +48,28 @@ class CorsSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """Serving `wss://` and `https://` with a self-signed certificate."""
+
+    enabled: bool = False
+    """Serve TLS with a self-signed certificate, generated on first use and kept across
+    restarts (`tls/` in the state directory). Its SHA-256 fingerprint goes into setup codes
+    and the mDNS record so that phones can pin it. Changing it rebinds the listener."""
+
+
+@dataclass(frozen=True)
+class NodesSettings:
+    """Which commands connected nodes (phones, other computers) may be asked to run."""
+
+    allow_commands: tuple[str, ...] = ()
+    """Commands allowed besides the platform's defaults (`camera.snap`, `system.run`, …)."""
+    deny_commands: tuple[str, ...] = ()
+    """Commands never invoked, whatever the node declares (wins over `allow_commands`)."""
+    invoke_timeout_ms: int = 30_000
+    """Default time a `node.invoke` waits for the node's answer, in milliseconds."""
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """The WebSocket + HTTP server."""
 
@@ -77,6 +99,13 @@ class GatewaySettings:
     auto_approve_loopback_devices: bool = True
     """Pair devices connecting from this machine without asking (as OpenClaw does); others
     wait for approval (`moltis devices approve`, the tray, the web app)."""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    """TLS (`wss://`) for clients on the network."""
+    nodes: NodesSettings = field(default_factory=NodesSettings)
+    """Nodes: devices that run commands for the agent."""
+    max_pairing_requests_per_minute: int = 10
+    """New pairing requests accepted per client IP per minute; more are refused with
+    `RATE_LIMITED` (pending requests are capped at 64 in all)."""
     chat_completions: bool = False
     """Serve the OpenAI-compatible `POST /v1/chat/completions` (needs the gateway token or
     password as a Bearer token)."""
@@ -300,6 +329,27 @@ class ModelsSettings:
 
 
 @dataclass(frozen=True)
+class MdnsSettings:
+    """Advertising the gateway on the local network (Bonjour / mDNS)."""
+
+    mode: Literal["off", "minimal", "full"] = "minimal"
+    """`off`: not advertised; `minimal`: `_openclaw-gw._tcp` and `_moltis._tcp` with the name,
+    port and TLS fingerprint; `full`: also the host name and CLI path. Only a gateway that
+    listens on the network (`gateway.bind` not `loopback`) is advertised on it; a loopback
+    one is advertised on 127.0.0.1 only. MOLTIS_DISABLE_MDNS=1 turns it off."""
+    name: str = ""
+    """The name shown to phones; empty means "Moltis on <host name>"."""
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """How phones and other clients find this gateway."""
+
+    mdns: MdnsSettings = field(default_factory=MdnsSettings)
+    """mDNS / DNS-SD on the local network."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of Moltis Desktop's settings."""
 
@@ -323,7 +373,9 @@ class Settings:
     """Conversations."""
     usage: UsageSettings = field(default_factory=UsageSettings)
     """Usage and cost."""
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    """Discovery on the local network."""
 
 
-RESTART_KEYS = frozenset({"gateway.bind", "gateway.port"})
+RESTART_KEYS = frozenset({"gateway.bind", "gateway.port", "gateway.tls.enabled"})
 """Keys whose change rebinds the gateway's listener."""
