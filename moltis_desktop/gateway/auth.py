@@ -6,6 +6,7 @@ import functools
 import hmac
 import ipaddress
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
@@ -128,3 +129,26 @@ class FailedAuthThrottle:
         """Forget `key`'s failures after a good login."""
         self._failures.pop(key, None)
         self._locked_until.pop(key, None)
+
+
+class PairingRequestLimiter:
+    """New pairing requests allowed per client IP per minute (a sliding window), so that a
+    device on the network cannot flood the owner with requests."""
+
+    def __init__(self, per_minute: Callable[[], int], clock: Clock = SYSTEM_CLOCK) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock.monotonic()
+        recent = self._seen.setdefault(key, deque())
+        while recent and now - recent[0] > 60.0:
+            recent.popleft()
+        if len(recent) >= self._per_minute():
+            return False
+        recent.append(now)
+        if len(self._seen) > 4096:  # forget idle addresses
+            for stale in [k for k, v in self._seen.items() if not v]:
+                del self._seen[stale]
+        return True

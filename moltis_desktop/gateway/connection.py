@@ -43,6 +43,7 @@ class Connection:
         "inflight",
         "max_buffered",
         "max_payload",
+        "node_id",
         "remote_ip",
         "role",
         "scopes",
@@ -73,6 +74,8 @@ class Connection:
         self.role = ""
         self.device_id: str | None = None
         """The paired device behind this connection, if it proved one."""
+        self.node_id: str | None = None
+        """The node id, for a connection with role `node`."""
         self.scopes: frozenset[str] = frozenset()
         self.seq = 0
         self.tasks: set[asyncio.Task[None]] = set()

@@ -6,6 +6,7 @@ the scopes the connection gets.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from moltis_desktop.gateway.auth import is_loopback
+from moltis_desktop.pairing.bootstrap import PROFILES, BootstrapError
 from moltis_desktop.pairing.identity import DeviceProofError, SignedConnect, verify_device_proof
 from moltis_desktop.protocol.connect import (
     ConnectParams,
@@ -84,6 +86,10 @@ class Admission:
     device_id: str | None
     issued: Any = None
     """A device token issued by this connect (`pairing.store.Issued`), for `hello-ok`."""
+    issued_all: tuple[Any, ...] = ()
+    """Every token a setup code handed over (`hello-ok.auth.deviceTokens`)."""
+    node_surface: dict[str, Any] | None = None
+    """A node's declared caps, commands, permissions and PATH."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,19 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
         params = parse_connect_params(raw_params)
     except ConnectParamsError as exc:
         raise HandshakeRejectedError(ErrorShape(ErrorCode.INVALID_REQUEST, str(exc))) from None
+    admission = _admit(server, params, req)
+    if admission.role != Role.NODE:
+        return admission
+    surface = {
+        "caps": list(params.caps),
+        "commands": list(params.commands or ()),
+        "permissions": dict(params.permissions or {}),
+        "pathEnv": params.path_env,
+    }
+    return dataclasses.replace(admission, node_surface=surface)
+
+
+def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) -> Admission:
     protocol = negotiate(params.min_protocol, params.max_protocol)
     if protocol is None:
         raise HandshakeRejectedError(
@@ -223,21 +242,44 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
                 )
             )
     requested = tuple(params.scopes or ())
+    if not local and not settings.tls.enabled and _public_address(req.remote_ip):
+        _LOGGER.warning("connect from public address %s refused: TLS is off", req.remote_ip)
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.INVALID_REQUEST,
+                "connections from outside the local network need TLS (turn on gateway.tls.enabled "
+                "and use wss://)",
+                {"code": "TLS_REQUIRED"},
+            )
+        )
+    auth = params.auth
+    has_secret = bool(auth and (auth.token or auth.password))
+    if auth and auth.bootstrap_token and not has_secret:
+        return _admit_bootstrap(server, params, req, local, protocol)
+    if auth and auth.device_token and not has_secret:
+        return _admit_device_token(server, params, req, local, protocol)
     token_scopes: tuple[str, ...] | None = None
     try:
         _check_shared_secret(server, params, req, local, browser)
     except HandshakeRejectedError:
         # Not the shared secret: maybe this device's own token (a paired device).
-        token_scopes = _device_token_scopes(server, params, req)
-        if token_scopes is None:
+        if params.device is None or not (auth and auth.token):
             raise
-    device_id = _check_device(params, req, server.clock.now_ms())
+        token_scopes = _device_token_scopes(server, params, req, local)
+        if token_scopes is None:
+            if server.pairing.has_token(params.device.id, params.role):
+                raise _device_token_error(params, local) from None
+            raise
+    device_id = _check_device(params, req, server.clock.now_ms(), local)
     client = client_dict(params)
     issued = None
-    if device_id is not None and token_scopes is None:
+    if device_id is not None and token_scopes is not None:
+        _require_paired(server, params, req, device_id, (params.role,), requested, local,
+                        token_scopes=token_scopes)  # fmt: skip
+    elif device_id is not None:
         issued = _pairing_check(server, params, req, device_id, local, requested)
     if token_scopes is not None:
-        granted = tuple(s for s in requested if s in token_scopes) if requested else token_scopes
+        granted = requested if requested else token_scopes
         return Admission(protocol, params.role, granted, client, device_id)
     if params.role == Role.NODE:
         scopes: tuple[str, ...] = ()
@@ -253,15 +295,252 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
     return Admission(protocol, params.role, scopes, client, device_id, issued)
 
 
+def _public_address(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return not (addr.is_private or addr.is_loopback or addr.is_link_local)
+
+
+def _device_token_error(params: ConnectParams, local: bool) -> HandshakeRejectedError:
+    del local
+    return HandshakeRejectedError(
+        ErrorShape(
+            ErrorCode.INVALID_REQUEST,
+            "unauthorized: device token mismatch (the token was rotated, revoked or the device "
+            "removed; pair the device again)",
+            {
+                "code": "AUTH_DEVICE_TOKEN_MISMATCH",
+                "authReason": "device_token_mismatch",
+                "canRetryWithDeviceToken": False,
+                "recommendedNextStep": "update_auth_credentials",
+            },
+        )
+    )
+
+
+def _throttled(server: GatewayServer, req: HandshakeRequest, params: ConnectParams, local: bool
+               ) -> None:  # fmt: skip
+    retry_after = server.auth_throttle.retry_after_ms(req.remote_ip)
+    if retry_after is not None:
+        raise HandshakeRejectedError(_auth_error("rate_limited", params, local, retry_after))
+
+
+def _admit_device_token(
+    server: GatewayServer,
+    params: ConnectParams,
+    req: HandshakeRequest,
+    local: bool,
+    protocol: int,
+) -> Admission:
+    """A paired device connecting with its own token (`auth.deviceToken`)."""
+    if params.device is None:
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.NOT_PAIRED,
+                "device identity required (a device token is only valid with the device's "
+                "signature)",
+                {"code": "DEVICE_IDENTITY_REQUIRED"},
+            )
+        )
+    _throttled(server, req, params, local)
+    token_scopes = _device_token_scopes(server, params, req, local)
+    if token_scopes is None:
+        delay = server.auth_throttle.record_failure(req.remote_ip)
+        error = _device_token_error(params, local)
+        error.delay_s = delay
+        raise error
+    server.auth_throttle.record_success(req.remote_ip)
+    device_id = params.device.id
+    requested = tuple(params.scopes or ())
+    _require_paired(server, params, req, device_id, (params.role,), requested, local,
+                    token_scopes=token_scopes)  # fmt: skip
+    granted = requested if requested else token_scopes
+    return Admission(protocol, params.role, granted, client_dict(params), device_id)
+
+
+def _admit_bootstrap(
+    server: GatewayServer,
+    params: ConnectParams,
+    req: HandshakeRequest,
+    local: bool,
+    protocol: int,
+) -> Admission:
+    """A device that scanned a setup code: paired once approved, then handed device tokens
+    for every role of the code's profile (`hello-ok.auth.deviceTokens`)."""
+    assert params.auth is not None
+    assert params.auth.bootstrap_token
+    if params.device is None:
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.NOT_PAIRED,
+                "device identity required (a setup code is only valid with a device identity)",
+                {"code": "DEVICE_IDENTITY_REQUIRED"},
+            )
+        )
+    _throttled(server, req, params, local)
+    device_id = _check_device(params, req, server.clock.now_ms(), local)
+    assert device_id is not None
+    try:
+        entry = server.bootstrap.check(params.auth.bootstrap_token, device_id)
+    except BootstrapError as exc:
+        delay = server.auth_throttle.record_failure(req.remote_ip)
+        _LOGGER.warning("device %s: setup code refused (%s)", device_id[:12], exc.reason)
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.INVALID_REQUEST,
+                f"unauthorized: {exc.message}",
+                {
+                    "code": "AUTH_BOOTSTRAP_TOKEN_INVALID",
+                    "authReason": "bootstrap_token_invalid",
+                    "reason": exc.reason,
+                    "canRetryWithDeviceToken": server.pairing.has_token(device_id, params.role),
+                    "recommendedNextStep": "update_auth_credentials",
+                },
+            ),
+            delay_s=delay,
+        ) from None
+    server.auth_throttle.record_success(req.remote_ip)
+    profile = PROFILES[entry["profile"]]
+    requested = tuple(params.scopes or ())
+    if params.role not in profile or not set(requested) <= set(profile[params.role]):
+        allowed = ", ".join(f"{r} ({', '.join(s) or 'no scopes'})" for r, s in profile.items())
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.INVALID_REQUEST,
+                f"unauthorized: this setup code grants {allowed}",
+                {"code": "AUTH_SCOPE_MISMATCH", "authReason": "scope_mismatch"},
+            )
+        )
+    roles = tuple(sorted(profile))
+    all_scopes = tuple(sorted({s for scopes in profile.values() for s in scopes}))
+    _require_paired(server, params, req, device_id, roles, all_scopes, local,
+                    setup_id=entry["setupId"])  # fmt: skip
+    store = server.pairing
+    issued_all = tuple(store.issue(device_id, role, profile[role]) for role in roles)
+    mine = next(i for i in issued_all if i.role == params.role)
+    name = params.client.display_name or params.client.id
+    completion = server.bootstrap.complete(entry["setupId"], device_id, name)
+    _LOGGER.info(
+        "device %s paired through setup code %s (%s): tokens for %s",
+        device_id[:12],
+        entry["setupId"],
+        entry["profile"],
+        ", ".join(roles),
+    )
+    server.broadcast("device.pair.setup.completed", completion, scope=Scope.PAIRING)
+    granted = requested if requested else profile[params.role]
+    return Admission(protocol, params.role, granted, client_dict(params), device_id, mine,
+                     issued_all)  # fmt: skip
+
+
+def _require_paired(  # noqa: PLR0917 - one connect's state
+    server: GatewayServer,
+    params: ConnectParams,
+    req: HandshakeRequest,
+    device_id: str,
+    roles: tuple[str, ...],
+    scopes: tuple[str, ...],
+    local: bool,
+    *,
+    token_scopes: tuple[str, ...] | None = None,
+    setup_id: str | None = None,
+) -> None:
+    """Refuse (NOT_PAIRED, with a pending request) unless the device is paired for these
+    roles and scopes; loopback devices are paired silently when allowed. A device token
+    asking for more than it carries is a scope upgrade too."""
+    assert params.device is not None
+    store = server.pairing
+    reason = store.upgrade_reason(device_id, params.device.public_key, roles, scopes)
+    if reason is None and token_scopes is not None and not set(scopes) <= set(token_scopes):
+        reason = "scope-upgrade"
+    if reason is None:
+        store.seen(device_id)
+        return
+    device = {
+        "deviceId": device_id,
+        "publicKey": params.device.public_key,
+        "displayName": params.client.display_name or params.client.id,
+        "platform": params.client.platform,
+        "deviceFamily": params.client.device_family,
+        "clientId": params.client.id,
+        "clientMode": params.client.mode,
+        "role": params.role,
+        "roles": list(roles),
+        "scopes": list(scopes),
+        "remoteIp": req.remote_ip,
+        "reason": reason,
+    }
+    if setup_id:
+        device["setupId"] = setup_id
+    device = {k: v for k, v in device.items() if v is not None}
+    if local and server.settings.gateway.auto_approve_loopback_devices and token_scopes is None:
+        store.approve_directly(device)
+        store.seen(device_id)
+        _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], ", ".join(roles))
+        server.broadcast(
+            "device.pair.resolved",
+            {"requestId": f"silent-{device_id[:16]}", "deviceId": device_id,
+             "decision": "approved", "ts": server.clock.now_ms()},
+            scope=Scope.PAIRING,
+        )  # fmt: skip
+        return
+    if not store.has_pending(device_id, params.role) and not server.pairing_requests.allow(
+        req.remote_ip
+    ):
+        _LOGGER.warning("pairing request from %s refused: too many requests", req.remote_ip)
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.INVALID_REQUEST,
+                "too many pairing requests from this address (wait a minute)",
+                {"code": "PAIRING_RATE_LIMITED"},
+                retryable=True,
+                retry_after_ms=60_000,
+            )
+        )
+    entry, new = store.request(device)
+    _LOGGER.info(
+        "device %s asks to pair as %s from %s (request %s, %s)",
+        device_id[:12],
+        params.role,
+        req.remote_ip,
+        entry["requestId"],
+        reason,
+    )
+    if new:
+        server.broadcast("device.pair.requested", _requested_event(entry), scope=Scope.PAIRING)
+    raise HandshakeRejectedError(
+        ErrorShape(
+            ErrorCode.NOT_PAIRED,
+            "pairing required" if reason == "not-paired" else f"pairing required ({reason})",
+            {"code": "PAIRING_REQUIRED", "requestId": entry["requestId"], "reason": reason},
+        ),
+        CloseCode.POLICY_VIOLATION,
+        "pairing required",
+    )
+
+
+_REQUESTED_KEYS = (
+    "requestId", "deviceId", "publicKey", "displayName", "platform", "deviceFamily", "clientId",
+    "clientMode", "role", "roles", "scopes", "remoteIp", "silent", "isRepair", "ts",
+)  # fmt: skip
+
+
+def _requested_event(entry: dict[str, Any]) -> dict[str, Any]:
+    """`device.pair.requested`: the pending request, in the schema's keys."""
+    return {k: entry[k] for k in _REQUESTED_KEYS if entry.get(k) not in (None, "")}
+
+
 def _device_token_scopes(
-    server: GatewayServer, params: ConnectParams, req: HandshakeRequest
+    server: GatewayServer, params: ConnectParams, req: HandshakeRequest, local: bool
 ) -> tuple[str, ...] | None:
     """The scopes of the device token this connect carries (with a valid device proof)."""
     auth = params.auth
     token = (auth.device_token or auth.token or "") if auth else ""
     if params.device is None or not token:
         return None
-    device_id = _check_device(params, req, server.clock.now_ms())
+    device_id = _check_device(params, req, server.clock.now_ms(), local)
     if device_id is None:
         return None
     scopes = server.pairing.check_token(device_id, params.role, token)
@@ -284,54 +563,11 @@ def _pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's st
 ) -> Any:
     """A device with the shared secret must be paired (loopback ones are, silently); a
     paired device without a token for its role gets one (returned, for `hello-ok`)."""
-    assert params.device is not None
+    _require_paired(server, params, req, device_id, (params.role,), requested, local)
     store = server.pairing
-    role = params.role
-    if not store.is_paired(device_id, params.device.public_key, role, requested):
-        device = {
-            "deviceId": device_id,
-            "publicKey": params.device.public_key,
-            "displayName": params.client.display_name or params.client.id,
-            "platform": params.client.platform,
-            "clientId": params.client.id,
-            "clientMode": params.client.mode,
-            "role": role,
-            "roles": [role],
-            "scopes": list(requested),
-            "remoteIp": req.remote_ip,
-        }
-        if local and server.settings.gateway.auto_approve_loopback_devices:
-            store.approve_directly(device)
-            _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], role)
-            server.broadcast(
-                "device.pair.resolved",
-                {"requestId": None, "deviceId": device_id, "decision": "approved",
-                 "ts": server.clock.now_ms()},
-                scope=Scope.PAIRING,
-            )  # fmt: skip
-        else:
-            entry, new = store.request(device)
-            _LOGGER.info(
-                "device %s asks to pair as %s from %s (request %s)",
-                device_id[:12],
-                role,
-                req.remote_ip,
-                entry["requestId"],
-            )
-            if new:
-                server.broadcast("device.pair.requested", entry, scope=Scope.PAIRING)
-            raise HandshakeRejectedError(
-                ErrorShape(
-                    ErrorCode.NOT_PAIRED,
-                    "pairing required",
-                    {"code": "PAIRING_REQUIRED", "requestId": entry["requestId"]},
-                ),
-                CloseCode.POLICY_VIOLATION,
-                "pairing required",
-            )
-    if store.has_token(device_id, role):
+    if store.has_token(device_id, params.role):
         return None
-    return store.issue(device_id, role, requested)
+    return store.issue(device_id, params.role, requested)
 
 
 def _check_shared_secret(
@@ -368,7 +604,9 @@ def _check_shared_secret(
     throttle.record_success(key)
 
 
-def _check_device(params: ConnectParams, req: HandshakeRequest, now_ms: int) -> str | None:
+def _check_device(
+    params: ConnectParams, req: HandshakeRequest, now_ms: int, local: bool
+) -> str | None:
     device = params.device
     if device is None:
         return None
@@ -389,8 +627,9 @@ def _check_device(params: ConnectParams, req: HandshakeRequest, now_ms: int) -> 
         device_family=params.client.device_family or "",
     )
     try:
-        verify_device_proof(proof, challenge_nonce=req.nonce, now_ms=now_ms)
+        verify_device_proof(proof, challenge_nonce=req.nonce, now_ms=now_ms, loopback=local)
     except DeviceProofError as exc:
+        _LOGGER.warning("device %s: proof refused (%s)", device.id[:12], exc.code)
         raise HandshakeRejectedError(
             ErrorShape(
                 ErrorCode.INVALID_REQUEST, exc.message, {"code": exc.code, "reason": exc.message}

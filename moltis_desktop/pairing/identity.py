@@ -76,8 +76,9 @@ def _norm(value: str) -> str:
     )
 
 
-def signature_payloads(proof: SignedConnect) -> list[str]:
-    """The strings a client may have signed: v3 first, then the legacy v2."""
+def signature_payloads(proof: SignedConnect, *, legacy_v1: bool = False) -> list[str]:
+    """The strings a client may have signed: v3 first, then the legacy v2 (and, for
+    loopback clients that sent no nonce, the v1 form without one)."""
     base = [
         proof.device_id,
         proof.client_id,
@@ -90,19 +91,28 @@ def signature_payloads(proof: SignedConnect) -> list[str]:
     ]
     v3 = "|".join(["v3", *base, _norm(proof.platform), _norm(proof.device_family)])
     v2 = "|".join(["v2", *base])
+    if legacy_v1:
+        return ["|".join(["v1", *base[:-1]])]
     return [v3, v2]
 
 
-def verify_device_proof(proof: SignedConnect, *, challenge_nonce: str, now_ms: int) -> None:
-    """Check a signed connect the way OpenClaw does; raise `DeviceProofError` on failure."""
+def verify_device_proof(
+    proof: SignedConnect, *, challenge_nonce: str, now_ms: int, loopback: bool = False
+) -> None:
+    """Check a signed connect the way OpenClaw does; raise `DeviceProofError` on failure.
+
+    The nonce must be the one this connection was challenged with, which makes a captured
+    signature useless on any other connection. Only a loopback client may leave it out, and
+    then only the legacy v1 payload (which has no nonce) is accepted."""
     raw = raw_public_key(proof.public_key)
     if device_id_for(raw) != proof.device_id:
         raise DeviceProofError("DEVICE_AUTH_DEVICE_ID_MISMATCH", "device identity mismatch")
     if abs(now_ms - proof.signed_at) > SIGNATURE_MAX_SKEW_MS:
         raise DeviceProofError("DEVICE_AUTH_SIGNATURE_EXPIRED", "device signature expired")
-    if not proof.nonce:
+    legacy_v1 = not proof.nonce and loopback
+    if not proof.nonce and not loopback:
         raise DeviceProofError("DEVICE_AUTH_NONCE_REQUIRED", "device nonce required")
-    if proof.nonce != challenge_nonce:
+    if proof.nonce and proof.nonce != challenge_nonce:
         raise DeviceProofError("DEVICE_AUTH_NONCE_MISMATCH", "device nonce mismatch")
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -114,7 +124,7 @@ def verify_device_proof(proof: SignedConnect, *, challenge_nonce: str, now_ms: i
         raise DeviceProofError(
             "DEVICE_AUTH_PUBLIC_KEY_INVALID", "device public key invalid"
         ) from None
-    for payload in signature_payloads(proof):
+    for payload in signature_payloads(proof, legacy_v1=legacy_v1):
         try:
             key.verify(signature, payload.encode("utf-8"))
             return

@@ -61,6 +61,10 @@ class PairingStore:
             return {}
         return {str(k): v for k, v in data.items() if isinstance(v, dict)}
 
+    def save(self) -> None:
+        """Write both files (after a change made to an entry in place)."""
+        self._save()
+
     def _save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.folder / "pending.json", json.dumps(self.pending, indent=1))
@@ -76,6 +80,11 @@ class PairingStore:
         if expired:
             self._save()
 
+    def has_pending(self, device_id: str, role: str) -> bool:
+        return any(
+            r["deviceId"] == device_id and r.get("role") == role for r in self.pending.values()
+        )
+
     def request(self, device: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The pending request for this device (made if none); True when new."""
         self.prune()
@@ -83,6 +92,19 @@ class PairingStore:
             if existing["deviceId"] == device["deviceId"] and existing.get("role") == device.get(
                 "role"
             ):
+                # The same device asking again (maybe for more): one request, widened.
+                merged = {
+                    **device,
+                    "requestId": existing["requestId"],
+                    "ts": existing["ts"],
+                    "isRepair": existing.get("isRepair", False),
+                    "roles": sorted({*existing.get("roles", []), *device.get("roles", [])}),
+                    "scopes": sorted({*existing.get("scopes", []), *device.get("scopes", [])}),
+                }
+                if merged != existing:
+                    existing.clear()
+                    existing.update(merged)
+                    self._save()
                 return existing, False
         if len(self.pending) >= MAX_PENDING:
             oldest = min(self.pending.values(), key=lambda r: int(r.get("ts", 0)))
@@ -115,13 +137,15 @@ class PairingStore:
     def _pair(self, req: dict[str, Any]) -> None:
         now = self.clock.now_ms()
         current = self.paired.get(req["deviceId"], {})
-        roles = sorted({*current.get("roles", []), req.get("role", "operator")})
+        roles = sorted(
+            {*current.get("roles", []), req.get("role", "operator"), *req.get("roles", [])}
+        )
         scopes = sorted({*current.get("scopes", []), *req.get("scopes", [])})
         self.paired[req["deviceId"]] = {
             **current,
             "deviceId": req["deviceId"],
             "publicKey": req["publicKey"],
-            "displayName": req.get("displayName") or current.get("displayName"),
+            "displayName": current.get("displayName") or req.get("displayName"),
             "platform": req.get("platform"),
             "clientId": req.get("clientId"),
             "clientMode": req.get("clientMode"),
@@ -152,12 +176,38 @@ class PairingStore:
         self, device_id: str, public_key: str, role: str, scopes: tuple[str, ...]
     ) -> bool:
         """Paired with this key, for this role, and for these scopes (no upgrade asked)."""
+        return self.upgrade_reason(device_id, public_key, (role,), scopes) is None
+
+    def upgrade_reason(
+        self, device_id: str, public_key: str, roles: tuple[str, ...], scopes: tuple[str, ...]
+    ) -> str | None:
+        """None when the device is paired for all these roles and scopes, else why a
+        request is needed: `not-paired`, `role-upgrade` or `scope-upgrade` (OpenClaw's
+        reasons)."""
         entry = self.paired.get(device_id)
         if entry is None or entry.get("publicKey") != public_key:
+            return "not-paired"
+        if not set(roles) <= set(entry.get("roles", [])):
+            return "role-upgrade"
+        if not set(scopes) <= set(entry.get("scopes", [])):
+            return "scope-upgrade"
+        return None
+
+    def seen(self, device_id: str, reason: str = "connect") -> None:
+        """Note that a paired device just connected (kept in memory; saved with the next
+        change, so a connect costs no disk write)."""
+        entry = self.paired.get(device_id)
+        if entry is not None:
+            entry["lastSeenAtMs"] = self.clock.now_ms()
+            entry["lastSeenReason"] = reason
+
+    def rename(self, device_id: str, label: str) -> bool:
+        entry = self.paired.get(device_id)
+        if entry is None:
             return False
-        if role not in entry.get("roles", []):
-            return False
-        return set(scopes) <= set(entry.get("scopes", []))
+        entry["displayName"] = label
+        self._save()
+        return True
 
     def issue(self, device_id: str, role: str, scopes: tuple[str, ...]) -> Issued:
         """A new token for (device, role); any earlier one stops working."""

@@ -42,7 +42,8 @@ class DeviceProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True, renam
     public_key: NonEmpty
     signature: NonEmpty
     signed_at: Annotated[int, msgspec.Meta(ge=0)]
-    nonce: NonEmpty
+    nonce: str = ""
+    """The challenge nonce; only loopback clients signing the legacy v1 payload omit it."""
 
 
 class ConnectAuth(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):

@@ -128,7 +128,10 @@ class ProtoClient:
             aiohttp.WSMsgType.CLOSING,
             aiohttp.WSMsgType.CLOSED,
         ):
-            raise ConnectionClosed(self.ws.close_code, str(msg.extra or ""))
+            # The code in the close frame itself: `ws.close_code` may already read 1006 when
+            # the server dropped the TCP connection right after its close frame.
+            code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+            raise ConnectionClosed(code, str(msg.extra or ""))
         assert msg.type == aiohttp.WSMsgType.TEXT, msg
         frame: dict[str, Any] = json.loads(msg.data)
         method = self._methods.get(frame.get("id", "")) if frame.get("type") == "res" else None

@@ -3,13 +3,26 @@ their tokens (operator.pairing, as in OpenClaw)."""
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 
+from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.gateway.registry import EmptyParams, MethodTable
-from moltis_desktop.protocol.constants import Scope
+from moltis_desktop.pairing.bootstrap import PROFILES
+from moltis_desktop.pairing.setupcode import (
+    SetupCode,
+    SetupCodeError,
+    check_url,
+    encode,
+    gateway_urls,
+    lan_addresses,
+)
+from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
 if TYPE_CHECKING:
@@ -40,7 +53,13 @@ def pair_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     store = ctx.gateway.pairing
     store.prune()
     pending = sorted(store.pending.values(), key=lambda r: -int(r.get("ts", 0)))
-    return {"pending": pending, "paired": [store.public(d) for d in store.paired.values()]}
+    online = {c.device_id for c in ctx.gateway.connections if c.device_id}
+    paired = []
+    for device in store.paired.values():
+        entry = store.public(device)
+        entry["connected"] = device["deviceId"] in online
+        paired.append(entry)
+    return {"pending": pending, "paired": paired}
 
 
 def decide(gateway: GatewayServer, request_id: str, approve: bool) -> dict[str, Any] | None:
@@ -126,3 +145,153 @@ def token_revoke(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
         raise GatewayError.invalid(f"device {params.device_id} has no {params.role} token")
     _LOGGER.info("device %s: token for %s revoked", params.device_id[:12], params.role)
     return {"deviceId": params.device_id, "role": params.role, "revoked": True}
+
+
+class RenameParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    device_id: NonEmpty
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class SetupCodeParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    public_url: NonEmpty | None = None
+    prefer_remote_url: bool | None = None
+    include_qr: bool | None = None
+    bootstrap_profile: str | None = None
+    join_url: bool | None = None
+
+
+class SetupStatusParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    setup_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+@TABLE.method("device.pair.rename", scope=Scope.PAIRING, params=RenameParams)
+def pair_rename(ctx: MethodContext, params: RenameParams) -> dict[str, Any]:
+    label = " ".join(params.label.split())
+    if not label or not ctx.gateway.pairing.rename(params.device_id, label):
+        raise GatewayError.invalid(f"no paired device {params.device_id}")
+    _LOGGER.info("device %s renamed", params.device_id[:12])
+    return {"deviceId": params.device_id, "displayName": label}
+
+
+def _gateway_urls(gateway: GatewayServer, public_url: str | None) -> tuple[list[str], str]:
+    """The URLs a phone may use to reach this gateway, and where they came from."""
+    if public_url:
+        try:
+            check_url(public_url)
+        except SetupCodeError as exc:
+            raise GatewayError.invalid(str(exc)) from None
+        return [public_url], "publicUrl"
+    from moltis_desktop.gateway.server import resolve_bind
+
+    tls = gateway.settings.gateway.tls.enabled
+    host = gateway.host or resolve_bind(gateway.settings.gateway.bind)
+    try:
+        bound = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        bound = None
+    if bound is not None and bound.is_loopback:
+        raise GatewayError(
+            ErrorCode.UNAVAILABLE,
+            "phones cannot reach this gateway: it listens on this computer only. Allow it on "
+            "your network first (`moltis qr --lan`, the tray's Pair a Phone window, or "
+            'gateway.bind = "lan"); the token and pairing approval stay required',
+            details={"code": "LAN_DISABLED", "bind": gateway.settings.gateway.bind},
+        )
+    if bound is not None and not bound.is_unspecified:
+        addresses = [str(bound)]
+    else:
+        addresses = [a for a in lan_addresses() if ":" not in a or (bound and bound.version == 6)]
+    urls = gateway_urls(addresses, gateway.port, tls)
+    if not urls:
+        raise GatewayError(
+            ErrorCode.UNAVAILABLE,
+            "this computer has no network address a phone could use (connect to Wi-Fi or "
+            "Ethernet; public addresses need gateway.tls.enabled)",
+            details={"code": "NO_LAN_ADDRESS"},
+        )
+    return urls, "lan"
+
+
+def qr_data_url(text: str) -> str:
+    """A PNG QR code of `text`, as a `data:` URL (small: 4 px per module)."""
+    import io
+
+    import qrcode
+
+    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=4, border=4)
+    qr.add_data(text)
+    qr.make(fit=True)
+    buffer = io.BytesIO()
+    qr.make_image(fill_color="black", back_color="white").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def setup_code(
+    gateway: GatewayServer,
+    *,
+    profile: str = "full",
+    public_url: str | None = None,
+    include_qr: bool = False,
+) -> dict[str, Any]:
+    """A new setup code (`device.pair.setupCode`; also the tray's Pair a Phone window and
+    `moltis qr`). Raises `GatewayError` (details.code `LAN_DISABLED`) when the gateway
+    listens on loopback only."""
+    if profile not in PROFILES:
+        raise GatewayError.invalid(
+            f"unknown bootstrapProfile {profile!r}: one of {', '.join(PROFILES)}"
+        )
+    urls, source = _gateway_urls(gateway, public_url)
+    downgraded = False
+    if profile == "full" and urls[0].startswith("ws://"):
+        # Admin rights never go to a device over plain ws:// on the network (OpenClaw's
+        # rule); with gateway.tls.enabled the code grants full access.
+        parts = urlsplit(urls[0])
+        if not is_loopback(parts.hostname or ""):
+            profile, downgraded = "limited", True
+    grant = gateway.bootstrap.issue(profile)
+    fingerprint = (
+        getattr(gateway, "tls_fingerprint", None) if urls[0].startswith("wss://") else None
+    )
+    code = encode(
+        SetupCode(
+            url=urls[0],
+            urls=tuple(urls),
+            bootstrap_token=grant.token,
+            tls_sha256=fingerprint or "",
+        )
+    )
+    result: dict[str, Any] = {
+        "setupId": grant.setup_id,
+        "setupCode": code,
+        "gatewayUrl": urls[0],
+        "auth": "password" if gateway.shared_secret.mode == "password" else "token",
+        "urlSource": source,
+        "access": profile,
+        "accessDowngraded": downgraded,
+        "expiresAtMs": grant.expires_at_ms,
+    }
+    if len(urls) > 1:
+        result["gatewayUrls"] = urls
+    if include_qr:
+        result["qrDataUrl"] = qr_data_url(code)
+    return result
+
+
+@TABLE.method("device.pair.setupCode", scope=Scope.ADMIN, params=SetupCodeParams)
+def pair_setup_code(ctx: MethodContext, params: SetupCodeParams) -> dict[str, Any]:
+    """A setup code for a new phone: the gateway's URLs and a one-time bootstrap token
+    (10 minutes). Profiles: full (default), limited, node, voice-node."""
+    return setup_code(
+        ctx.gateway,
+        profile=params.bootstrap_profile or "full",
+        public_url=params.public_url,
+        include_qr=bool(params.include_qr),
+    )
+
+
+@TABLE.method("device.pair.setupStatus", scope=Scope.ADMIN, params=SetupStatusParams)
+def pair_setup_status(ctx: MethodContext, params: SetupStatusParams) -> dict[str, Any]:
+    status = ctx.gateway.bootstrap.status(params.setup_id)
+    if status is None:
+        raise GatewayError.invalid(f"unknown setup code {params.setup_id}")
+    return status
