@@ -39,6 +39,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         if name.startswith("MOLTIS_") and name != "MOLTIS_TEST_CACHE":
             monkeypatch.delenv(name)
     monkeypatch.setenv("MOLTIS_HOME", str(tmp_path / "default-home"))
+    # Gateways started by tests do not advertise on mDNS unless the test removes this.
+    monkeypatch.setenv("MOLTIS_DISABLE_MDNS", "1")
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
     previous = keyring.get_keyring()

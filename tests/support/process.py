@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,13 +39,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(port: int, timeout: float = 15.0, proc: subprocess.Popen[str] | None = None) -> None:
+def wait_ready(
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[str] | None = None,
+    *,
+    tls: bool = False,
+) -> None:
+    """Wait until `/readyz` answers 200 (over https, unverified, when `tls`)."""
     deadline = time.monotonic() + timeout
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/readyz"
+    context = ssl._create_unverified_context() if tls else None  # self-signed; tests pin it
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -60,10 +70,15 @@ class GatewayProcess:
     home: Path
     env: dict[str, str]
     token: str | None
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def output(self) -> str:
         return (self.home / "gateway.out").read_text(errors="replace")
@@ -71,7 +86,8 @@ class GatewayProcess:
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTIS_")}
-    env.update({"MOLTIS_HOME": str(home), "PYTHONUNBUFFERED": "1"})
+    # mDNS stays off unless a test asks for it (MOLTIS_DISABLE_MDNS="0").
+    env.update({"MOLTIS_HOME": str(home), "PYTHONUNBUFFERED": "1", "MOLTIS_DISABLE_MDNS": "1"})
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     env.pop("QT_QPA_PLATFORM", None)  # the Qt tests set it in-process; it means "a display"
@@ -101,9 +117,10 @@ def gateway_process(
     out = (home / "gateway.out").open("w")
     proc = subprocess.Popen([*cmd, *args], env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     out.close()
-    handle = GatewayProcess(proc, port, home, env, token)
+    tls = env.get("MOLTIS_GATEWAY__TLS__ENABLED", "").lower() in ("1", "true")
+    handle = GatewayProcess(proc, port, home, env, token, tls)
     try:
-        wait_ready(port, proc=proc)
+        wait_ready(port, proc=proc, tls=tls)
         yield handle
     finally:
         if proc.poll() is None:
