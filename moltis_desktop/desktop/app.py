@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from moltis_desktop.desktop.canvas import DesktopCanvas
     from moltis_desktop.desktop.chat_window import ChatWindow
     from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
+    from moltis_desktop.desktop.pair_dialog import PairDialog
     from moltis_desktop.desktop.settings_dialog import SettingsDialog
     from moltis_desktop.gateway.server import GatewayServer
 
@@ -79,6 +80,7 @@ class DesktopApp(QObject):
         self.exit_code = 0
         self._chat: ChatWindow | None = None
         self._settings_dialog: SettingsDialog | None = None
+        self._pair_dialog: PairDialog | None = None
         runtime.paths.state_dir.mkdir(parents=True, exist_ok=True)
         self.prefs = QSettings(
             str(runtime.paths.state_dir / "desktop.ini"), QSettings.Format.IniFormat
@@ -188,6 +190,8 @@ class DesktopApp(QObject):
             self._onboarding.close()
         if self._settings_dialog is not None:
             self._settings_dialog.close()
+        if self._pair_dialog is not None:
+            self._pair_dialog.close()
         self.shortcut.stop()
         if self._canvas_task is not None and not self._canvas_task.done():
             self._canvas_task.cancel()
@@ -207,6 +211,8 @@ class DesktopApp(QObject):
         self.tray.setToolTip(tip)
 
     def _on_event(self, event: str, payload: Any) -> None:
+        if self._pair_dialog is not None and self._pair_dialog.isVisible():
+            self._pair_dialog.on_event(event, payload)
         if event == "agent" and isinstance(payload, dict) and payload.get("stream") == "lifecycle":
             phase = (payload.get("data") or {}).get("phase")
             if phase == "start":
@@ -307,6 +313,8 @@ class DesktopApp(QObject):
                     lambda _=False, rid=req["requestId"]: self.decide_pairing(rid, False),
                 )
             menu.addSeparator()
+        pair = self._add(menu, "Pair a Phone…", self.open_pair_dialog)
+        pair.setEnabled(self.gateway is not None)
         self._add(menu, "Set Up a Provider…", self.open_onboarding)
         self._add(menu, "Settings…", self.open_settings)
         self._add(menu, "Open Logs Folder", self.open_logs)
@@ -450,6 +458,16 @@ class DesktopApp(QObject):
         self._settings_dialog.show()
         self._settings_dialog.raise_()
         return self._settings_dialog
+
+    def open_pair_dialog(self) -> PairDialog:
+        """The Pair a Phone window (one; raised when it is already open)."""
+        from moltis_desktop.desktop.pair_dialog import PairDialog
+
+        assert self.gateway is not None, "the gateway is not running"
+        if self._pair_dialog is None or self._pair_dialog.gateway is not self.gateway:
+            self._pair_dialog = PairDialog(self.gateway)
+        self._pair_dialog.present()
+        return self._pair_dialog
 
     def open_config(self) -> None:
         """The web app's configuration view, in the chat window."""

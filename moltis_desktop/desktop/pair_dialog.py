@@ -1,0 +1,803 @@
+"""The tray's "Pair a Phone…" window: a setup code (`device.pair.setupCode`) as a QR code
+with its countdown, the way to let phones reach a loopback-only gateway, and the pairing
+requests that arrive while it is open."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import qrcode
+from PySide6.QtCore import QEvent, QRect, Qt, QTimer
+from PySide6.QtGui import (
+    QCloseEvent,
+    QColor,
+    QFont,
+    QFontDatabase,
+    QGuiApplication,
+    QHideEvent,
+    QImage,
+    QPainter,
+    QPalette,
+    QPixmap,
+    QShowEvent,
+)
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.desktop.icons import app_icon
+from moltis_desktop.gateway.methods.devices import decide, setup_code
+from moltis_desktop.protocol.frames import GatewayError
+
+if TYPE_CHECKING:
+    from moltis_desktop.core.clock import Clock
+    from moltis_desktop.gateway.server import GatewayServer
+
+_LOGGER = logging.getLogger(__name__)
+
+PROFILES = (
+    ("full", "Full access"),
+    ("limited", "Limited (no admin)"),
+    ("voice-node", "Voice only"),
+)
+"""The setup-code profiles offered, as (profile, label)."""
+ACCESS_LABELS = {
+    "full": "full access",
+    "limited": "limited access (no admin)",
+    "node": "node access",
+    "voice-node": "voice only",
+}
+QR_MIN_PX = 240
+"""The QR code's smallest side, in logical pixels."""
+CLOSE_AFTER_MS = 2000
+"""How long "✓ … is paired" stays up before the window closes itself, in milliseconds."""
+PAGE_MIN_WIDTH = 480
+"""The narrowest the pages without a QR code get, in logical pixels."""
+REBIND_WAIT_S = 10.0
+"""How long to wait for the gateway to move onto the network, in seconds."""
+
+INTRO = (
+    "Open the OpenClaw-compatible app on your phone, make sure the phone is on the same "
+    "Wi-Fi as this computer, and scan this code."
+)
+LAN_DISABLED_TEXT = "Phones can't reach Moltis yet: it only accepts connections from this computer."
+LAN_EXPLAIN = (
+    "Allow connections from your local network so a phone can connect. Sign-in stays on: "
+    "a phone needs this window's code (or the gateway's token or password), and you approve "
+    "each new device."
+)
+NO_AUTH_TEXT = (
+    "Sign-in is turned off (gateway.auth.mode is “none”), so opening Moltis to your network "
+    "would let anyone on it in. Turn on a token or password in Settings first, then come back."
+)
+OK_COLOUR = "#22a559"
+ERROR_COLOUR = "#e5484d"
+_BLACK, _WHITE = 0x00, 0xFF
+
+
+# ---------------------------------------------------------------------- QR codes
+
+
+def qr_matrix(text: str) -> list[list[bool]]:
+    """The QR code of `text` (error correction M, a 4-module quiet zone), True = dark."""
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
+    code.add_data(text)
+    code.make(fit=True)
+    return [[bool(cell) for cell in row] for row in code.get_matrix()]
+
+
+def qr_scale(modules: int, min_px: int = QR_MIN_PX) -> int:
+    """The smallest whole module size (pixels) that makes `modules` at least `min_px`."""
+    return max(1, math.ceil(min_px / modules))
+
+
+def qr_image(text: str, scale: int | None = None, *, min_px: int = QR_MIN_PX) -> QImage:
+    """`text` as a crisp QR code: black modules of `scale` by `scale` pixels (None: the
+    smallest whole size giving at least `min_px`) on white, with its quiet zone."""
+    matrix = qr_matrix(text)
+    modules = len(matrix)
+    scale = scale or qr_scale(modules, min_px)
+    side = modules * scale
+    rows = bytearray()
+    for row in matrix:
+        line = b"".join((bytes([_BLACK]) if dark else bytes([_WHITE])) * scale for dark in row)
+        rows += line * scale
+    # QImage does not own the buffer it is made over: copy() makes it its own.
+    return QImage(bytes(rows), side, side, side, QImage.Format.Format_Grayscale8).copy()
+
+
+def faded(image: QImage, caption: str) -> QImage:
+    """`image` washed out with `caption` on a band across it: an expired code. The band
+    hides more than error correction M can restore, so it cannot be scanned any more."""
+    out = image.convertToFormat(QImage.Format.Format_RGB32)
+    width, height = out.width(), out.height()
+    painter = QPainter(out)
+    painter.fillRect(out.rect(), QColor(255, 255, 255, 215))
+    band = QRect(0, height * 3 // 10, width, height * 4 // 10)
+    painter.fillRect(band, QColor("#f2f2f2"))
+    font = QFont(painter.font())
+    font.setPixelSize(max(14, height // 11))
+    font.setBold(True)
+    painter.setFont(font)
+    painter.setPen(QColor("#3c3c3c"))
+    painter.drawText(band, Qt.AlignmentFlag.AlignCenter, caption)
+    painter.end()
+    return out
+
+
+# ---------------------------------------------------------------------- the dialog
+
+
+def _detail_code(exc: GatewayError) -> str:
+    details = exc.shape.details
+    return str(details.get("code") or "") if isinstance(details, dict) else ""
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def format_remaining(ms: int) -> str:
+    """`m:ss` for a time left, rounded up (10:00 just after a code is made)."""
+    seconds = max(0, math.ceil(ms / 1000))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _muted(label: QLabel, smaller: bool = True) -> QLabel:
+    label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+    if smaller:
+        font = label.font()
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
+        label.setFont(font)
+    return label
+
+
+def _wrapped(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    return label
+
+
+class RequestRow(QFrame):
+    """One pending pairing request: who, and Approve / Reject."""
+
+    def __init__(self, request: dict[str, Any], dialog: PairDialog) -> None:
+        super().__init__()
+        self.request_id = str(request["requestId"])
+        self.device_id = str(request.get("deviceId", ""))
+        self.name = str(request.get("displayName") or self.device_id[:12] or "A device")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.text = QLabel(f"<b>{_escape(self.name)}</b> wants to pair")
+        self.text.setTextFormat(Qt.TextFormat.RichText)
+        roles = request.get("roles") or [request.get("role") or "operator"]
+        detail = "as " + ", ".join(str(r) for r in roles)
+        if request.get("remoteIp"):
+            detail += f" · from {request['remoteIp']}"
+        self.detail = _muted(QLabel(_escape(detail)))
+        self.approve = QPushButton("A&pprove")
+        self.approve.setAccessibleName(f"Approve {self.name}")
+        self.approve.setAutoDefault(False)
+        self.approve.clicked.connect(lambda: dialog.decide(self.request_id, True))
+        self.reject = QPushButton("Re&ject")
+        self.reject.setAccessibleName(f"Reject {self.name}")
+        self.reject.setAutoDefault(False)
+        self.reject.clicked.connect(lambda: dialog.decide(self.request_id, False))
+        words = QVBoxLayout()
+        words.setSpacing(0)
+        words.addWidget(self.text)
+        words.addWidget(self.detail)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(8, 6, 8, 6)
+        row.addLayout(words, 1)
+        row.addWidget(self.approve)
+        row.addWidget(self.reject)
+
+
+class PairDialog(QDialog):
+    """Shows a setup code to scan and follows it until a phone has paired with it.
+
+    States (`state`): `code` (a live code), `expired`, `lan-disabled` (the gateway is on
+    loopback only), `waiting` (moving onto the network), `error`, `paired`.
+    """
+
+    def __init__(self, gateway: GatewayServer, *, clock: Clock | None = None) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.clock: Clock = clock or gateway.clock
+        """Where the countdown's "now" comes from (the gateway's clock unless given)."""
+        self.public_url: str | None = None
+        """An address to offer besides the LAN ones (`public_url` of the setup code)."""
+        self.setup_result: dict[str, Any] = {}
+        """The last `device.pair.setupCode` result shown."""
+        self.state = ""
+        self.rows: dict[str, RequestRow] = {}
+        self._setup_ids: set[str] = set()
+        """The codes shown since the window opened (an older one still works)."""
+        self._ours: set[str] = set()
+        """Devices known to be pairing with one of those codes."""
+        self._stale = True
+        self._wait: asyncio.Future[None] | None = None
+        self._qr_source = QImage()
+        self.setWindowTitle("Pair a Phone")
+        self.setWindowIcon(app_icon())
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+        self.timer.timeout.connect(self.tick)
+        self.close_timer = QTimer(self)
+        self.close_timer.setSingleShot(True)
+        self.close_timer.setInterval(CLOSE_AFTER_MS)
+        self.close_timer.timeout.connect(self.close)
+        self._copied = QTimer(self)
+        self._copied.setSingleShot(True)
+        self._copied.setInterval(1500)
+        self._copied.timeout.connect(lambda: self.copy_button.setText("&Copy"))
+
+        # One page shown at a time; the hidden ones take no room (a QStackedWidget
+        # would keep the window as tall as its tallest page).
+        self.code_page = self._build_code_page()
+        self.lan_page = self._build_lan_page()
+        self.error_page = self._build_error_page()
+        self.done_page = self._build_done_page()
+        self.pages = (self.code_page, self.lan_page, self.error_page, self.done_page)
+        self.page: QWidget = self.code_page
+        """The page shown."""
+
+        self.requests_box = self._build_requests_box()
+        buttons = self._build_buttons()
+        self._layout = layout = QVBoxLayout(self)
+        # The window is as big as its content: a fixed size counts the height that wrapped
+        # text needs (a minimum size does not, and would squeeze the QR code).
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetFixedSize)
+        layout.setSpacing(10)
+        for page in self.pages:
+            page.hide()
+            layout.addWidget(page)
+        layout.addWidget(self.requests_box)
+        layout.addLayout(buttons)
+
+    # ------------------------------------------------------------------ building
+
+    def _build_requests_box(self) -> QFrame:
+        box = QFrame()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("<b>Waiting for your approval</b>"))
+        self.requests_list = QVBoxLayout()
+        layout.addLayout(self.requests_list)
+        self.request_status = _muted(_wrapped())
+        self.request_status.hide()
+        layout.addWidget(self.request_status)
+        box.hide()
+        return box
+
+    def _build_buttons(self) -> QHBoxLayout:
+        self.regenerate_button = QPushButton("&Regenerate")
+        self.regenerate_button.setToolTip("Make a new setup code")
+        self.regenerate_button.setAutoDefault(False)  # Enter regenerates only once expired
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.close_button = QPushButton("Close")
+        self.close_button.setAutoDefault(False)
+        self.close_button.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.regenerate_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.close_button)
+        return buttons
+
+    def _build_code_page(self) -> QWidget:
+        """The QR code and its countdown on the left; access, address and code beside."""
+        page = QWidget()
+        self.intro = _wrapped(INTRO)
+        columns = QHBoxLayout()
+        columns.setSpacing(16)
+        columns.addLayout(self._build_qr_column())
+        columns.addLayout(self._build_details(), 1)
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(12)
+        layout.addWidget(self.intro)
+        layout.addLayout(columns)
+        return page
+
+    def _build_qr_column(self) -> QVBoxLayout:
+        self.qr = QLabel()
+        self.qr.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.qr.setAccessibleName("QR code for pairing a phone")
+        self.qr.setAccessibleDescription("Scan it with the phone app; the setup code is below")
+        self.qr.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.countdown = QLabel("")
+        self.countdown.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.countdown.setAccessibleName("Time left")
+        font = self.countdown.font()
+        font.setBold(True)
+        self.countdown.setFont(font)
+        left = QVBoxLayout()
+        left.setSpacing(6)
+        left.addWidget(self.qr, 0, Qt.AlignmentFlag.AlignHCenter)
+        left.addWidget(self.countdown)
+        left.addStretch(1)
+        return left
+
+    def _build_details(self) -> QVBoxLayout:
+        self.profile = QComboBox()
+        for profile, label in PROFILES:
+            self.profile.addItem(label, profile)
+        self.profile.setAccessibleName("What the phone may do")
+        self.profile.currentIndexChanged.connect(self._profile_changed)
+        self.access_note = _muted(_wrapped())
+        self.access_note.hide()
+
+        self.address = QLabel("")
+        self.address.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.address.setAccessibleName("Gateway address")
+        self.other_addresses = _muted(_wrapped())
+        self.other_addresses.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.fingerprint = _muted(_wrapped())
+        self.fingerprint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.fingerprint.hide()
+        addresses = QVBoxLayout()
+        addresses.setSpacing(2)
+        addresses.addWidget(self.address)
+        addresses.addWidget(self.other_addresses)
+        addresses.addWidget(self.fingerprint)
+
+        self.code_field = QLineEdit()
+        self.code_field.setReadOnly(True)
+        self.code_field.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.code_field.setAccessibleName("Setup code")
+        self.code_field.setToolTip("Paste it into the phone app if it cannot scan the QR code")
+        self.code_field.setPlaceholderText("expired")
+        self.code_field.setMinimumWidth(250)
+        self.copy_button = QPushButton("&Copy")
+        self.copy_button.setAutoDefault(False)
+        self.copy_button.setAccessibleName("Copy the setup code")
+        self.copy_button.clicked.connect(self.copy_code)
+        code_row = QHBoxLayout()
+        code_row.addWidget(self.code_field, 1)
+        code_row.addWidget(self.copy_button)
+
+        access = QVBoxLayout()
+        access.setSpacing(2)
+        access.addWidget(self.profile)
+        access.addWidget(self.access_note)
+        # Labels above their fields: the column beside the QR code is narrow.
+        form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        access_label = QLabel("<b>&Access</b>")
+        access_label.setBuddy(self.profile)
+        code_label = QLabel("<b>Setup c&ode</b>")
+        code_label.setBuddy(self.code_field)
+        form.addRow(access_label, access)
+        form.addRow(QLabel("<b>Address</b>"), addresses)
+        form.addRow(code_label, code_row)
+        right = QVBoxLayout()
+        right.addLayout(form)
+        right.addStretch(1)
+        return right
+
+    def _build_lan_page(self) -> QWidget:
+        page = QWidget()
+        page.setMinimumWidth(PAGE_MIN_WIDTH)
+        self.lan_heading = _wrapped(f"<b>{LAN_DISABLED_TEXT}</b>")
+        self.lan_text = _wrapped(LAN_EXPLAIN)
+        self.allow_button = QPushButton("&Allow on My Network")
+        self.allow_button.clicked.connect(self.allow_on_network)
+        self.allow_button.setToolTip("Sets gateway.bind to “lan” in the config file")
+        self.lan_status = _wrapped()
+        self.lan_status.hide()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.lan_heading)
+        layout.addWidget(self.lan_text)
+        layout.addSpacing(6)
+        layout.addWidget(self.allow_button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.lan_status)
+        layout.addStretch(1)
+        return page
+
+    def _build_error_page(self) -> QWidget:
+        page = QWidget()
+        page.setMinimumWidth(PAGE_MIN_WIDTH)
+        self.error_text = _wrapped()
+        self.error_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(_wrapped("<b>Moltis could not make a setup code.</b>"))
+        layout.addWidget(self.error_text)
+        layout.addStretch(1)
+        return page
+
+    def _build_done_page(self) -> QWidget:
+        page = QWidget()
+        page.setMinimumSize(PAGE_MIN_WIDTH, 120)
+        self.done_text = QLabel("")
+        self.done_text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        font = self.done_text.font()
+        font.setPointSizeF(font.pointSizeF() * 1.5)
+        font.setBold(True)
+        self.done_text.setFont(font)
+        self.done_detail = _muted(QLabel("It can reach Moltis now. This window closes by itself."))
+        self.done_detail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout = QVBoxLayout(page)
+        layout.addStretch(1)
+        layout.addWidget(self.done_text)
+        layout.addWidget(self.done_detail)
+        layout.addStretch(1)
+        return page
+
+    # ------------------------------------------------------------------ what tests read
+
+    def code_text(self) -> str:
+        """The setup code shown, while it can be used (empty otherwise)."""
+        return str(self.setup_result.get("setupCode") or "") if self.state == "code" else ""
+
+    @property
+    def setup_id(self) -> str:
+        return str(self.setup_result.get("setupId") or "")
+
+    def remaining_ms(self) -> int:
+        expires = int(self.setup_result.get("expiresAtMs") or 0)
+        return max(0, expires - self.clock.now_ms())
+
+    def countdown_text(self) -> str:
+        return self.countdown.text()
+
+    def qr_pixmap(self) -> QPixmap:
+        """The QR code as shown."""
+        return self.qr.pixmap()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def present(self) -> None:
+        """Show (a fresh code if it was closed), raise and focus."""
+        self._refresh_if_stale()
+        self.show()
+        self._fit()  # once shown, with the style's fonts and margins
+        self.raise_()
+        self.activateWindow()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self._refresh_if_stale()
+        self.timer.start()
+
+    def _refresh_if_stale(self) -> None:
+        if self._stale:
+            self._stale = False
+            self._setup_ids.clear()
+            self._ours.clear()
+            self.request_status.hide()
+            self._sync_requests()
+            self.requests_box.setVisible(bool(self.rows))
+            self.regenerate()
+            if self.state == "code":
+                self.copy_button.setFocus()
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802 - Qt's name
+        super().hideEvent(event)
+        if not event.spontaneous():  # closed (Close, Esc, done), not minimised
+            self._stop()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        self._stop()
+        super().closeEvent(event)
+
+    def _stop(self) -> None:
+        self.timer.stop()
+        self.close_timer.stop()
+        self._stale = True
+        if self._wait is not None and not self._wait.done():
+            self._wait.cancel()
+
+    def _show_page(self, page: QWidget) -> None:
+        self.page = page
+        for other in self.pages:
+            other.setVisible(other is page)
+        self._fit()
+
+    def _fit(self) -> None:
+        """Size the window to its content now, not on the next layout pass (a screenshot
+        right after a change must not see the old size)."""
+        QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+        self._layout.invalidate()
+        self._layout.activate()
+
+    # ------------------------------------------------------------------ the code
+
+    def _profile_changed(self) -> None:
+        if self.state in ("code", "expired", "error"):
+            self.regenerate()
+
+    def regenerate(self) -> None:
+        """Ask the gateway for a new setup code and show it (or why there is none)."""
+        profile = str(self.profile.currentData() or "full")
+        try:
+            result = setup_code(self.gateway, profile=profile, public_url=self.public_url)
+        except GatewayError as exc:
+            if _detail_code(exc) == "LAN_DISABLED":
+                self._show_lan_disabled()
+            else:
+                self._show_error(exc.shape.message)
+            return
+        except MoltisError as exc:
+            self._show_error(exc.message)
+            return
+        self._show_code(dict(result))
+
+    def _show_code(self, result: dict[str, Any]) -> None:
+        self.setup_result = result
+        self._setup_ids.add(self.setup_id)
+        code = str(result["setupCode"])
+        self._qr_source = self._render_qr(code)
+        self.qr.setPixmap(QPixmap.fromImage(self._qr_source))
+        self.qr.setFixedSize(self.qr.pixmap().deviceIndependentSize().toSize())
+        self.code_field.setText(code)
+        self.code_field.setCursorPosition(0)
+        url = str(result.get("gatewayUrl") or "")
+        self.address.setText(f"<b>{_escape(url)}</b>")
+        self.address.setToolTip(
+            f"found via {result['urlSource']}" if result.get("urlSource") else ""
+        )
+        others = [str(u) for u in result.get("gatewayUrls") or () if u != url]
+        self.other_addresses.setText("Also at " + ", ".join(others) if others else "")
+        self.other_addresses.setVisible(bool(others))
+        tls = str(result.get("tlsSha256") or "")
+        self.fingerprint.setText(f"Certificate: {tls[:23]}…" if tls else "")
+        self.fingerprint.setToolTip(tls)
+        self.fingerprint.setVisible(bool(tls))
+        self._show_access(result)
+        self._show_page(self.code_page)
+        self.regenerate_button.show()
+        self.regenerate_button.setDefault(False)
+        self._set_state("code")
+        self.tick()
+
+    def _render_qr(self, code: str) -> QImage:
+        # Whole device pixels per module keep the edges sharp on HiDPI screens too.
+        ratio = self.devicePixelRatioF() or 1.0
+        image = qr_image(code, min_px=math.ceil(QR_MIN_PX * ratio))
+        image.setDevicePixelRatio(ratio)
+        return image
+
+    def _show_access(self, result: dict[str, Any]) -> None:
+        access = str(result.get("access") or "")
+        asked = str(self.profile.currentData() or "")
+        note = ""
+        if result.get("accessDowngraded"):
+            note = (
+                f"Over a plain (unencrypted) connection on your network the phone gets "
+                f"{ACCESS_LABELS.get(access, access)}. Turn on TLS (gateway.tls) for more."
+            )
+        elif access and access != asked:
+            note = f"The phone gets {ACCESS_LABELS.get(access, access)}."
+        self.access_note.setText(note)
+        self.access_note.setVisible(bool(note))
+
+    def tick(self) -> None:
+        """Once a second while open: the countdown, expiry, and requests that went away."""
+        if self.state in ("code", "expired"):
+            left = self.remaining_ms()
+            if left > 0:
+                self.countdown.setText(f"Expires in {format_remaining(left)}")
+            elif self.state == "code":
+                self._show_expired()
+        if self.rows:
+            self._sync_requests()
+
+    def _show_expired(self) -> None:
+        self._set_state("expired")
+        self.countdown.setText("This code has expired")
+        image = faded(self._qr_source, "Expired")
+        image.setDevicePixelRatio(self._qr_source.devicePixelRatio())
+        self.qr.setPixmap(QPixmap.fromImage(image))
+        self.code_field.clear()
+        self.copy_button.setText("&Copy")
+        self.copy_button.setEnabled(False)
+        self.regenerate_button.setDefault(True)
+        self.regenerate_button.setFocus()
+
+    def copy_code(self) -> None:
+        code = self.code_text()
+        if not code:
+            return
+        QGuiApplication.clipboard().setText(code)
+        self.copy_button.setText("Copied")
+        self._copied.start()
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.regenerate_button.setText("&Try Again" if state == "error" else "&Regenerate")
+        self.copy_button.setEnabled(state == "code")
+        self.profile.setEnabled(state in ("code", "expired"))
+
+    # ------------------------------------------------------------------ loopback only
+
+    def _show_lan_disabled(self) -> None:
+        self.setup_result = {}
+        self._show_page(self.lan_page)
+        self.regenerate_button.hide()
+        no_auth = self.gateway.settings.gateway.auth.mode == "none"
+        self.allow_button.setEnabled(not no_auth)
+        self.allow_button.setDefault(not no_auth)
+        self._lan_status(NO_AUTH_TEXT if no_auth else "")
+        self._set_state("lan-disabled")
+
+    def _lan_status(self, text: str, colour: str | None = None) -> None:
+        self.lan_status.setText(
+            f"<span style='color:{colour}'>{_escape(text)}</span>" if colour else _escape(text)
+        )
+        self.lan_status.setVisible(bool(text))
+
+    def allow_on_network(self) -> bool:
+        """Set `gateway.bind = "lan"` in the config (the gateway moves its listener by
+        itself), then make a code. Refused while sign-in is off. True when switched."""
+        gw = self.gateway
+        if gw.settings.gateway.auth.mode == "none":
+            self._lan_status(NO_AUTH_TEXT, ERROR_COLOUR)
+            return False
+        try:
+            gw.config.patch({"gateway": {"bind": "lan"}})
+        except MoltisError as exc:
+            self._lan_status(f"Could not change the setting: {exc.message}", ERROR_COLOUR)
+            return False
+        if gw.settings.gateway.bind == "loopback":
+            self._lan_status(
+                "The setting is saved, but gateway.bind is also set on the command line or in "
+                "the environment, which wins: change it there.",
+                ERROR_COLOUR,
+            )
+            return False
+        _LOGGER.info("pairing: gateway.bind set to lan from the Pair a Phone window")
+        self.allow_button.setEnabled(False)
+        self._lan_status("Opening Moltis to your network…")
+        self._set_state("waiting")
+        self._wait = asyncio.ensure_future(self._regenerate_when_listening())
+        return True
+
+    async def _regenerate_when_listening(self) -> None:
+        from moltis_desktop.gateway.server import resolve_bind
+
+        gw = self.gateway
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REBIND_WAIT_S
+        # The gateway moves its listener on its own (a config listener); it has no event
+        # to wait on, so look every 50 ms.
+        while gw.host != resolve_bind(gw.settings.gateway.bind) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        self.regenerate()
+        if self.state == "lan-disabled":
+            self._lan_status(
+                "Moltis could not start listening on your network; the log says why "
+                "(tray menu → Open Logs Folder).",
+                ERROR_COLOUR,
+            )
+
+    # ------------------------------------------------------------------ other states
+
+    def _show_error(self, message: str) -> None:
+        self.setup_result = {}
+        self.error_text.setText(_escape(message))
+        self._show_page(self.error_page)
+        self.regenerate_button.show()
+        self.regenerate_button.setDefault(True)
+        self._set_state("error")
+
+    def show_paired(self, name: str) -> None:
+        """Say that `name` is paired (with a tick), then close after `CLOSE_AFTER_MS`."""
+        self.done_text.setText(
+            f"<span style='color:{OK_COLOUR}'>✓</span> {_escape(name)} is paired"
+        )
+        self.done_text.setAccessibleName(f"{name} is paired")
+        self._show_page(self.done_page)
+        self.regenerate_button.hide()
+        self.requests_box.hide()
+        self._set_state("paired")
+        self.close_button.setFocus()
+        self.close_timer.start()
+
+    # ------------------------------------------------------------------ gateway events
+
+    def on_event(self, event: str, payload: Any) -> None:
+        """A gateway event (the app routes `gateway.listeners` here while open)."""
+        if not isinstance(payload, dict):
+            return
+        if event == "device.pair.requested":
+            # A phone that scanned this code asks first unless it is approved silently; the
+            # event may not say which code it used, the pending request does.
+            pending = self.gateway.pairing.pending.get(str(payload.get("requestId", ""))) or {}
+            setup = payload.get("setupId") or pending.get("setupId")
+            if setup and setup in self._setup_ids:
+                self._ours.add(str(payload.get("deviceId", "")))
+            self._add_request(payload)
+        elif event == "device.pair.resolved":
+            row = self.rows.get(str(payload.get("requestId", "")))
+            name = row.name if row is not None else ""
+            self._remove_request(str(payload.get("requestId", "")))
+            device = str(payload.get("deviceId", ""))
+            if payload.get("decision") == "approved" and device in self._ours:
+                self._completed(name or device[:12])
+        elif event == "device.pair.setup.completed" and payload.get("setupId") in self._setup_ids:
+            # The phone has its tokens.
+            device = str(payload.get("deviceId", ""))
+            self._completed(str(payload.get("deviceName") or "") or self._name_of(device))
+
+    def _name_of(self, device_id: str) -> str:
+        paired = self.gateway.pairing.paired.get(device_id) or {}
+        name = paired.get("displayName") if isinstance(paired, dict) else None
+        return str(name or "Your phone")
+
+    def _completed(self, name: str) -> None:
+        if self.state != "paired" and self.isVisible():
+            _LOGGER.info("pairing: %s paired with setup code %s", name, self.setup_id)
+            self.show_paired(name)
+
+    def _add_request(self, request: dict[str, Any]) -> None:
+        rid = str(request.get("requestId") or "")
+        if not rid or rid in self.rows:
+            return
+        row = RequestRow(request, self)
+        self.rows[rid] = row
+        self.requests_list.addWidget(row)
+        row.show()  # now: a child added to a shown window is otherwise shown later
+        # Tab reaches it after the code, before Regenerate / Close.
+        QWidget.setTabOrder(self.copy_button, row.approve)
+        QWidget.setTabOrder(row.approve, row.reject)
+        self.request_status.hide()
+        if self.state != "paired":
+            self.requests_box.show()
+            self._fit()
+
+    def _remove_request(self, request_id: str) -> None:
+        row = self.rows.pop(request_id, None)
+        if row is not None:
+            self.requests_list.removeWidget(row)
+            row.deleteLater()
+        if self.state != "paired":
+            self.requests_box.setVisible(bool(self.rows) or self.request_status.isVisibleTo(self))
+            self._fit()
+
+    def _sync_requests(self) -> None:
+        """The rows as the pairing store has them (requests expire after 5 minutes)."""
+        store = self.gateway.pairing
+        store.prune()
+        for rid in [r for r in self.rows if r not in store.pending]:
+            self._remove_request(rid)
+        for request in sorted(store.pending.values(), key=lambda r: int(r.get("ts", 0))):
+            self._add_request(request)
+
+    def decide(self, request_id: str, approve: bool) -> None:
+        """Approve or reject a request shown here (as the tray menu does)."""
+        row = self.rows.get(request_id)
+        name = row.name if row is not None else "The device"
+        done = decide(self.gateway, request_id, approve)
+        self._remove_request(request_id)  # also done by the `resolved` event
+        if self.state == "paired":
+            return
+        if done is None:
+            text = f"{name}'s request had expired; it can ask again."
+        elif approve:
+            text = f"✓ {name} can connect now."
+        else:
+            text = f"{name} was turned away."
+        self.request_status.setText(_escape(text))
+        self.request_status.show()
+        self.requests_box.show()
+        self._fit()
