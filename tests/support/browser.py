@@ -114,6 +114,25 @@ async def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
     return path
 
 
+async def shot_whole(page: Page, name: str, scroller: str = ".main") -> Path:
+    """A screenshot of a whole view that scrolls inside the app (`full_page` sees only the
+    window then): the window is made as tall as the view for the shot, then put back."""
+    size = page.viewport_size
+    assert size is not None
+    extra = await page.evaluate(
+        "sel => { const el = document.querySelector(sel);"
+        " return el ? el.scrollHeight - el.clientHeight : 0; }",
+        scroller,
+    )
+    if extra > 0:
+        await page.set_viewport_size({"width": size["width"], "height": size["height"] + extra})
+    try:
+        return await shot(page, name)
+    finally:
+        if extra > 0:
+            await page.set_viewport_size(size)
+
+
 _AXE = (resources.files("axe_playwright_python") / "axe.min.js").read_text(encoding="utf-8")
 
 

@@ -14,6 +14,7 @@ const lazy = {
   explorer: () => import("./explorer.js").then((m) => m.Explorer),
   config: () => import("./config.js").then((m) => m.ConfigView),
   status: () => import("./status.js").then((m) => m.StatusView),
+  devices: () => import("./devices.js").then((m) => m.DevicesView),
 };
 
 // ------------------------------------------------------------------ credential
@@ -73,7 +74,7 @@ function effectiveTheme(theme) {
 function parseRoute() {
   const h = location.hash.replace(/^#\/?/, "");
   const [page, ...rest] = h.split("/");
-  if (["explorer", "config", "status"].includes(page)) return { page };
+  if (["explorer", "config", "devices", "status"].includes(page)) return { page };
   return { page: "chat", key: rest.length ? decodeURIComponent(rest.join("/")) : null };
 }
 
@@ -141,10 +142,10 @@ function Toasts() {
   return html`<div class="toasts" aria-live="polite">${items.map((t) => html`<div key=${t.id} class=${`toast ${t.kind}`} role=${t.kind === "error" ? "alert" : "status"}>${t.message}</div>`)}</div>`;
 }
 
-function Lazy({ name, gw }) {
+function Lazy({ name, gw, confirm, prompt }) {
   const [View, setView] = useState(null);
   useEffect(() => { let live = true; lazy[name]().then((v) => { if (live) setView(() => v); }); return () => { live = false; }; }, [name]);
-  return View ? html`<${View} gw=${gw} />` : html`<div class="loading" role="status">Loading…</div>`;
+  return View ? html`<${View} gw=${gw} confirm=${confirm} prompt=${prompt} />` : html`<div class="loading" role="status">Loading…</div>`;
 }
 
 // ------------------------------------------------------------------ the app
@@ -268,7 +269,7 @@ function Shell({ gw, onSignOut }) {
       <button type="button" class="btn icon ghost menu-toggle" aria-label="Show chats" aria-expanded=${navOpen} onClick=${() => setNavOpen(!navOpen)}>☰</button>
       <a class="brand" href="#/chat" aria-label="Moltis home"><img src="/ui/icon.svg" alt="" width="24" height="24" /><span>Moltis</span></a>
       <nav class="tabs main-nav" aria-label="Views">
-        ${[["chat", "Chat"], ["explorer", "Explorer"], ["config", "Config"], ["status", "Status"]].map(([p, label]) => html`
+        ${[["chat", "Chat"], ["explorer", "Explorer"], ["config", "Config"], ["devices", "Devices"], ["status", "Status"]].map(([p, label]) => html`
           <a href=${`#/${p}`} class=${route.page === p ? "active" : ""} aria-current=${route.page === p ? "page" : undefined} data-testid=${`nav-${p}`}>${label}</a>`)}
       </nav>
       <div class="topbar-end">
@@ -291,7 +292,7 @@ function Shell({ gw, onSignOut }) {
         ${route.page === "chat" && currentKey && gw.hello ? html`<${ChatView} key=${currentKey} gw=${gw} sessionKey=${currentKey}
             session=${current} models=${models} defaults=${defaults} onSessionsChanged=${loadSessions} onReady=${onChatReady} composerRef=${composer} onNeedModels=${loadModels} />` : null}
         ${route.page === "chat" && !gw.hello ? html`<div class="loading" role="status">Connecting to the gateway…</div>` : null}
-        ${route.page !== "chat" && gw.hello ? html`<${Lazy} key=${route.page} name=${route.page} gw=${gw} />` : null}
+        ${route.page !== "chat" && gw.hello ? html`<${Lazy} key=${route.page} name=${route.page} gw=${gw} confirm=${confirm} prompt=${prompt} />` : null}
       </main>
     </div>
     ${switcher ? html`<${Switcher} sessions=${sessions} onPick=${select} onClose=${() => setSwitcher(false)} />` : null}
