@@ -11,6 +11,8 @@ from moltis_desktop import __version__
 from moltis_desktop.cli.auth import add_auth_parser
 from moltis_desktop.cli.chat import add_chat_parsers
 from moltis_desktop.cli.devices import add_devices_parser
+from moltis_desktop.cli.discover import add_discover_parser
+from moltis_desktop.cli.node import add_node_parser
 from moltis_desktop.cli.onboard import add_onboard_parser
 from moltis_desktop.core.errors import MoltisError
 
@@ -98,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     sset.add_argument("--value", help="the value (avoid: it lands in shell history)")
     sdel = sec_sub.add_parser("delete", help="remove a secret")
     sdel.add_argument("name")
-    add_auth_parser(sub)
-    add_onboard_parser(sub)
+    for add_parser in (add_auth_parser, add_onboard_parser, add_discover_parser):
+        add_parser(sub)
     add_devices_parser(sub, _add_client_flags)
+    add_node_parser(sub)
     add_chat_parsers(sub, _add_client_flags)
     return parser
 
@@ -117,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.devices import cmd_devices
 
             return cmd_devices(args)
+        if args.command == "node":
+            from moltis_desktop.cli.node import cmd_node
+
+            return cmd_node(args)
+        if args.command == "discover":
+            from moltis_desktop.cli.discover import cmd_discover
+
+            return cmd_discover(args)
         if args.command == "onboard":
             from moltis_desktop.cli.onboard import cmd_onboard
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import ssl
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -22,19 +24,22 @@ from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.settings import Settings
 from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
-from moltis_desktop.gateway.auth import FailedAuthThrottle, SharedSecret
+from moltis_desktop.gateway.auth import FailedAuthThrottle, PairingRequestLimiter, SharedSecret
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.loopmonitor import EventLoopMonitor
+from moltis_desktop.gateway.nodes import NodeRegistry
 from moltis_desktop.gateway.presence import PresenceTracker
 from moltis_desktop.gateway.registry import MethodTable, operator_may
 from moltis_desktop.gateway.webui import UiTickets
+from moltis_desktop.pairing.bootstrap import BootstrapTokens
 from moltis_desktop.pairing.store import PairingStore
 from moltis_desktop.protocol.constants import CloseCode, Scope
 from moltis_desktop.protocol.frames import Raw, encode_event_body, encode_json
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.chat_events import ChatEventBridge
+    from moltis_desktop.gateway.discovery import MdnsAdvertiser
     from moltis_desktop.gateway.services import AgentServices
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,6 +57,11 @@ EVENTS = (
     "sessions.changed",
     "device.pair.requested",
     "device.pair.resolved",
+    "device.pair.setup.completed",
+    "node.pair.requested",
+    "node.pair.resolved",
+    "node.invoke.request",
+    "voicewake.changed",
 )
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)
@@ -78,6 +88,7 @@ def builtin_tables() -> list[MethodTable]:
         config,
         devices,
         logs,
+        nodes,
         secrets,
         sessions,
         system,
@@ -92,6 +103,7 @@ def builtin_tables() -> list[MethodTable]:
         sessions.TABLE,
         secrets.TABLE,
         devices.TABLE,
+        nodes.TABLE,
     ]
 
 
@@ -133,8 +145,7 @@ class GatewayServer:
         self.listeners: list[Callable[[str, Any], None]] = []
         """In-process observers of every broadcast event (the desktop app's tray and
         notifications); called with (event, payload) and must not block."""
-        self.pairing = PairingStore(state_dir, clock)
-        """Paired devices, pending requests and device tokens."""
+        self._init_pairing(state_dir, clock)
         self.ui_tickets = UiTickets(clock)
         """One-time sign-in tickets for the web app (`/#ticket=…`)."""
         self.secrets: SecretStore | None = secrets
@@ -153,9 +164,26 @@ class GatewayServer:
         self._health_snapshot_raw: Raw | None = None
         self._health_at = -1e9
         self._rebind_handle: asyncio.TimerHandle | None = None
+        self.tls_fingerprint: str | None = None
+        """SHA-256 of the TLS certificate served (lowercase hex, no colons); None without TLS."""
+        self._ssl_context: ssl.SSLContext | None = None
+        self.mdns: MdnsAdvertiser | None = None
+        """Advertises the gateway on mDNS, from `start` to `stop` (MOLTIS_DISABLE_MDNS=1 or
+        OPENCLAW_DISABLE_BONJOUR=1 in the environment turns it off)."""
         self.config_lock = asyncio.Lock()
         """Serialises config writes made through the protocol."""
         config.subscribe(self._on_config_changed)
+
+    def _init_pairing(self, state_dir: Path, clock: Clock) -> None:
+        self.pairing = PairingStore(state_dir, clock)
+        """Paired devices, pending requests and device tokens."""
+        self.bootstrap = BootstrapTokens(state_dir, clock)
+        """Setup codes' bootstrap tokens (`device.pair.setupCode`)."""
+        self.pairing_requests = PairingRequestLimiter(
+            lambda: self.settings.gateway.max_pairing_requests_per_minute, clock
+        )
+        self.nodes = NodeRegistry(self)
+        """Connected nodes, and the `node.invoke` calls waiting for them."""
 
     # ------------------------------------------------------------------ state
 
@@ -185,11 +213,20 @@ class GatewayServer:
 
     @property
     def url(self) -> str:
-        """The WebSocket URL clients use."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104
+        """The WebSocket URL clients on this machine use (`wss://` with TLS)."""
+        return f"{'wss' if self.tls_fingerprint else 'ws'}://{self._authority}"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP origin of the web app and the HTTP endpoints (`https://` with TLS)."""
+        return f"{'https' if self.tls_fingerprint else 'http'}://{self._authority}"
+
+    @property
+    def _authority(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}"
+        return f"{host}:{self.port}"
 
     def _throttles(self, settings: Settings) -> tuple[FailedAuthThrottle, FailedAuthThrottle]:
         auth = settings.gateway.auth
@@ -259,37 +296,79 @@ class GatewayServer:
         ]
         self.ready = True
         _LOGGER.info("gateway listening on %s", self.url)
-        _LOGGER.info(
-            "web app: %s/ (`moltis dashboard` opens it signed in)",
-            self.url.replace("ws://", "http://", 1),
-        )
+        _LOGGER.info("web app: %s/ (`moltis dashboard` opens it signed in)", self.http_url)
+        from moltis_desktop.gateway.discovery import MdnsAdvertiser
 
-    async def _bind(self) -> None:
-        assert self._runner is not None
+        self.mdns = MdnsAdvertiser(version=self.version, env=os.environ)
+        self._advertise(self.settings)
+
+    async def _bind(self, port: int | None = None) -> None:
+        """Listen where the settings say (on `port` instead of theirs when given)."""
         gw = self.settings.gateway
-        host = resolve_bind(gw.bind)
-        site = web.TCPSite(self._runner, host, gw.port, backlog=1024, reuse_address=True)
+        context, fingerprint = await self._tls_context() if gw.tls.enabled else (None, None)
+        await self._listen(resolve_bind(gw.bind), gw.port if port is None else port, context)
+        self._ssl_context, self.tls_fingerprint = context, fingerprint
+
+    async def _tls_context(self) -> tuple[ssl.SSLContext, str]:
+        from moltis_desktop.core.errors import MoltisError
+        from moltis_desktop.gateway.tls import load_or_create_certificate, ssl_context
+
+        try:
+            material = await asyncio.to_thread(load_or_create_certificate, self.state_dir)
+            return ssl_context(material), material.fingerprint_sha256
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise MoltisError(
+                f"cannot serve TLS: {exc}. Check that {self.state_dir / 'tls'} is writable "
+                "(delete it to make a new certificate), or set gateway.tls.enabled = false"
+            ) from None
+
+    async def _listen(self, host: str, port: int, context: ssl.SSLContext | None) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(
+            self._runner, host, port, backlog=1024, reuse_address=True, ssl_context=context
+        )
         try:
             await site.start()
         except OSError as exc:
             from moltis_desktop.core.errors import MoltisError
 
             raise MoltisError(
-                f"cannot listen on {host}:{gw.port}: {exc.strerror or exc}. Is another gateway "
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}. Is another gateway "
                 f"running? Pick another port with `moltis gateway --port N` or gateway.port"
             ) from None
         self._site = site
         server = site._server  # the asyncio Server; its socket tells the real port
         sockets = getattr(server, "sockets", None) or ()
-        self.host, self.port = host, (sockets[0].getsockname()[1] if sockets else gw.port)
+        self.host, self.port = host, (sockets[0].getsockname()[1] if sockets else port)
 
     async def rebind(self) -> None:
-        """Move the listener to the current bind/port (connections already open stay)."""
+        """Move the listener to the current bind/port/TLS (connections already open stay)."""
         old = self._site
-        await self._bind()
-        if old is not None:
+        gw = self.settings.gateway
+        here = resolve_bind(gw.bind) == self.host and gw.port in (0, self.port)
+        if old is None or not here:
+            await self._bind()
+            if old is not None:
+                await old.stop()
+        else:
+            # Same address (only TLS changed): free the port first. Port 0 keeps the port
+            # in use rather than moving to a new random one.
+            previous = self._ssl_context
             await old.stop()
+            try:
+                await self._bind(self.port)
+            except Exception:
+                await self._listen(self.host, self.port, previous)
+                raise
         _LOGGER.info("gateway now listening on %s", self.url)
+        self._advertise(self.settings)
+
+    def _advertise(self, settings: Settings) -> None:
+        """Bring the mDNS records in line with `settings` and the listener (in the background)."""
+        if self.mdns is not None:
+            self.mdns.update(
+                settings, bind_host=self.host, port=self.port, tls_sha256=self.tls_fingerprint
+            )
 
     def schedule_rebind(self, delay_s: float) -> None:
         """Rebind the listener after `delay_s` (a later call replaces an earlier one)."""
@@ -338,6 +417,9 @@ class GatewayServer:
                 await task
         self._tasks = []
         self.loop_monitor.stop()
+        if self.mdns is not None:
+            await self.mdns.close()
+            self.mdns = None
         await self._runner.cleanup()
         self._runner = None
         _LOGGER.info("gateway stopped")
@@ -380,6 +462,8 @@ class GatewayServer:
             conn.max_payload = new.settings.gateway.max_payload
         if self._runner is not None and self.config.restart_keys(old.settings, new.settings):
             self.schedule_rebind(0.0)
+        if old.settings.discovery != new.settings.discovery:
+            self._advertise(new.settings)
 
     # ------------------------------------------------------------------ events
 

@@ -222,10 +222,14 @@ def _register(gateway: GatewayServer, conn: Connection, admission: Admission) ->
         device_id=admission.device_id,
     ):
         gateway.broadcast_presence()
+    if admission.role == Role.NODE:
+        gateway.nodes.connected(conn, admission)
 
 
 def _unregister(gateway: GatewayServer, conn: Connection) -> None:
     gateway.connections.discard(conn)
+    if conn.role == Role.NODE:
+        gateway.nodes.disconnected(conn)
     for task in list(conn.tasks):
         task.cancel()
     if gateway.presence.client_disconnected(conn.conn_id):
@@ -391,4 +395,14 @@ def _auth_block(admission: Admission) -> dict[str, Any]:
     if admission.issued is not None:
         block["deviceToken"] = admission.issued.token
         block["issuedAtMs"] = admission.issued.issued_at_ms
+    if admission.issued_all:
+        block["deviceTokens"] = [
+            {
+                "deviceToken": issued.token,
+                "role": issued.role,
+                "scopes": list(issued.scopes),
+                "issuedAtMs": issued.issued_at_ms,
+            }
+            for issued in admission.issued_all
+        ]
     return block
