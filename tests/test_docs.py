@@ -22,7 +22,7 @@ def test_protocol_doc_lists_every_method_with_its_scope() -> None:
     text = (DOCS / "PROTOCOL.md").read_text()
     text = text[text.index("## Methods") :]
     text = text[: text.index("\n## ", 1)]
-    rows = dict(re.findall(r"^\| `([a-z.-]+)`(?: \(after hello\))? \| ([^|]+) \|", text, re.M))
+    rows = dict(re.findall(r"^\| `([A-Za-z.-]+)`(?: \(after hello\))? \| ([^|]+) \|", text, re.M))
     registry = MethodTable()
     for table in builtin_tables():
         registry.extend(table)

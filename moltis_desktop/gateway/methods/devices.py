@@ -143,6 +143,10 @@ def token_rotate(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
 def token_revoke(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
     if not ctx.gateway.pairing.revoke(params.device_id, params.role):
         raise GatewayError.invalid(f"device {params.device_id} has no {params.role} token")
+    for conn in list(ctx.gateway.connections):
+        # Its connections in that role end now (they would be refused on their next connect).
+        if conn.device_id == params.device_id and conn.role == params.role:
+            conn.close_soon(1008, "device token revoked")
     _LOGGER.info("device %s: token for %s revoked", params.device_id[:12], params.role)
     return {"deviceId": params.device_id, "role": params.role, "revoked": True}
 
