@@ -355,6 +355,7 @@ async def test_sessions_new_switch_rename_delete(
     # Ctrl+K switches.
     await page.keyboard.press("Control+k")
     await expect(page.locator("[data-testid=switcher]")).to_be_visible()
+    await expect(page.locator("[data-testid=switcher] input")).to_be_focused()
     await page.keyboard.type("side")
     await page.keyboard.press("Enter")
     await expect(page.locator("[data-testid=chat-title]")).to_have_text("Side quest")

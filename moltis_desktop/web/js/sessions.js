@@ -1,5 +1,5 @@
 // The sessions sidebar (search, new, rename, reset, delete) and the Ctrl/Cmd+K switcher.
-import { useEffect, useRef, useState } from "../vendor/preact-hooks.mjs";
+import { useEffect, useLayoutEffect, useRef, useState } from "../vendor/preact-hooks.mjs";
 import { html, plainText, sessionTitle, timeAgo, toast } from "./ui.js";
 
 export function Sidebar({ gw, sessions, current, onSelect, onNew, onChanged, search, setSearch, confirm, prompt, inert }) {
@@ -80,7 +80,8 @@ export function Switcher({ sessions, onPick, onClose }) {
   const [q, setQ] = useState("");
   const [idx, setIdx] = useState(0);
   const input = useRef(null);
-  useEffect(() => { input.current?.focus(); }, []);
+  // Before paint, so that keys typed right after Ctrl+K land in the switcher.
+  useLayoutEffect(() => { input.current?.focus(); }, []);
   const ql = q.toLowerCase();
   const list = sessions.filter((s) => !ql || sessionTitle(s).toLowerCase().includes(ql) || s.key.includes(ql)).slice(0, 20);
   function key(e) {
