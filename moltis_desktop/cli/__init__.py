@@ -14,6 +14,7 @@ from moltis_desktop.cli.devices import add_devices_parser
 from moltis_desktop.cli.discover import add_discover_parser
 from moltis_desktop.cli.node import add_node_parser
 from moltis_desktop.cli.onboard import add_onboard_parser
+from moltis_desktop.cli.qr import add_qr_parser
 from moltis_desktop.core.errors import MoltisError
 
 
@@ -26,6 +27,12 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
         "--token", help="gateway token (env MOLTIS_TOKEN; default: the secret store)"
     )
     parser.add_argument("--password", help="gateway password (env MOLTIS_PASSWORD)")
+    parser.add_argument(
+        "--tls-fingerprint",
+        metavar="SHA256",
+        help="pin the gateway's self-signed certificate for wss:// (env MOLTIS_TLS_FINGERPRINT; "
+        "default for a gateway on this machine: its own certificate)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)"
     )
@@ -103,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_parser in (add_auth_parser, add_onboard_parser, add_discover_parser):
         add_parser(sub)
     add_devices_parser(sub, _add_client_flags)
+    add_qr_parser(sub)
     add_node_parser(sub)
     add_chat_parsers(sub, _add_client_flags)
     return parser
@@ -124,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.node import cmd_node
 
             return cmd_node(args)
+        if args.command == "qr":
+            from moltis_desktop.cli.qr import cmd_qr
+
+            return cmd_qr(args)
         if args.command == "discover":
             from moltis_desktop.cli.discover import cmd_discover
 

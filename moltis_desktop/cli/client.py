@@ -33,6 +33,42 @@ class GatewayRequestError(MoltisError):
         super().__init__(f"{method}: {error.get('message', 'failed')} ({self.code})")
 
 
+def tls_for(url: str, fingerprint: str | None) -> aiohttp.Fingerprint | None:
+    """How to check the certificate of a `wss://` / `https://` URL: pinned to `fingerprint`
+    (hex SHA-256 of the certificate, colons allowed) when given, else the usual CA checks
+    (None; also for plain ws:// / http://)."""
+    if not fingerprint or not url.lower().startswith(("wss://", "https://")):
+        return None
+    digest = fingerprint.replace(":", "").strip().lower()
+    try:
+        raw = bytes.fromhex(digest)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise MoltisError(
+            f"the TLS fingerprint must be the certificate's SHA-256 in hex, not {fingerprint!r}"
+        )
+    return aiohttp.Fingerprint(raw)
+
+
+def tls_failure(url: str, exc: BaseException) -> MoltisError | None:
+    """A clear error for a TLS failure while connecting to `url` (None: not a TLS failure)."""
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        return MoltisError(
+            f"the certificate of {url} does not match the pinned fingerprint (expected "
+            f"{exc.expected.hex()}, got {exc.got.hex()}): the gateway made a new certificate, "
+            "or this is not your gateway"
+        )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return MoltisError(
+            f"cannot verify the certificate of {url} ({exc}): the gateway's certificate is "
+            "self-signed; pin it with --tls-fingerprint <sha256 hex> (env "
+            "MOLTIS_TLS_FINGERPRINT; on the gateway's machine: `openssl x509 -noout "
+            "-fingerprint -sha256 -in <state dir>/tls/cert.pem`)"
+        )
+    return None
+
+
 class GatewayClient:
     """One connection: challenge, `connect`, then `call(method, params)`."""
 
@@ -46,8 +82,10 @@ class GatewayClient:
         timeout_s: float = 30.0,
         client_id: str = "cli",
         mode: str = "cli",
+        tls_fingerprint: str | None = None,
     ) -> None:
         self.url = url
+        self.ssl = tls_for(url, tls_fingerprint)
         self.token = token
         self.password = password
         self.scopes = scopes or ["operator.read"]
@@ -80,10 +118,16 @@ class GatewayClient:
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await self._session.ws_connect(
-                self.url, timeout=aiohttp.ClientWSTimeout(ws_close=2.0), max_msg_size=0
+                self.url,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                max_msg_size=0,
+                ssl=self.ssl if self.ssl is not None else True,
             )
         except (aiohttp.ClientError, OSError) as exc:
             await self.close()
+            tls_error = tls_failure(self.url, exc)
+            if tls_error is not None:
+                raise tls_error from None
             raise GatewayUnreachableError(
                 f"cannot reach the gateway at {self.url} ({exc}). Is it running? Start it "
                 "with `moltis gateway`, or point --url / MOLTIS_URL at it."

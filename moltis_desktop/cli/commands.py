@@ -41,7 +41,27 @@ def _url(args: argparse.Namespace, store: ConfigStore) -> str:
         return str(url)
     gw = store.current.settings.gateway
     host = "127.0.0.1" if gw.bind in ("loopback", "lan", "0.0.0.0") else gw.bind  # noqa: S104
-    return f"ws://{host}:{gw.port}"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{'wss' if gw.tls.enabled else 'ws'}://{host}:{gw.port}"
+
+
+def _is_local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or is_loopback(host)
+
+
+def _tls_fingerprint(args: argparse.Namespace, url: str) -> str | None:
+    """The certificate pin for a `wss://` URL: the flag, else the environment, else (for a
+    gateway on this machine) the fingerprint of the certificate in the state directory."""
+    pin = getattr(args, "tls_fingerprint", None) or os.environ.get("MOLTIS_TLS_FINGERPRINT")
+    if pin or not url.lower().startswith(("wss://", "https://")):
+        return str(pin) if pin else None
+    if _is_local(url):
+        from moltis_desktop.gateway.tls import read_fingerprint
+
+        return read_fingerprint(AppPaths.resolve().state_dir)
+    return None
 
 
 def _credentials(
@@ -51,8 +71,7 @@ def _credentials(
     the flags, else the environment, else (for a local gateway) the secret store."""
     token = getattr(args, "token", None) or os.environ.get("MOLTIS_TOKEN")
     password = getattr(args, "password", None) or os.environ.get("MOLTIS_PASSWORD")
-    host = urlsplit(url).hostname or ""
-    if not token and not password and (host == "localhost" or is_loopback(host)):
+    if not token and not password and _is_local(url):
         # The local gateway's own secret, read from the same secret store it uses.
         auth = store.current.settings.gateway.auth
         secrets = _secret_store(store)
@@ -70,7 +89,12 @@ def client_for(args: argparse.Namespace, scopes: list[str]) -> GatewayClient:
     url = _url(args, store)
     token, password, _ = _credentials(args, store, url)
     return GatewayClient(
-        url, token=token, password=password, scopes=scopes, timeout_s=getattr(args, "timeout", 30.0)
+        url,
+        token=token,
+        password=password,
+        scopes=scopes,
+        timeout_s=getattr(args, "timeout", 30.0),
+        tls_fingerprint=_tls_fingerprint(args, url),
     )
 
 
@@ -180,16 +204,24 @@ def _http_base(url: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
-async def _mint_ticket(base: str, secret: str | None, timeout_s: float) -> tuple[int, Any]:
+async def _mint_ticket(
+    base: str, secret: str | None, timeout_s: float, tls_fingerprint: str | None = None
+) -> tuple[int, Any]:
     """`POST /ui/ticket` with the credential as a bearer token: (status, JSON body or None)."""
     import aiohttp
+
+    from moltis_desktop.cli.client import tls_failure, tls_for
+
+    pin = tls_for(base, tls_fingerprint)
 
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.post(f"{base}/ui/ticket", headers=headers) as res,
+            http.post(
+                f"{base}/ui/ticket", headers=headers, ssl=pin if pin is not None else True
+            ) as res,
         ):
             try:
                 body = await res.json(content_type=None)
@@ -199,6 +231,9 @@ async def _mint_ticket(base: str, secret: str | None, timeout_s: float) -> tuple
     except TimeoutError:
         raise MoltisError(f"the gateway at {base} did not answer within {timeout_s:g} s") from None
     except (aiohttp.ClientError, OSError) as exc:
+        tls_error = tls_failure(base, exc)
+        if tls_error is not None:
+            raise tls_error from None
         raise GatewayUnreachableError(
             f"cannot reach the gateway at {base} ({exc}). Is it running? Start it with "
             "`moltis gateway`, or point --url / MOLTIS_URL at it."
@@ -238,7 +273,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     url = _url(args, store)
     base = _http_base(url)
     token, password, from_store = _credentials(args, store, url)
-    status, body = run(_mint_ticket(base, token or password, args.timeout))
+    status, body = run(
+        _mint_ticket(base, token or password, args.timeout, _tls_fingerprint(args, url))
+    )
     if status == 401:
         raise MoltisError(_refused(base, token, password, from_store))
     if status != 200 or not isinstance(body, dict) or not isinstance(body.get("url"), str):
@@ -336,16 +373,22 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+async def patch_config(client: GatewayClient, patch: dict[str, Any], **extra: Any) -> Any:
+    """Merge `patch` into the running gateway's config (`config.get` for the base hash,
+    then `config.patch`); `extra` are more `config.patch` params (e.g. restartDelayMs)."""
+    current = await client.call("config.get", {})
+    return await client.call(
+        "config.patch", {"raw": json.dumps(patch), "baseHash": current["hash"], **extra}
+    )
+
+
 def _config_set(args: argparse.Namespace) -> int:
     patch: dict[str, Any] = {}
     set_dotted(patch, args.key, _parse_value(args.value))
 
     async def online() -> Any:
         async with client_for(args, [Scope.ADMIN]) as client:
-            current = await client.call("config.get", {})
-            return await client.call(
-                "config.patch", {"raw": json.dumps(patch), "baseHash": current["hash"]}
-            )
+            return await patch_config(client, patch)
 
     try:
         result = run(online())

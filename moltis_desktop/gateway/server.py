@@ -347,7 +347,21 @@ class GatewayServer:
         gw = self.settings.gateway
         here = resolve_bind(gw.bind) == self.host and gw.port in (0, self.port)
         if old is None or not here:
-            await self._bind()
+            try:
+                await self._bind()
+            except Exception:
+                if old is None or gw.port not in (0, self.port):
+                    raise
+                # The same port on an overlapping address (127.0.0.1 -> 0.0.0.0): the old
+                # listener holds it, so free it first (and go back to it on failure).
+                previous_host, previous = self.host, self._ssl_context
+                await old.stop()
+                try:
+                    await self._bind(self.port)
+                except Exception:
+                    await self._listen(previous_host, self.port, previous)
+                    raise
+                old = None
             if old is not None:
                 await old.stop()
         else:

@@ -174,7 +174,8 @@ async def mint_ticket(request: web.Request) -> web.Response:
     if not allowed:
         return _json(401, {"error": "send the gateway token as Authorization: Bearer <token>"})
     ticket = gateway.ui_tickets.mint()
-    return _json(200, {"ticket": ticket, "url": f"http://{request.host}/#ticket={ticket}"})
+    scheme = "https" if request.secure else "http"  # the connection's own TLS, not headers
+    return _json(200, {"ticket": ticket, "url": f"{scheme}://{request.host}/#ticket={ticket}"})
 
 
 class _Redeem(msgspec.Struct):
