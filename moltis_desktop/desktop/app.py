@@ -30,6 +30,7 @@ from moltis_desktop.runtime import Runtime
 if TYPE_CHECKING:
     from moltis_desktop.desktop.canvas import DesktopCanvas
     from moltis_desktop.desktop.chat_window import ChatWindow
+    from moltis_desktop.desktop.node_bridge import DesktopNode
     from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
     from moltis_desktop.desktop.pair_dialog import PairDialog
     from moltis_desktop.desktop.settings_dialog import SettingsDialog
@@ -92,6 +93,8 @@ class DesktopApp(QObject):
         self.canvas: DesktopCanvas | None = None
         self._canvas_task: asyncio.Future[None] | None = None
         self._canvas_shown: asyncio.Future[str] | None = None
+        self.node: DesktopNode | None = None
+        """The app's own node connection to its gateway (canvas.*, system.notify)."""
         self.port_question: QMessageBox | None = None
         self._onboarding: OnboardingDialog | None = None
         self._onboarding_load: asyncio.Future[None] | None = None
@@ -133,6 +136,7 @@ class DesktopApp(QObject):
         if self.first_run():
             self.open_onboarding()
         self._canvas_task = asyncio.ensure_future(self._attach_canvas())
+        self._start_node()
         problem = self.set_shortcut(self.shortcut_text)
         if problem:
             _LOGGER.warning("%s", problem)
@@ -182,6 +186,9 @@ class DesktopApp(QObject):
         flush sessions, remove the tray icon and the windows."""
         if self.gateway is not None and self._on_event in self.gateway.listeners:
             self.gateway.listeners.remove(self._on_event)
+        if self.node is not None:
+            await self.node.stop()
+            self.node = None
         await self.runtime.stop()
         if self._chat is not None:
             self._chat.dispose()
@@ -375,7 +382,7 @@ class DesktopApp(QObject):
             gw = self.gateway
             assert gw is not None, "the gateway is not running"
             self._chat = ChatWindow(
-                lambda: gw.url.replace("ws://", "http://", 1),
+                lambda: gw.http_url,
                 gw.ui_tickets.mint,
                 self.runtime.paths.state_dir,
                 self.open_url,
@@ -430,13 +437,23 @@ class DesktopApp(QObject):
         if services is None or gw is None:
             return
         self.canvas = DesktopCanvas(
-            lambda: gw.url.replace("ws://", "http://", 1),
+            lambda: gw.http_url,
             lambda: canvas_dir(gw),
             self.runtime.paths.state_dir,
         )
         services.chat.extra_tool_services["canvas"] = self.canvas
         with contextlib.suppress(ValueError):  # already there (a restart of the gateway)
             services.chat.tools.register(canvas_tool)
+
+    def _start_node(self) -> None:
+        """Connect to the gateway as a node of its own (a failure is only logged)."""
+        from moltis_desktop.desktop.node_bridge import DesktopNode
+
+        try:
+            self.node = DesktopNode(self)
+            self.node.start()
+        except Exception:
+            _LOGGER.exception("the desktop node could not start")
 
     def show_canvas(self) -> None:
         if self.canvas is not None:
