@@ -510,11 +510,20 @@ def _require_paired(  # noqa: PLR0917 - one connect's state
     )
     if new:
         server.broadcast("device.pair.requested", _requested_event(entry), scope=Scope.PAIRING)
+    details: dict[str, Any] = {
+        "code": "PAIRING_REQUIRED",
+        "requestId": entry["requestId"],
+        "reason": reason,
+    }
+    if params.role == Role.NODE:
+        # OpenClaw's client stops reconnecting on PAIRING_REQUIRED unless told to wait; a
+        # node host (`openclaw node run`) should come in by itself once an operator approves.
+        details.update(recommendedNextStep="wait_then_retry", retryable=True, pauseReconnect=False)
     raise HandshakeRejectedError(
         ErrorShape(
             ErrorCode.NOT_PAIRED,
             "pairing required" if reason == "not-paired" else f"pairing required ({reason})",
-            {"code": "PAIRING_REQUIRED", "requestId": entry["requestId"], "reason": reason},
+            details,
         ),
         CloseCode.POLICY_VIOLATION,
         "pairing required",
