@@ -21,8 +21,9 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtWidgets import QSystemTrayIcon
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.node.client import CLIENT_ID, CLIENT_MODE, ROLE, NodeAuthError, NodeClient
+from moltis_desktop.node.client import CLIENT_ID, CLIENT_MODE, ROLE, NodeClient
 from moltis_desktop.node.commands import SYSTEM_RUN, CommandError
+from moltis_desktop.node.errors import NodeAuthError
 
 if TYPE_CHECKING:
     from moltis_desktop.desktop.app import DesktopApp

@@ -9,18 +9,13 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-import qrcode
-from PySide6.QtCore import QEvent, QRect, Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import (
     QCloseEvent,
-    QColor,
-    QFont,
     QFontDatabase,
     QGuiApplication,
     QHideEvent,
     QImage,
-    QPainter,
-    QPalette,
     QPixmap,
     QShowEvent,
 )
@@ -42,6 +37,16 @@ from PySide6.QtWidgets import (
 
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.desktop.icons import app_icon
+from moltis_desktop.desktop.pair_request_row import RequestRow
+from moltis_desktop.desktop.pair_request_row import escape as _escape
+from moltis_desktop.desktop.pair_request_row import muted as _muted
+from moltis_desktop.desktop.qr import (  # qr_matrix, qr_scale: re-exported for callers
+    QR_MIN_PX,
+    faded,
+    qr_image,
+    qr_matrix,  # noqa: F401
+    qr_scale,  # noqa: F401
+)
 from moltis_desktop.gateway.methods.devices import decide, setup_code
 from moltis_desktop.protocol.frames import GatewayError
 
@@ -63,8 +68,6 @@ ACCESS_LABELS = {
     "node": "node access",
     "voice-node": "voice only",
 }
-QR_MIN_PX = 240
-"""The QR code's smallest side, in logical pixels."""
 CLOSE_AFTER_MS = 2000
 """How long "✓ … is paired" stays up before the window closes itself, in milliseconds."""
 PAGE_MIN_WIDTH = 480
@@ -88,57 +91,6 @@ NO_AUTH_TEXT = (
 )
 OK_COLOUR = "#22a559"
 ERROR_COLOUR = "#e5484d"
-_BLACK, _WHITE = 0x00, 0xFF
-
-
-# ---------------------------------------------------------------------- QR codes
-
-
-def qr_matrix(text: str) -> list[list[bool]]:
-    """The QR code of `text` (error correction M, a 4-module quiet zone), True = dark."""
-    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=4)
-    code.add_data(text)
-    code.make(fit=True)
-    return [[bool(cell) for cell in row] for row in code.get_matrix()]
-
-
-def qr_scale(modules: int, min_px: int = QR_MIN_PX) -> int:
-    """The smallest whole module size (pixels) that makes `modules` at least `min_px`."""
-    return max(1, math.ceil(min_px / modules))
-
-
-def qr_image(text: str, scale: int | None = None, *, min_px: int = QR_MIN_PX) -> QImage:
-    """`text` as a crisp QR code: black modules of `scale` by `scale` pixels (None: the
-    smallest whole size giving at least `min_px`) on white, with its quiet zone."""
-    matrix = qr_matrix(text)
-    modules = len(matrix)
-    scale = scale or qr_scale(modules, min_px)
-    side = modules * scale
-    rows = bytearray()
-    for row in matrix:
-        line = b"".join((bytes([_BLACK]) if dark else bytes([_WHITE])) * scale for dark in row)
-        rows += line * scale
-    # QImage does not own the buffer it is made over: copy() makes it its own.
-    return QImage(bytes(rows), side, side, side, QImage.Format.Format_Grayscale8).copy()
-
-
-def faded(image: QImage, caption: str) -> QImage:
-    """`image` washed out with `caption` on a band across it: an expired code. The band
-    hides more than error correction M can restore, so it cannot be scanned any more."""
-    out = image.convertToFormat(QImage.Format.Format_RGB32)
-    width, height = out.width(), out.height()
-    painter = QPainter(out)
-    painter.fillRect(out.rect(), QColor(255, 255, 255, 215))
-    band = QRect(0, height * 3 // 10, width, height * 4 // 10)
-    painter.fillRect(band, QColor("#f2f2f2"))
-    font = QFont(painter.font())
-    font.setPixelSize(max(14, height // 11))
-    font.setBold(True)
-    painter.setFont(font)
-    painter.setPen(QColor("#3c3c3c"))
-    painter.drawText(band, Qt.AlignmentFlag.AlignCenter, caption)
-    painter.end()
-    return out
 
 
 # ---------------------------------------------------------------------- the dialog
@@ -149,64 +101,16 @@ def _detail_code(exc: GatewayError) -> str:
     return str(details.get("code") or "") if isinstance(details, dict) else ""
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def format_remaining(ms: int) -> str:
     """`m:ss` for a time left, rounded up (10:00 just after a code is made)."""
     seconds = max(0, math.ceil(ms / 1000))
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _muted(label: QLabel, smaller: bool = True) -> QLabel:
-    label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-    if smaller:
-        font = label.font()
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
-        label.setFont(font)
-    return label
-
-
 def _wrapped(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
     return label
-
-
-class RequestRow(QFrame):
-    """One pending pairing request: who, and Approve / Reject."""
-
-    def __init__(self, request: dict[str, Any], dialog: PairDialog) -> None:
-        super().__init__()
-        self.request_id = str(request["requestId"])
-        self.device_id = str(request.get("deviceId", ""))
-        self.name = str(request.get("displayName") or self.device_id[:12] or "A device")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.text = QLabel(f"<b>{_escape(self.name)}</b> wants to pair")
-        self.text.setTextFormat(Qt.TextFormat.RichText)
-        roles = request.get("roles") or [request.get("role") or "operator"]
-        detail = "as " + ", ".join(str(r) for r in roles)
-        if request.get("remoteIp"):
-            detail += f" · from {request['remoteIp']}"
-        self.detail = _muted(QLabel(_escape(detail)))
-        self.approve = QPushButton("A&pprove")
-        self.approve.setAccessibleName(f"Approve {self.name}")
-        self.approve.setAutoDefault(False)
-        self.approve.clicked.connect(lambda: dialog.decide(self.request_id, True))
-        self.reject = QPushButton("Re&ject")
-        self.reject.setAccessibleName(f"Reject {self.name}")
-        self.reject.setAutoDefault(False)
-        self.reject.clicked.connect(lambda: dialog.decide(self.request_id, False))
-        words = QVBoxLayout()
-        words.setSpacing(0)
-        words.addWidget(self.text)
-        words.addWidget(self.detail)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(8, 6, 8, 6)
-        row.addLayout(words, 1)
-        row.addWidget(self.approve)
-        row.addWidget(self.reject)
 
 
 class PairDialog(QDialog):

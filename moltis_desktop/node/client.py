@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import json
 import logging
-import random
 import re
 import socket
 import sys
@@ -26,9 +25,22 @@ from typing import Any, TypeVar
 import aiohttp
 
 from moltis_desktop import __version__
-from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.logging import REDACTOR
+from moltis_desktop.node.backoff import BACKOFF_CAP_S, BACKOFF_START_S, Backoff
 from moltis_desktop.node.commands import CommandError, NodeCommands
+from moltis_desktop.node.errors import (
+    DEAD_CREDENTIAL_CODES,
+    NodeAuthError,
+    NodeConfigError,
+    NodeError,
+    NodePairingPending,
+    NodeRefusedError,
+    NodeRequestError,
+    NodeTlsError,
+    NodeUnreachableError,
+    refusal_error,
+    removal_error,
+)
 from moltis_desktop.node.identity import (
     IDENTITY_FILE,
     TOKENS_FILE,
@@ -50,8 +62,6 @@ MAX_PROTOCOL = 4
 HANDSHAKE_TIMEOUT_S = 10.0
 """Seconds from opening the socket to `hello-ok` (the gateway's own limit is the same)."""
 REQUEST_TIMEOUT_S = 30.0
-BACKOFF_START_S = 1.0
-BACKOFF_CAP_S = 30.0
 PAIRING_POLL_CAP_S = 5.0
 """While waiting for approval, ask again at least this often (seconds): a person is
 waiting for the node to come up once they approve it."""
@@ -59,23 +69,8 @@ DEFAULT_TICK_INTERVAL_MS = 30_000
 TICK_TIMEOUT_CLOSE = 4000
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
-DEAD_CREDENTIAL_CODES = frozenset(
-    {
-        "AUTH_DEVICE_TOKEN_MISMATCH",
-        "AUTH_TOKEN_MISMATCH",
-        "AUTH_TOKEN_MISSING",
-        "AUTH_UNAUTHORIZED",
-        "BOOTSTRAP_TOKEN_INVALID",
-        "BOOTSTRAP_TOKEN_EXPIRED",
-        "AUTH_BOOTSTRAP_TOKEN_INVALID",
-        "AUTH_BOOTSTRAP_TOKEN_EXPIRED",
-    }
-)
-"""`error.details.code` values of a refused `connect` meaning the credential will never work."""
-_REMOVED_REASONS = ("device removed", "token revoked")
 _PLATFORMS = {"linux": "linux", "darwin": "macos", "win32": "windows", "cygwin": "windows"}
 _FAMILIES = {"linux": "Linux", "macos": "Mac", "windows": "Windows"}
-_PAIR_AGAIN = "pair it again: `moltis node run --pair <new setup code>`"
 
 
 def node_platform() -> str:
@@ -84,60 +79,6 @@ def node_platform() -> str:
         if sys.platform.startswith(prefix):
             return name
     return sys.platform
-
-
-class NodeError(MoltisError):
-    """Why the node cannot run; the message says what to do."""
-
-
-class NodeConfigError(NodeError):
-    """The node was given something it cannot use (a bad setup code, URL or TLS pin)."""
-
-
-class NodeUnreachableError(NodeError):
-    """No gateway answered (or the connection dropped); worth trying again later."""
-
-
-class NodeTlsError(NodeError):
-    """The gateway's certificate is not the one the setup code pins."""
-
-
-class NodePairingPending(NodeError):  # noqa: N818 - a state, not a failure
-    """The gateway knows this node now, but its owner has not approved it yet."""
-
-    def __init__(self, request_id: str) -> None:
-        super().__init__(
-            f"waiting for approval: run `moltis devices approve {request_id}` on the gateway's "
-            "machine (or use the tray / web app)"
-        )
-        self.request_id = request_id
-
-
-class NodeRefusedError(NodeError):
-    """The gateway refused `connect`. `retry_after_ms` is set when trying again can help."""
-
-    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after_ms = retry_after_ms
-
-
-class NodeAuthError(NodeRefusedError):
-    """The node's credential no longer works (or there is none); it has to be paired again."""
-
-    def __init__(self, code: str, message: str, credential: str = "") -> None:
-        super().__init__(code, message)
-        self.credential = credential
-        """The `auth` field that was refused: deviceToken, token or bootstrapToken."""
-
-
-class NodeRequestError(NodeError):
-    """The gateway answered a request with `ok: false`."""
-
-    def __init__(self, method: str, error: dict[str, Any]) -> None:
-        self.code = str(error.get("code") or "ERROR")
-        self.error = error
-        super().__init__(f"{method}: {error.get('message', 'failed')} ({self.code})")
 
 
 class _StoppedError(Exception):
@@ -151,25 +92,6 @@ def _normalise_pin(pin: str) -> str:
             "the TLS fingerprint must be a SHA-256 in hex (64 digits); copy the setup code again"
         )
     return text
-
-
-class Backoff:
-    """Jittered exponential delays: 1 s, 2 s, 4 s ... up to the cap, each cut by up to a half
-    at random so that nodes restarted together do not come back in step."""
-
-    def __init__(self, start_s: float = BACKOFF_START_S, cap_s: float = BACKOFF_CAP_S) -> None:
-        self.start_s = start_s
-        self.cap_s = cap_s
-        self.attempt = 0
-
-    def next(self, cap_s: float | None = None) -> float:
-        cap = self.cap_s if cap_s is None else min(cap_s, self.cap_s)
-        delay = min(cap, self.start_s * 2.0 ** min(self.attempt, 16))
-        self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class NodeClient:
@@ -410,7 +332,7 @@ class NodeClient:
         if frame.get("ok"):
             hello = frame.get("payload")
             return hello if isinstance(hello, dict) else {}
-        raise self._refusal(frame.get("error") or {}, field)
+        raise refusal_error(frame.get("error") or {}, field)
 
     def _connect_params(
         self, nonce: str, signed_at: int, field: str, secret: str
@@ -461,42 +383,6 @@ class NodeClient:
         reason = f": {msg.extra}" if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra else ""
         raise NodeUnreachableError(
             f"the gateway at {url} closed the connection ({ws.close_code}{reason})"
-        )
-
-    def _refusal(self, error: dict[str, Any], field: str) -> NodeError:
-        code = str(error.get("code") or "ERROR")
-        message = str(error.get("message") or "connect refused")
-        raw_details = error.get("details")
-        details: dict[str, Any] = raw_details if isinstance(raw_details, dict) else {}
-        detail = str(details.get("code") or "")
-        request_id = details.get("requestId")
-        if code == "NOT_PAIRED" and isinstance(request_id, str) and request_id:
-            return NodePairingPending(request_id)
-        retry_after = error.get("retryAfterMs")
-        if detail == "AUTH_RATE_LIMITED" or error.get("retryable"):
-            wait = int(retry_after) if isinstance(retry_after, int) else 1000
-            return NodeRefusedError(detail or code, f"the gateway says: {message}", wait)
-        if detail in DEAD_CREDENTIAL_CODES or detail.startswith("AUTH_"):
-            return NodeAuthError(detail, self._dead_message(field, message), field)
-        return NodeRefusedError(detail or code, f"the gateway refused this node: {message}")
-
-    @staticmethod
-    def _dead_message(field: str, message: str) -> str:
-        if field == "deviceToken":
-            return (
-                f"the gateway no longer accepts this node's token ({message}): it was revoked "
-                f"or the node was removed; {_PAIR_AGAIN}"
-            )
-        if field == "bootstrapToken":
-            return (
-                f"the setup code no longer works ({message}): codes work once and expire "
-                "after 10 minutes; make a new one on the gateway (Pair a Phone, or `moltis qr`) "
-                "and run `moltis node run --pair <new code>`"
-            )
-        return (
-            f"the gateway refused the token ({message}): use the gateway's token "
-            "(`moltis secrets get gateway-token` on its machine), or pair with "
-            "`moltis node run --pair <setup code>`"
         )
 
     # ------------------------------------------------------------------ connected
@@ -571,13 +457,10 @@ class NodeClient:
             await self.close_connection()
         code = ws.close_code
         _LOGGER.info("the gateway closed the connection (%s %s)", code, reason)
-        if code == 1008 and any(r in reason.lower() for r in _REMOVED_REASONS):
+        removed = removal_error(code, reason)
+        if removed is not None:
             self.tokens.drop(ROLE)
-            raise NodeAuthError(
-                "DEVICE_REMOVED",
-                f"the gateway disconnected this node ({reason}); {_PAIR_AGAIN}",
-                "deviceToken",
-            )
+            raise removed
 
     def _on_text(self, data: str) -> None:
         try:
@@ -732,3 +615,25 @@ class NodeClient:
         finally:
             await self.close()
         return None
+
+
+__all__ = [
+    "BACKOFF_CAP_S",
+    "BACKOFF_START_S",
+    "CAPS",
+    "CLIENT_ID",
+    "CLIENT_MODE",
+    "DEAD_CREDENTIAL_CODES",
+    "ROLE",
+    "Backoff",
+    "NodeAuthError",
+    "NodeClient",
+    "NodeConfigError",
+    "NodeError",
+    "NodePairingPending",
+    "NodeRefusedError",
+    "NodeRequestError",
+    "NodeTlsError",
+    "NodeUnreachableError",
+    "node_platform",
+]
