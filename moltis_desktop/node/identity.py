@@ -29,12 +29,12 @@ from cryptography.hazmat.primitives.serialization import (
 from moltis_desktop.core.atomic import atomic_write_text
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.logging import REDACTOR
+from moltis_desktop.pairing.identity import SignedConnect, signature_payloads
 
 _LOGGER = logging.getLogger(__name__)
 
 IDENTITY_FILE = "identity.json"
 TOKENS_FILE = "tokens.json"
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class NodeStateError(MoltisError):
@@ -43,11 +43,6 @@ class NodeStateError(MoltisError):
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _norm(value: str) -> str:
-    # As the gateway does (pairing.identity): trimmed, only ASCII A-Z lower-cased.
-    return value.strip().translate(_ASCII_LOWER)
 
 
 def connect_signature_payload(
@@ -63,22 +58,23 @@ def connect_signature_payload(
     platform: str,
     device_family: str,
 ) -> str:
-    """The v3 string a device signs in `connect` (OpenClaw's `buildDeviceAuthPayloadV3`)."""
-    return "|".join(
-        [
-            "v3",
-            device_id,
-            client_id,
-            client_mode,
-            role,
-            ",".join(scopes),
-            str(signed_at_ms),
-            token,
-            nonce,
-            _norm(platform),
-            _norm(device_family),
-        ]
+    """The v3 string a device signs in `connect` (OpenClaw's `buildDeviceAuthPayloadV3`):
+    the very string the gateway verifies (`pairing.identity.signature_payloads`)."""
+    proof = SignedConnect(
+        device_id=device_id,
+        public_key="",
+        signature="",
+        signed_at=signed_at_ms,
+        nonce=nonce,
+        client_id=client_id,
+        client_mode=client_mode,
+        role=role,
+        scopes=tuple(scopes),
+        token=token,
+        platform=platform,
+        device_family=device_family,
     )
+    return signature_payloads(proof)[0]
 
 
 class DeviceIdentity:
