@@ -25,16 +25,16 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from moltis_desktop.cli import main as cli_main
-from moltis_desktop.node.client import (
-    Backoff,
+from moltis_desktop.node.backoff import Backoff
+from moltis_desktop.node.client import NodeClient
+from moltis_desktop.node.commands import CommandError, NodeCommands
+from moltis_desktop.node.errors import (
     NodeAuthError,
-    NodeClient,
     NodeConfigError,
     NodePairingPending,
     NodeTlsError,
     NodeUnreachableError,
 )
-from moltis_desktop.node.commands import CommandError, NodeCommands
 from moltis_desktop.node.identity import (
     DeviceIdentity,
     NodeStateError,

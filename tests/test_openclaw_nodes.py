@@ -6,7 +6,6 @@ pairs it, it reconnects by itself, the real CLI sees it connected and paired, an
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.support.openclaw import OpenClaw
-from tests.support.process import BIN, GatewayProcess, gateway_process
+from tests.support.process import BIN, GatewayProcess, gateway_process, stop_process
 
 TOKEN = "openclaw-node-token-0123456789"
 NAME = "oc-node-under-test"
@@ -73,13 +72,7 @@ def test_node_run_pairs_through_approval_and_answers_invoke(tmp_path: Path) -> N
         try:
             _pair_and_check(gw, openclaw, node, node_log)
         finally:
-            if node.poll() is None:
-                node.send_signal(signal.SIGTERM)
-                try:
-                    node.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    node.kill()
-                    node.wait()
+            stop_process(node)
 
 
 def _pair_and_check(

@@ -26,15 +26,8 @@ from PySide6.QtWidgets import QApplication
 from moltis_desktop.core.clock import ManualClock
 from moltis_desktop.desktop.app import DesktopApp
 from moltis_desktop.desktop.autostart import Autostart
-from moltis_desktop.desktop.pair_dialog import (
-    LAN_DISABLED_TEXT,
-    NO_AUTH_TEXT,
-    QR_MIN_PX,
-    PairDialog,
-    faded,
-    qr_image,
-    qr_matrix,
-)
+from moltis_desktop.desktop.pair_dialog import LAN_DISABLED_TEXT, NO_AUTH_TEXT, PairDialog
+from moltis_desktop.desktop.qr import QR_MIN_PX, faded, qr_image, qr_matrix
 from moltis_desktop.pairing.setupcode import SetupCode, decode, encode
 from moltis_desktop.protocol.constants import Scope
 from tests.support.browser import OUTPUT, widget_shot

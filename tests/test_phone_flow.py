@@ -26,7 +26,7 @@ from PIL import Image
 
 from moltis_desktop.node.identity import DeviceIdentity
 from moltis_desktop.pairing.setupcode import decode
-from tests.support.process import BIN, GatewayProcess, gateway_process
+from tests.support.process import BIN, GatewayProcess, gateway_process, stop_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -75,21 +75,11 @@ def render_qr(code: str, png: Path) -> None:
     """Draw the code with the tray dialog's own renderer (Qt offscreen) and save a PNG."""
     from PySide6.QtGui import QGuiApplication
 
-    from moltis_desktop.desktop.pair_dialog import qr_image
+    from moltis_desktop.desktop.qr import qr_image
 
     app = QGuiApplication.instance()
     assert app is not None
     assert qr_image(code).save(str(png), "PNG")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def connect_with_token(url: str, ident: DeviceIdentity, token: str) -> tuple[Any, Any]:
@@ -156,7 +146,7 @@ async def test_pair_a_phone_end_to_end(tmp_path: Path, qapp: Any) -> None:
             assert set(tokens["tokens"]) == {"node", "operator"}
             assert (state / "tokens.json").stat().st_mode & 0o777 == 0o600
         finally:
-            stop(node)
+            stop_process(node)
 
         # 4. A new node process reconnects with the stored token alone (no code, no secret).
         log.write_text("")
@@ -182,7 +172,7 @@ async def test_pair_a_phone_end_to_end(tmp_path: Path, qapp: Any) -> None:
             assert node.wait(30) != 0
             assert "pair" in log.read_text().split("connected")[-1].lower()
         finally:
-            stop(node)
+            stop_process(node)
 
         # 7. The next connect with the old token: OpenClaw's code, and close 1008.
         ident = DeviceIdentity.load_or_create(state / "identity.json")

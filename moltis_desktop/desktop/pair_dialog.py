@@ -40,13 +40,7 @@ from moltis_desktop.desktop.icons import app_icon
 from moltis_desktop.desktop.pair_request_row import RequestRow
 from moltis_desktop.desktop.pair_request_row import escape as _escape
 from moltis_desktop.desktop.pair_request_row import muted as _muted
-from moltis_desktop.desktop.qr import (  # qr_matrix, qr_scale: re-exported for callers
-    QR_MIN_PX,
-    faded,
-    qr_image,
-    qr_matrix,  # noqa: F401
-    qr_scale,  # noqa: F401
-)
+from moltis_desktop.desktop.qr import QR_MIN_PX, faded, qr_image
 from moltis_desktop.gateway.methods.devices import decide, setup_code
 from moltis_desktop.protocol.frames import GatewayError
 

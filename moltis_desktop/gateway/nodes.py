@@ -499,12 +499,5 @@ class NodeRegistry:
         self.voicewake_triggers = cleaned[:32] or list(DEFAULT_VOICEWAKE_TRIGGERS)
         self._voicewake_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self._voicewake_path, json.dumps({"triggers": self.voicewake_triggers}))
-        body = encode_event_body("voicewake.changed", {"triggers": self.voicewake_triggers})
-        for listener in self.gateway.listeners:
-            try:
-                listener("voicewake.changed", {"triggers": self.voicewake_triggers})
-            except Exception:
-                _LOGGER.exception("event listener failed on voicewake.changed")
-        for conn in self.gateway.connections:
-            conn.send_event(body, droppable=False)
+        self.gateway.broadcast("voicewake.changed", {"triggers": self.voicewake_triggers})
         return self.voicewake_triggers

@@ -66,7 +66,10 @@ EVENTS = (
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)
 """Capabilities this gateway declares (`hello-ok.features.capabilities`)."""
-_UNGATED_EVENTS = frozenset({"tick", "health", "shutdown", "connect.challenge"})
+_UNGATED_EVENTS = frozenset(
+    {"tick", "health", "shutdown", "connect.challenge", "voicewake.changed"}
+)
+"""Events every connection gets, nodes included (nodes listen for the wake words)."""
 _HEALTH_CACHE_S = 1.0
 _SYSTEM_EVENT_QUEUE = 20
 

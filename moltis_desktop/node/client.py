@@ -26,10 +26,9 @@ import aiohttp
 
 from moltis_desktop import __version__
 from moltis_desktop.core.logging import REDACTOR
-from moltis_desktop.node.backoff import BACKOFF_CAP_S, BACKOFF_START_S, Backoff
+from moltis_desktop.node.backoff import Backoff
 from moltis_desktop.node.commands import CommandError, NodeCommands
 from moltis_desktop.node.errors import (
-    DEAD_CREDENTIAL_CODES,
     NodeAuthError,
     NodeConfigError,
     NodeError,
@@ -615,25 +614,3 @@ class NodeClient:
         finally:
             await self.close()
         return None
-
-
-__all__ = [
-    "BACKOFF_CAP_S",
-    "BACKOFF_START_S",
-    "CAPS",
-    "CLIENT_ID",
-    "CLIENT_MODE",
-    "DEAD_CREDENTIAL_CODES",
-    "ROLE",
-    "Backoff",
-    "NodeAuthError",
-    "NodeClient",
-    "NodeConfigError",
-    "NodeError",
-    "NodePairingPending",
-    "NodeRefusedError",
-    "NodeRequestError",
-    "NodeTlsError",
-    "NodeUnreachableError",
-    "node_platform",
-]

@@ -63,6 +63,17 @@ def wait_ready(
     raise TimeoutError(f"gateway on port {port} not ready after {timeout} s")
 
 
+def stop_process(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace_s`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class GatewayProcess:
     proc: subprocess.Popen[str]
@@ -123,10 +134,4 @@ def gateway_process(
         wait_ready(port, proc=proc, tls=tls)
         yield handle
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
