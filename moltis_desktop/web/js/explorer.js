@@ -10,6 +10,9 @@ export function Explorer({ gw }) {
   const [filter, setFilter] = useState("");
   const [method, setMethod] = useState("health");
   const [params, setParams] = useState("{}");
+  // Whether the user has typed into the params since picking the method: until then the
+  // schema's example may still arrive (methods.json loads after the method list) and fill it.
+  const [edited, setEdited] = useState(false);
   const [result, setResult] = useState(null);
   const [running, setRunning] = useState(false);
   const [events, setEvents] = useState([]);
@@ -34,10 +37,15 @@ export function Explorer({ gw }) {
 
   function pick(name) {
     setMethod(name);
-    const ex = meta[name]?.example;
-    setParams(JSON.stringify(ex ?? {}, null, 2));
+    setEdited(false);
+    setParams(JSON.stringify(meta[name]?.example ?? {}, null, 2));
     setResult(null);
   }
+
+  useEffect(() => {
+    const ex = meta[method]?.example;
+    if (!edited && ex) setParams(JSON.stringify(ex, null, 2));
+  }, [meta]);
 
   let parseError = "";
   try { JSON.parse(params || "{}"); } catch (err) { parseError = err.message; }
@@ -76,7 +84,7 @@ export function Explorer({ gw }) {
           ${info?.scope ? html`<span class="pill">${info.scope}</span>` : null}</div>
         <label class="field-label" for="explorer-params">Params (JSON)</label>
         <textarea id="explorer-params" class=${`code-editor ${parseError ? "invalid" : ""}`} spellcheck="false" rows="8"
-          data-testid="explorer-params" value=${params} onInput=${(e) => setParams(e.currentTarget.value)}
+          data-testid="explorer-params" value=${params} onInput=${(e) => { setEdited(true); setParams(e.currentTarget.value); }}
           onKeyDown=${(e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); call(); } }}
           aria-invalid=${!!parseError} aria-describedby="explorer-params-error"></textarea>
         <div id="explorer-params-error" class="field-error" role="status">${parseError}</div>
