@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from moltis_desktop.config.secrets import SecretStore, SecretStoreError, terminal_passphrase
 from moltis_desktop.config.settings import AgentSettings, Settings
 from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
+from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.logging import REDACTOR, configure_logging
 from moltis_desktop.core.paths import AppPaths
 from moltis_desktop.gateway.auth import SharedSecret
@@ -63,6 +64,7 @@ class Runtime:
         self.auth: Any = None
         """The OAuth sign-in manager, made on first need."""
         self._agent_task: asyncio.Task[None] | None = None
+        self._voice_task: asyncio.Task[None] | None = None
         self.ephemeral_secret = False
 
     def _configure_logging(self, settings: Settings) -> None:
@@ -94,6 +96,7 @@ class Runtime:
             secrets=self.secrets,
         )
         self.config.subscribe(self._on_config_changed)
+        self._init_voice(settings)
         await self.gateway.start()
         # The agent side (providers, sessions, tools) loads once the gateway answers: its
         # imports would otherwise double the start-up time. Until then its methods answer
@@ -119,6 +122,74 @@ class Runtime:
 
         gc.collect()
         gc.freeze()
+        self._connect_voice(services)
+
+    def _init_voice(self, settings: Settings) -> None:
+        """The voice model manager and service (light: engines load on first use)."""
+        from functools import partial
+
+        from moltis_desktop.gateway.voice_chat import voice_event_to_gateway
+        from moltis_desktop.voice.models import ModelManager
+        from moltis_desktop.voice.service import VoiceService
+
+        assert self.gateway is not None
+        assert self.config is not None
+        config = self.config
+        mirror = self.env.get("MOLTIS_MODEL_MIRROR") or settings.voice.model_mirror
+        models = ModelManager(self.paths.cache_dir / "voice", mirror=mirror)
+        voice = VoiceService(
+            models,
+            settings=lambda: config.current.settings.voice,
+            openai_credentials=self._openai_credentials,
+            recordings_dir=self.paths.state_dir / "voice" / "recordings",
+        )
+        voice.observers.append(partial(voice_event_to_gateway, self.gateway))
+        self.gateway.voice_models = models
+        self.gateway.voice = voice
+
+    def _openai_credentials(self) -> tuple[str | None, str]:
+        """(API key, base URL) of the provider OpenAI speech uses (`voice.tts.openai_provider`)."""
+        if self.services is None:
+            return None, ""
+        registry = self.services.registry
+        assert self.config is not None
+        provider = self.config.current.settings.voice.tts.openai_provider
+        try:
+            key = registry.resolve_key(provider)
+            base_url = registry.config(provider).base_url
+        except Exception:  # not configured: OpenAI speech is simply unavailable
+            return None, ""
+        return (key.value if key else None), base_url
+
+    def _connect_voice(self, services: AgentServices) -> None:
+        """Voice notes in chat are transcribed, spoken questions reach the assistant, and
+        listening starts when the config says so."""
+        from functools import partial
+
+        from moltis_desktop.gateway.voice_chat import ask_assistant
+
+        gateway = self.gateway
+        assert gateway is not None
+        voice = gateway.voice
+        if voice is None:
+            return
+
+        async def transcribe(data: bytes, mime: str) -> str:
+            return str((await voice.transcribe_audio(data)).text)
+
+        services.chat.transcribe = transcribe
+        voice.ask = partial(ask_assistant, gateway)
+        if gateway.settings.voice.enabled:
+            self._voice_task = asyncio.get_running_loop().create_task(self._start_voice())
+
+    async def _start_voice(self) -> None:
+        assert self.gateway is not None
+        try:
+            await self.gateway.voice.start()
+        except MoltisError as exc:
+            _LOGGER.error("voice is on in the config but cannot start: %s", exc)
+        except Exception:
+            _LOGGER.exception("voice could not start")
 
     async def agent_ready(self) -> None:
         """Wait until the agent side is loaded (or has failed to)."""
@@ -286,6 +357,9 @@ class Runtime:
         if self._agent_task is not None:
             with contextlib.suppress(Exception):
                 await self._agent_task
+        if self.gateway is not None and self.gateway.voice is not None:
+            await self.gateway.voice.stop()
+            await self.gateway.voice_models.aclose()
         if self.services is not None:
             await self.services.chat.close()
         if self.gateway is not None:
@@ -301,7 +375,6 @@ class Runtime:
 
 async def serve_until_signalled(runtime: Runtime, stop: asyncio.Event | None = None) -> int:
     """Start, then run until SIGINT/SIGTERM (or `stop` is set); returns an exit code."""
-    from moltis_desktop.core.errors import MoltisError
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

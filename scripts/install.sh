@@ -15,6 +15,8 @@ PROTOCOL_VERSION=2026.9.1
 NODE_VERSION=24.21.0
 # Debian packages the app and the tests need (none of the Python wheels compile anything).
 DEB_PACKAGES=(ca-certificates)
+# Voice: PortAudio, which sounddevice loads for the microphone and the speakers.
+DEB_PACKAGES+=(libportaudio2)
 # The app's tests: Debian's Chromium, driven headless by Playwright (the web app's tests),
 # and fonts for the screenshots; for the tray app on a real X server (tests/
 # test_desktop_xvfb.py): Xvfb, a system tray (trayer), xdotool to click the icon,
@@ -23,6 +25,9 @@ if [ "${MOLTIS_INSTALL_TEST_DEPS:-1}" = 1 ]; then
   DEB_PACKAGES+=(chromium fonts-dejavu-core)
   DEB_PACKAGES+=(xvfb xauth trayer xdotool imagemagick)
   DEB_PACKAGES+=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0)
+  # Voice tests: speech made with espeak-ng (and sox to shape it), and a PulseAudio null sink
+  # as the virtual microphone and speakers (there is no sound hardware on CI).
+  DEB_PACKAGES+=(espeak-ng sox pulseaudio pulseaudio-utils libasound2-plugins)
 fi
 command -v npm >/dev/null 2>&1 || DEB_PACKAGES+=(nodejs npm)
 

@@ -98,6 +98,7 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
                 "Canvas",
                 "New Chat",
                 "Recent Sessions",
+                "Voice",
                 "Pair a Phone…",
                 "Set Up a Provider…",
                 "Settings…",

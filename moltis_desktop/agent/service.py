@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from moltis_desktop.agent.runs import EventSink, Run, RunManager
 from moltis_desktop.agent.tools import ToolRegistry
 from moltis_desktop.config.settings import AgentSettings, PriceSettings, Settings
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.providers.base import (
     THINKING_LEVELS,
     ImagePart,
@@ -34,6 +36,8 @@ from moltis_desktop.providers.base import (
 from moltis_desktop.providers.pricing import cost
 from moltis_desktop.sessions.store import SessionStore
 from moltis_desktop.sessions.usage import UsageTotals
+
+_LOGGER = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 6 * 1024 * 1024
 
@@ -119,6 +123,9 @@ class ChatService:
         self.default_sink: EventSink = lambda run, event: None
         """Where events of runs nobody asked for go (e.g. `sessions_send`)."""
         self.refresh_credentials: Callable[[AgentSettings], Awaitable[None]] | None = None
+        self.transcribe: Callable[[bytes, str], Awaitable[str]] | None = None
+        """Turns a voice note (audio bytes, MIME type) into text; set by the runtime when
+        voice is installed."""
         """Makes the agent's credentials fresh before a turn (OAuth refresh); the runtime
         sets it."""
 
@@ -199,8 +206,11 @@ class ChatService:
         for command in parsed.commands:
             replies.append(await self._command(key, agent, command.name, command.value))
         images = tuple(_image(a) for a in attachments if a.mime_type.startswith("image/"))
+        for attachment in attachments:
+            if attachment.mime_type.startswith("audio/"):
+                run_text = await self._with_transcript(run_text, attachment)
         run_text += "".join(
-            _text_file(a) for a in attachments if not a.mime_type.startswith("image/")
+            _text_file(a) for a in attachments if not a.mime_type.startswith(("image/", "audio/"))
         )
         if not run_text.strip() and not images:
             return SendOutcome(key, agent.id, None, "\n".join(r for r in replies if r) or None)
@@ -224,6 +234,38 @@ class ChatService:
         )
         run = self.runs.start(spec, sink or self.default_sink)
         return SendOutcome(key, agent.id, run, "\n".join(replies) or None)
+
+    async def _with_transcript(self, text: str, attachment: Attachment) -> str:
+        """A voice note (audio attachment) transcribed into the turn, as OpenClaw's audio
+        understanding does: the transcript alone when there is no text, else after it."""
+        name = attachment.name or "voice note"
+        if self.transcribe is None:
+            raise AgentError(
+                f"{name} is audio, and voice transcription is not available here (install "
+                "moltis-desktop[voice])"
+            )
+        data = (
+            attachment.data.split(",", 1)[1]
+            if attachment.data.startswith("data:")
+            else attachment.data
+        )
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise AgentError(f"the attachment {name} is not valid base64") from None
+        if len(raw) > MAX_AUDIO_ATTACHMENT_BYTES:
+            raise AgentError(
+                f"{name} is {len(raw) // 1024 // 1024} MiB; voice notes are limited to "
+                f"{MAX_AUDIO_ATTACHMENT_BYTES // 1024 // 1024} MiB"
+            )
+        try:
+            transcript = (await self.transcribe(raw, attachment.mime_type)).strip()
+        except MoltisError as exc:
+            raise AgentError(f"{name} could not be transcribed: {exc}") from None
+        _LOGGER.info("transcribed %s (%d bytes) to %d characters", name, len(raw), len(transcript))
+        if not text.strip():
+            return transcript
+        return f"{text}\n\n[Audio] {name}\nTranscript: {transcript}"
 
     def _spec(
         self,
@@ -422,6 +464,7 @@ def _image(attachment: Attachment) -> ImagePart:
 
 _TEXT_TYPES = ("application/json", "application/xml", "application/x-yaml", "application/toml")
 MAX_TEXT_ATTACHMENT_BYTES = 512 * 1024
+MAX_AUDIO_ATTACHMENT_BYTES = 25 * 1024 * 1024
 
 
 def _text_file(attachment: Attachment) -> str:

@@ -12,9 +12,11 @@ from moltis_desktop.cli.auth import add_auth_parser
 from moltis_desktop.cli.chat import add_chat_parsers
 from moltis_desktop.cli.devices import add_devices_parser
 from moltis_desktop.cli.discover import add_discover_parser
+from moltis_desktop.cli.models import add_models_parser, is_models_voice
 from moltis_desktop.cli.node import add_node_parser
 from moltis_desktop.cli.onboard import add_onboard_parser
 from moltis_desktop.cli.qr import add_qr_parser
+from moltis_desktop.cli.voice import add_voice_parser
 from moltis_desktop.core.errors import MoltisError
 
 
@@ -107,12 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     sset.add_argument("--value", help="the value (avoid: it lands in shell history)")
     sdel = sec_sub.add_parser("delete", help="remove a secret")
     sdel.add_argument("name")
-    for add_parser in (add_auth_parser, add_onboard_parser, add_discover_parser):
-        add_parser(sub)
     add_devices_parser(sub, _add_client_flags)
-    add_qr_parser(sub)
-    add_node_parser(sub)
     add_chat_parsers(sub, _add_client_flags)
+    # models after chat's: it adds `voice` under chat's `models` command.
+    for add_parser in (
+        add_auth_parser, add_onboard_parser, add_discover_parser, add_qr_parser,
+        add_node_parser, add_models_parser,
+    ):  # fmt: skip
+        add_parser(sub)
+    add_voice_parser(sub, _add_client_flags)
     return parser
 
 
@@ -132,10 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.node import cmd_node
 
             return cmd_node(args)
+        if args.command == "voice":
+            from moltis_desktop.cli.voice import cmd_voice
+
+            return cmd_voice(args)
         if args.command == "qr":
             from moltis_desktop.cli.qr import cmd_qr
 
             return cmd_qr(args)
+        if is_models_voice(args):
+            from moltis_desktop.cli.models import cmd_models
+
+            return cmd_models(args)
         if args.command == "discover":
             from moltis_desktop.cli.discover import cmd_discover
 

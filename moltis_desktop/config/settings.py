@@ -350,6 +350,133 @@ class DiscoverySettings:
 
 
 @dataclass(frozen=True)
+class WakeSettings:
+    """Listening for the wake word."""
+
+    models: tuple[str, ...] = ("hey_jarvis",)
+    """Wake-word models: built-in names (`hey_jarvis`, `alexa`, `hey_mycroft`, `hey_rhasspy`,
+    `okay_nabu`) or paths to your own openWakeWord `.tflite` / `.onnx` classifier files."""
+    threshold: float = 0.5
+    """Score (0 to 1) at which a wake word counts; higher means fewer false wakes and more
+    missed ones."""
+    refractory_s: float = 2.0
+    """After a wake, the same model cannot fire again for this many seconds."""
+    vad_gate: bool = True
+    """Run the wake-word model only while voice activity detection hears speech (with 2 s
+    of audio kept from before it): far less CPU in a quiet room, same accuracy."""
+
+
+@dataclass(frozen=True)
+class SttSettings:
+    """Transcription (speech to text) with faster-whisper, on this machine."""
+
+    model: str = "tiny.en"
+    """Whisper model: `tiny.en` (default, small and fast), `tiny`, `base.en`, `base`,
+    `small.en`, `small`, or the path of a CTranslate2 model directory. Downloaded on first
+    use (`moltis models voice download whisper/<size>`)."""
+    language: str = ""
+    """Language code of the speech (`en`, `de`, …); empty detects it (English-only `.en`
+    models always use `en`)."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type on the CPU: `int8` (default), `int8_float32`, `float32`."""
+    beam_size: int = 1
+    """Beam width: 1 is greedy and fastest; 5 is a little more accurate and slower."""
+    threads: int = 0
+    """CPU threads for transcription; 0 uses up to 4."""
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    """Speech (text to speech): piper on this machine, or OpenAI's speech API."""
+
+    enabled: bool = True
+    """Speak the replies to spoken questions (talk mode and the wake word)."""
+    provider: Literal["piper", "openai"] = "piper"
+    """`piper` (local, no cloud) or `openai` (the `openai` provider's key; sends the text)."""
+    voice: str = "en_US-joe-medium"
+    """Piper voice: a voice id (downloaded on first use) or the path of a `.onnx` voice."""
+    speed: float = 1.0
+    """Speaking rate: 1.0 is the voice's own pace, 1.25 a quarter faster, 0.8 slower."""
+    openai_model: str = "gpt-4o-mini-tts"
+    """OpenAI speech model (provider `openai`)."""
+    openai_voice: str = "alloy"
+    """OpenAI voice (provider `openai`)."""
+    openai_provider: str = "openai"
+    """The `[providers.<id>]` whose API key and base URL OpenAI speech uses (any server
+    that speaks OpenAI's `/v1/audio/speech`)."""
+    max_chars: int = 1500
+    """Longer replies are cut to this many characters before they are spoken."""
+
+
+@dataclass(frozen=True)
+class TalkSettings:
+    """The conversation loop: listen, send, speak."""
+
+    session_key: str = "main"
+    """The session spoken questions go to."""
+    end_silence_ms: int = 700
+    """Silence that ends an utterance, in milliseconds."""
+    start_timeout_s: float = 5.0
+    """After the wake word, how long to wait for the question to start, in seconds."""
+    max_utterance_s: float = 20.0
+    """Hard cap on one utterance, in seconds."""
+    grace_ms: int = 250
+    """Audio kept after the end of speech (trailing words), in milliseconds."""
+    idle_timeout_s: float = 30.0
+    """Talk mode ends after this many seconds without speech."""
+    stop_phrases: tuple[str, ...] = ("stop", "stop talking", "goodbye", "that's all")
+    """Saying one of these (alone) ends talk mode."""
+    interrupt_on_speech: bool = True
+    """Barge-in: speaking while a reply is played stops it and starts a new question."""
+    reply_timeout_s: float = 120.0
+    """How long to wait for the assistant's reply, in seconds."""
+
+
+@dataclass(frozen=True)
+class ChimeSettings:
+    """Short sounds that say what the assistant is doing."""
+
+    on_wake: bool = True
+    """A rising chime when the wake word is heard."""
+    on_send: bool = True
+    """A falling chime when the question is sent."""
+    volume: float = 0.25
+    """Chime volume, 0 to 1."""
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    """Voice on this machine: wake word, transcription, speech, talk mode. Audio heard before
+    the wake word is never stored or sent anywhere."""
+
+    enabled: bool = False
+    """Listen for the wake word all the time (the tray's Voice menu turns it on)."""
+    input_device: str = ""
+    """Microphone: a device name (or part of one) or index from `moltis voice devices`;
+    empty uses the system default."""
+    output_device: str = ""
+    """Speakers: as `input_device`."""
+    push_to_talk_shortcut: str = "Ctrl+Alt+Space"
+    """Global shortcut (tray app) that starts a question without the wake word, e.g.
+    "Ctrl+Alt+Space"; empty turns it off."""
+    keep_audio: bool = False
+    """Keep the recorded questions (never the audio before the wake word) as WAV files in
+    the state directory's `voice/recordings`."""
+    model_mirror: str = ""
+    """Base URL to download voice models from instead of their home sites (a mirror)."""
+    wake: WakeSettings = field(default_factory=WakeSettings)
+    """Wake word."""
+    stt: SttSettings = field(default_factory=SttSettings)
+    """Transcription."""
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    """Speech."""
+    talk: TalkSettings = field(default_factory=TalkSettings)
+    """The conversation loop."""
+    chimes: ChimeSettings = field(default_factory=ChimeSettings)
+    """Chimes."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of Moltis Desktop's settings."""
 
@@ -375,6 +502,8 @@ class Settings:
     """Usage and cost."""
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     """Discovery on the local network."""
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
+    """Voice: wake word, transcription, speech."""
 
 
 RESTART_KEYS = frozenset({"gateway.bind", "gateway.port", "gateway.tls.enabled"})

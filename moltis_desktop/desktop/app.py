@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
     from moltis_desktop.desktop.pair_dialog import PairDialog
     from moltis_desktop.desktop.settings_dialog import SettingsDialog
+    from moltis_desktop.desktop.voice_menu import VoiceMenu
     from moltis_desktop.gateway.server import GatewayServer
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ STATES = {
     "idle": "ready",
     "working": "replying",
     "listening": "listening",
+    "speaking": "speaking",
     "attention": "waiting for you",
     "error": "needs attention",
 }
@@ -100,6 +102,7 @@ class DesktopApp(QObject):
         self._onboarding_load: asyncio.Future[None] | None = None
         self.ollama_url = runtime.env.get("OLLAMA_HOST", "http://127.0.0.1:11434")
         self._quit = asyncio.Event()
+        self.voice_menu: VoiceMenu | None = None
         self.tray = QSystemTrayIcon(app_icon(), self)
         self.menu = QMenu()
         self.menu.aboutToShow.connect(self.rebuild_menu)
@@ -131,6 +134,12 @@ class DesktopApp(QObject):
                 gateway = dict(self.runtime.overrides.get("gateway") or {})
                 self.runtime.overrides["gateway"] = {**gateway, "port": port}
         self.gateway.listeners.append(self._on_event)
+        from moltis_desktop.desktop.voice_menu import VoiceMenu
+
+        self.voice_menu = VoiceMenu(
+            self.gateway, set_tray_state=self._voice_state, notify=self._notify
+        )
+        self.voice_menu.start()
         self._set_state("idle")
         self.tray.show()
         if self.first_run():
@@ -186,6 +195,8 @@ class DesktopApp(QObject):
         flush sessions, remove the tray icon and the windows."""
         if self.gateway is not None and self._on_event in self.gateway.listeners:
             self.gateway.listeners.remove(self._on_event)
+        if self.voice_menu is not None:
+            self.voice_menu.stop()
         if self.node is not None:
             await self.node.stop()
             self.node = None
@@ -216,6 +227,20 @@ class DesktopApp(QObject):
         if error:
             tip += f" ({error})"
         self.tray.setToolTip(tip)
+
+    def _voice_state(self, state: str, error: str) -> None:
+        """The voice loop's state on the tray icon; replies and pairing keep theirs."""
+        if state == "idle" and self.state in ("listening", "speaking"):
+            self._set_state("working" if self.running else "idle")
+        elif state in ("listening", "speaking") and self.state in ("idle", "working"):
+            self._set_state(state)
+        elif state in ("listening", "speaking") and self.state in ("listening", "speaking"):
+            self._set_state(state)
+        elif state == "error":
+            self._set_state("error", error)
+
+    def _notify(self, title: str, text: str) -> None:
+        self.tray.showMessage(title, text, app_icon(), 8000)
 
     def _on_event(self, event: str, payload: Any) -> None:
         if self._pair_dialog is not None and self._pair_dialog.isVisible():
@@ -320,6 +345,8 @@ class DesktopApp(QObject):
                     lambda _=False, rid=req["requestId"]: self.decide_pairing(rid, False),
                 )
             menu.addSeparator()
+        if self.voice_menu is not None:
+            self.voice_menu.build(menu)
         pair = self._add(menu, "Pair a Phone…", self.open_pair_dialog)
         pair.setEnabled(self.gateway is not None)
         self._add(menu, "Set Up a Provider…", self.open_onboarding)

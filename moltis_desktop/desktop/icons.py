@@ -13,6 +13,7 @@ STATE_COLOURS = {
     "idle": None,
     "working": "#22c55e",
     "listening": "#3b82f6",
+    "speaking": "#8b5cf6",
     "attention": "#f59e0b",
     "error": "#ef4444",
 }

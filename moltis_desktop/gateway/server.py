@@ -62,6 +62,10 @@ EVENTS = (
     "node.pair.resolved",
     "node.invoke.request",
     "voicewake.changed",
+    "talk.mode",
+    "tts.changed",
+    "voice.state",
+    "voice.models.progress",
 )
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)
@@ -95,6 +99,8 @@ def builtin_tables() -> list[MethodTable]:
         secrets,
         sessions,
         system,
+        voice,
+        voice_models,
     )
 
     return [
@@ -107,6 +113,8 @@ def builtin_tables() -> list[MethodTable]:
         secrets.TABLE,
         devices.TABLE,
         nodes.TABLE,
+        voice.TABLE,
+        voice_models.TABLE,
     ]
 
 
@@ -173,6 +181,11 @@ class GatewayServer:
         self.mdns: MdnsAdvertiser | None = None
         """Advertises the gateway on mDNS, from `start` to `stop` (MOLTIS_DISABLE_MDNS=1 or
         OPENCLAW_DISABLE_BONJOUR=1 in the environment turns it off)."""
+        self.voice: Any = None
+        """The voice service (`voice.service.VoiceService`): speech, transcription, the talk
+        loop; set by the runtime. None in a gateway built without it."""
+        self.voice_models: Any = None
+        """The voice model manager (`voice.models.ModelManager`); set by the runtime."""
         self.config_lock = asyncio.Lock()
         """Serialises config writes made through the protocol."""
         config.subscribe(self._on_config_changed)

@@ -165,6 +165,7 @@ class FakeLLM:
         app.router.add_post("/v1/messages", self._anthropic_messages)
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/audio/speech", self._openai_speech)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
@@ -247,6 +248,27 @@ class FakeLLM:
         include_usage = bool((rec.body.get("stream_options") or {}).get("include_usage"))
         events = wire.openai_chunks(turn, model, self._serial, include_usage=include_usage)
         return await self._stream(request, turn, events)
+
+    async def _openai_speech(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's speech API: `response_format: pcm` is raw 16-bit mono 24 kHz, sent in
+        pieces; here a 440 Hz tone lasting 50 ms per character of the input."""
+        rec = await self._record(request)
+        if self._unauthorised(rec):
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}},
+                status=401,
+            )
+        import numpy as np
+
+        samples = int(24000 * 0.05 * len(str(rec.body.get("input", ""))))
+        tone = (np.sin(2 * np.pi * 440 * np.arange(samples) / 24000) * 8000).astype("<i2")
+        response = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
+        await response.prepare(request)
+        data = tone.tobytes()
+        for i in range(0, len(data), 4801):  # odd-sized pieces: the client must re-align
+            await response.write(data[i : i + 4801])
+        await response.write_eof()
+        return response
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         rec = await self._record(request)

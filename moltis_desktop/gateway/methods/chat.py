@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from moltis_desktop.agent.runs import Run
     from moltis_desktop.agent.service import ChatService, SendOutcome
     from moltis_desktop.gateway.context import MethodContext
+    from moltis_desktop.gateway.server import GatewayServer
 
 TABLE = MethodTable()
 
@@ -67,10 +68,17 @@ def _existing(chat: ChatService, run_id: str) -> dict[str, Any] | None:
     return {"runId": run_id, "status": status, "sessionKey": run.session_key}
 
 
-async def _send(
-    ctx: MethodContext, chat: ChatService, key: str, message: str, run_id: str, **kwargs: Any
+async def send_message(
+    gateway: GatewayServer,
+    chat: ChatService,
+    key: str,
+    message: str,
+    run_id: str,
+    **kwargs: Any,
 ) -> SendOutcome:
-    bridge = ctx.gateway.chat_bridge
+    """What `chat.send` does with a message (voice uses it too): the chat service takes it,
+    and its reply streams to every client through the chat event bridge."""
+    bridge = gateway.chat_bridge
     outcome = await chat.send(key, message, run_id=run_id, sink=bridge, **kwargs)
     if outcome.run is None and outcome.reply is not None:
         bridge.command_reply(run_id, outcome.session_key, outcome.agent_id, outcome.reply)
@@ -86,8 +94,8 @@ async def chat_send(ctx: MethodContext, params: ChatSendParams) -> dict[str, Any
     if previous is not None:
         return previous
     key = chat.session_key(params.session_key, params.agent_id)
-    outcome = await _send(
-        ctx,
+    outcome = await send_message(
+        ctx.gateway,
         chat,
         key,
         params.message,
@@ -278,8 +286,8 @@ async def agent(ctx: MethodContext, params: AgentParams) -> dict[str, Any]:
     model = (
         f"{params.provider}/{params.model}" if params.provider and params.model else params.model
     )
-    outcome = await _send(
-        ctx,
+    outcome = await send_message(
+        ctx.gateway,
         chat,
         key,
         params.message,

@@ -1,0 +1,246 @@
+"""The voice service: the models, the engines and the listening loop, as one object the
+runtime builds and the gateway, the tray and the CLI use.
+
+It knows nothing of the gateway: the runtime hands it `ask` (a transcript in, the
+assistant's reply out) and observers for its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moltis_desktop.config.settings import VoiceSettings
+from moltis_desktop.voice.errors import VoiceError
+
+if TYPE_CHECKING:
+    from moltis_desktop.voice.audio import AudioSink, AudioSource
+    from moltis_desktop.voice.models import ModelManager
+    from moltis_desktop.voice.pipeline import Ask, EventCallback, VoicePipeline
+    from moltis_desktop.voice.stt import Transcriber, Transcript
+    from moltis_desktop.voice.tts import Speech, SpeechProvider
+
+_LOGGER = logging.getLogger(__name__)
+
+TTS_PROVIDERS = ("piper", "openai")
+
+
+class VoiceService:
+    """Speech in and out on this machine."""
+
+    def __init__(
+        self,
+        models: ModelManager,
+        *,
+        settings: Callable[[], VoiceSettings] = VoiceSettings,
+        openai_credentials: Callable[[], tuple[str | None, str]] | None = None,
+        recordings_dir: Path | None = None,
+    ) -> None:
+        self.models = models
+        self.settings = settings
+        self.openai_credentials = openai_credentials or (lambda: (None, ""))
+        self.recordings_dir = recordings_dir
+        self.observers: list[EventCallback] = []
+        """Called with every pipeline event (kind, data); must not block."""
+        self.ask: Ask | None = None
+        """Sends a transcript to the assistant and returns the reply (set by the runtime)."""
+        self.pipeline: VoicePipeline | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._transcribers: dict[tuple[str, str, str, int], Transcriber] = {}
+        self._piper: Any = None
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ engines
+
+    def stt_model_path(self) -> Path:
+        from moltis_desktop.voice.models import whisper_id
+
+        model = self.settings().stt.model
+        path = Path(model).expanduser()
+        if path.is_dir():
+            return path
+        return self.models.require(whisper_id(model))
+
+    def transcriber(self) -> Transcriber:
+        """The transcriber for the current settings (one per model and options)."""
+        from moltis_desktop.voice.stt import Transcriber
+
+        stt = self.settings().stt
+        path = self.stt_model_path()
+        key = (str(path), stt.compute_type, stt.language, stt.beam_size)
+        if key not in self._transcribers:
+            self._transcribers[key] = Transcriber(
+                path,
+                compute_type=stt.compute_type,
+                language=stt.language,
+                beam_size=stt.beam_size,
+                threads=stt.threads,
+            )
+        return self._transcribers[key]
+
+    async def transcribe_audio(self, data: bytes, *, language: str | None = None) -> Transcript:
+        """A voice note (any format PyAV reads) as text."""
+        transcriber = self.transcriber()
+        return await asyncio.to_thread(transcriber.transcribe_file, data, language=language)
+
+    def _piper_voice_path(self, voice: str) -> Path:
+        from moltis_desktop.voice.models import piper_id
+
+        path = Path(voice).expanduser()
+        if path.suffix == ".onnx":
+            if not path.is_file():
+                raise VoiceError(f"the piper voice {path} does not exist; set voice.tts.voice")
+            return path
+        return self.models.require(piper_id(voice))
+
+    def speech_provider(self, provider_id: str | None = None) -> SpeechProvider:
+        """The speech provider in use (or the one asked for)."""
+        from moltis_desktop.voice.tts import OpenAiTts, PiperTts
+
+        tts = self.settings().tts
+        chosen = provider_id or tts.provider
+        if chosen == "openai":
+            return OpenAiTts(
+                self.openai_credentials, model=tts.openai_model, voice=tts.openai_voice
+            )
+        if chosen != "piper":
+            raise VoiceError(f"unknown speech provider {chosen!r}: use piper or openai")
+        if self._piper is None or self._piper.default_voice != tts.voice:
+            self._piper = PiperTts(self._piper_voice_path, tts.voice)
+        return self._piper  # type: ignore[no-any-return]
+
+    def providers(self) -> list[SpeechProvider]:
+        return [self.speech_provider(p) for p in TTS_PROVIDERS]
+
+    async def synthesize(
+        self, text: str, *, provider: str | None = None, voice: str = "", speed: float = 0.0
+    ) -> Speech:
+        """Speech for `text` (voice and speed default to the settings)."""
+        from moltis_desktop.voice.directive import speakable
+        from moltis_desktop.voice.tts import VoiceOptions, synthesize
+
+        tts = self.settings().tts
+        spoken = speakable(text, tts.max_chars)
+        options = VoiceOptions(voice=voice, speed=speed or tts.speed)
+        return await synthesize(self.speech_provider(provider), spoken, options)
+
+    # ------------------------------------------------------------------ the loop
+
+    @property
+    def listening(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "error":
+            self.last_error = str(data.get("message", ""))
+        for observer in list(self.observers):
+            try:
+                observer(kind, data)
+            except Exception:
+                _LOGGER.exception("voice observer failed on %s", kind)
+
+    def build_pipeline(
+        self,
+        source: AudioSource,
+        sink: AudioSink,
+        *,
+        wake: bool = True,
+        chime_sink: AudioSink | None = None,
+    ) -> VoicePipeline:
+        """A pipeline on the given audio (the microphone, or a file for `voice listen`)."""
+        from moltis_desktop.voice.pipeline import VoicePipeline
+        from moltis_desktop.voice.vad import Vad
+        from moltis_desktop.voice.wakeword import WakeWordDetector
+
+        settings = self.settings()
+        if self.ask is None:
+            raise VoiceError("the assistant is not running; voice has nobody to talk to")
+        detector = None
+        if wake:
+            detector = WakeWordDetector(
+                settings.wake.models,
+                threshold=settings.wake.threshold,
+                refractory_s=settings.wake.refractory_s,
+                vad=Vad() if settings.wake.vad_gate else None,
+            )
+        return VoicePipeline(
+            source=source,
+            sink=sink,
+            detector=detector,
+            vad=Vad(),
+            transcriber=self.transcriber(),
+            tts=self.speech_provider,
+            ask=self.ask,
+            settings=self.settings,
+            on_event=self._emit,
+            recordings_dir=self.recordings_dir,
+            chime_sink=chime_sink,
+        )
+
+    async def start(self, source: AudioSource | None = None, sink: AudioSink | None = None) -> None:
+        """Start listening (on the microphone and speakers unless given others)."""
+        from moltis_desktop.voice.audio import Microphone, Speaker
+
+        if self.listening:
+            return
+        settings = self.settings()
+        if source is None:
+            # Say now, to whoever turned voice on, when there is no microphone or speaker.
+            from moltis_desktop.voice.audio import resolve_device
+
+            await asyncio.to_thread(resolve_device, settings.input_device, "input")
+            if sink is None:
+                await asyncio.to_thread(resolve_device, settings.output_device, "output")
+        source = source or Microphone(settings.input_device)
+        sink = sink or Speaker(settings.output_device)
+        # Load the models now, in a thread: the first question should not wait for them.
+        pipeline = await asyncio.to_thread(self.build_pipeline, source, sink)
+        await asyncio.to_thread(pipeline.transcriber.load)
+        self.pipeline = pipeline
+        self.last_error = ""
+        self._task = asyncio.get_running_loop().create_task(self._run(pipeline))
+
+    async def _run(self, pipeline: VoicePipeline) -> None:
+        try:
+            await pipeline.run()
+        except asyncio.CancelledError:
+            raise
+        except VoiceError as exc:
+            _LOGGER.error("voice stopped: %s", exc)
+            self._emit("error", {"message": str(exc)})
+        except Exception as exc:
+            _LOGGER.exception("voice stopped")
+            self._emit("error", {"message": f"{type(exc).__name__}: {exc}"})
+
+    async def stop(self) -> None:
+        """Stop listening (and speaking)."""
+        task, self._task = self._task, None
+        if self.pipeline is not None:
+            self.pipeline.sink.stop()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def push_to_talk(self) -> None:
+        if self.pipeline is None or not self.listening:
+            raise VoiceError("voice is off: turn it on first (tray → Voice → Listen)")
+        self.pipeline.push_to_talk()
+
+    def set_talk_mode(self, enabled: bool) -> None:
+        if self.pipeline is None or not self.listening:
+            raise VoiceError("voice is off: turn it on first (tray → Voice → Listen)")
+        self.pipeline.set_talk_mode(enabled)
+
+    def status(self) -> dict[str, Any]:
+        pipeline = self.pipeline
+        return {
+            "listening": self.listening,
+            "state": pipeline.state if pipeline and self.listening else "off",
+            "talkMode": bool(pipeline and pipeline.talk_mode and self.listening),
+            "error": self.last_error or None,
+        }

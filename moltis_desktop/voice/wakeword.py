@@ -1,0 +1,198 @@
+"""The wake word: openWakeWord models, run by pyopen-wakeword's numpy-only TFLite runtime.
+
+Why pyopen-wakeword rather than `openwakeword` 0.6.0: the latter's wheel ships no models
+(it would download them from GitHub) and its Linux runtime, tflite-runtime, is built for
+numpy 1 and fails to load under numpy 2. pyopen-wakeword (Apache-2.0, by the Rhasspy
+authors) runs the same openWakeWord models (melspectrogram → embedding → classifier), ships
+the built-in ones, and needs nothing but numpy. Classifiers in ONNX form (`.onnx`, the other
+format openWakeWord trains to) run on onnxruntime, which faster-whisper already brings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moltis_desktop.voice.audio import CHUNK_SAMPLES, SAMPLE_RATE
+from moltis_desktop.voice.errors import ModelMissingError, VoiceError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from moltis_desktop.voice.audio import Pcm
+    from moltis_desktop.voice.vad import Vad
+
+_LOGGER = logging.getLogger(__name__)
+
+BUILTIN_MODELS = {
+    "hey_jarvis": "hey jarvis",
+    "alexa": "alexa",
+    "hey_mycroft": "hey mycroft",
+    "hey_rhasspy": "hey rhasspy",
+    "okay_nabu": "okay nabu",
+}
+"""Built-in wake-word models and the phrase each listens for."""
+
+_WW_FEATURES = 96
+_PREROLL_S = 2.0
+"""With VAD gating, audio kept from before speech starts and fed to the model at onset."""
+_HANGOVER_S = 1.0
+"""With VAD gating, how long the model keeps running after speech stops."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A wake word heard."""
+
+    model: str
+    phrase: str
+    score: float
+    at_s: float
+    """Position in the stream, in seconds (end of the chunk that fired)."""
+
+
+def phrase_to_model(phrase: str) -> str | None:
+    """The built-in model for a trigger phrase (`voicewake` triggers), if there is one."""
+    norm = " ".join(phrase.lower().replace(",", " ").replace("_", " ").split())
+    for name, text in BUILTIN_MODELS.items():
+        if norm in (text, name.replace("_", " ")):
+            return name
+    return None
+
+
+class _OnnxClassifier:
+    """An openWakeWord classifier in ONNX form, streaming like pyopen-wakeword's TFLite one."""
+
+    def __init__(self, path: Path) -> None:
+        import numpy as np
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        self.session = onnxruntime.InferenceSession(
+            str(path), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_windows = int(inp.shape[1])
+        self.np = np
+        self.reset()
+
+    def reset(self) -> None:
+        self.window: deque[Any] = deque(maxlen=self.input_windows)
+
+    def process_streaming(self, embeddings: Any) -> list[float]:
+        np = self.np
+        out = []
+        for row in embeddings[0, 0]:
+            self.window.append(row)
+            if len(self.window) == self.input_windows:
+                batch = np.asarray(self.window, np.float32)[None, :, :]
+                (probs,) = self.session.run(None, {self.input_name: batch})
+                out.append(float(np.asarray(probs).ravel()[0]))
+        return out
+
+
+def _load_classifier(spec: str) -> tuple[str, Any]:
+    """(name, classifier) for a built-in model name or a model file path."""
+    try:
+        from pyopen_wakeword import OpenWakeWord
+        from pyopen_wakeword.const import Model
+    except ImportError:
+        raise ModelMissingError(
+            "the wake word needs pyopen-wakeword: pip install 'moltis-desktop[voice]'"
+        ) from None
+    if spec in BUILTIN_MODELS:
+        return spec, OpenWakeWord.from_builtin(Model(spec))
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        known = ", ".join(BUILTIN_MODELS)
+        raise ModelMissingError(
+            f"wake-word model {spec!r} is neither built in ({known}) nor a file; set "
+            "voice.wake.models to one of those or to the path of a .tflite/.onnx model"
+        )
+    if path.suffix == ".tflite":
+        return path.stem, OpenWakeWord.from_model(path)
+    if path.suffix == ".onnx":
+        return path.stem, _OnnxClassifier(path)
+    raise VoiceError(f"{path} is not a .tflite or .onnx openWakeWord model")
+
+
+class WakeWordDetector:
+    """Scores 80 ms chunks of 16 kHz audio against one or more wake-word models.
+
+    Synchronous and CPU-bound: the listener calls it from a worker thread, never on the
+    event loop. Optional VAD gating runs the (costlier) openWakeWord feature models only
+    while there is speech, feeding them the last 2 s of audio when speech starts.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str] = ("hey_jarvis",),
+        *,
+        threshold: float = 0.5,
+        refractory_s: float = 2.0,
+        vad: Vad | None = None,
+    ) -> None:
+        from pyopen_wakeword import OpenWakeWordFeatures
+
+        if not models:
+            raise VoiceError("no wake-word model is set: set voice.wake.models")
+        self.threshold = threshold
+        self.refractory_s = refractory_s
+        self.vad = vad
+        self.features = OpenWakeWordFeatures.from_builtin()
+        self.classifiers = dict(_load_classifier(m) for m in models)
+        self.position = 0
+        """Samples seen so far."""
+        self.last_scores: dict[str, float] = dict.fromkeys(self.classifiers, 0.0)
+        self._last_fire: dict[str, float] = {}
+        self._preroll: deque[Pcm] = deque(maxlen=int(_PREROLL_S * SAMPLE_RATE / CHUNK_SAMPLES))
+        self._active_until = -1.0
+        self.chunks_scored = 0
+
+    def reset(self) -> None:
+        """Forget the audio heard so far (after a wake, before listening again)."""
+        self.features.reset()
+        for clf in self.classifiers.values():
+            clf.reset()
+        self._preroll.clear()
+        self._active_until = -1.0
+        if self.vad is not None:
+            self.vad.reset()
+
+    def process(self, chunk: Pcm) -> list[Detection]:
+        """Score one chunk; the wake words it completes (at most one per model)."""
+        self.position += len(chunk)
+        now = self.position / SAMPLE_RATE
+        if self.vad is None:
+            return self._score([chunk], now)
+        if self.vad.is_speech(chunk):
+            self._active_until = now + _HANGOVER_S
+        if now > self._active_until:
+            self._preroll.append(chunk)
+            return []
+        pending = [*self._preroll, chunk]
+        self._preroll.clear()
+        return self._score(pending, now)
+
+    def _score(self, chunks: list[Pcm], now: float) -> list[Detection]:
+        fired = []
+        for chunk in chunks:
+            self.chunks_scored += 1
+            for features in self.features.process_streaming(chunk.tobytes()):
+                for name, clf in self.classifiers.items():
+                    for score in clf.process_streaming(features):
+                        self.last_scores[name] = score
+                        if score < self.threshold:
+                            continue
+                        if now - self._last_fire.get(name, -1e9) < self.refractory_s:
+                            continue
+                        self._last_fire[name] = now
+                        fired.append(Detection(name, BUILTIN_MODELS.get(name, name), score, now))
+        return fired
