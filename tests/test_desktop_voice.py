@@ -3,7 +3,6 @@ happens without a microphone (Qt offscreen, the real runtime and voice models)."
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from PySide6.QtWidgets import QApplication, QMenu

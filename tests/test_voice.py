@@ -479,3 +479,58 @@ def test_voice_devices_without_sound_hardware_says_what_to_do(tmp_path: Path) ->
     plain = moltis(env, "voice", "devices")
     if not devices:
         assert plain.returncode == 1 and "PulseAudio" in plain.stderr
+
+
+async def test_a_model_missing_on_first_use_is_downloaded_with_progress(
+    start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM, tmp_path: Path
+) -> None:
+    """voice.stt.model = base.en is not installed: starting voice fetches it (here from a
+    mirror on loopback serving the packaged tiny.en files under that name), reporting
+    progress, and it is used from the cache from then on."""
+    from aiohttp import web
+
+    from moltis_desktop.voice.models import ModelManager
+
+    packaged = ModelManager(tmp_path / "unused").require("whisper/tiny.en")
+    served: list[str] = []
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        served.append(request.match_info["name"])
+        return web.FileResponse(packaged / request.match_info["name"])
+
+    app = web.Application()
+    app.router.add_get("/whisper/base.en/{name}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        extra = (
+            f'[voice]\nmodel_mirror = "http://127.0.0.1:{port}"\n[voice.stt]\nmodel = "base.en"\n'
+        )
+        handle, client = await _voice_gateway(start_gateway, make_client, fake, extra)
+        voice = handle.gateway.voice
+        assert voice.missing_models() == ["whisper/base.en"]
+        fake.script(Turn(text=REPLY))
+        events: list[tuple[str, dict[str, Any]]] = []
+        voice.observers.append(lambda k, d: events.append((k, d)))
+        audio = speech.wake_then_question(QUESTION)
+        async with asyncio.timeout(STEP_S):
+            await voice.start(source=WavSource(_wav(audio)), sink=MemorySink())
+            await voice.pipeline.done.wait()
+        downloads = [d for k, d in events if k == "download"]
+        assert downloads[0]["done"] == 0 and downloads[-1]["done"] == downloads[-1]["total"] > 0
+        assert sorted(served) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+        transcript = next(d for k, d in events if k == "transcript")["text"]
+        assert speech.similar(transcript, QUESTION) >= 0.8
+        assert voice.missing_models() == []
+        frames = await _events_until(
+            client,
+            lambda f: f["event"] == "voice.state" and f["payload"]["kind"] == "download",
+        )
+        assert frames[-1]["payload"]["id"] == "whisper/base.en"
+    finally:
+        await runner.cleanup()
+    # Offline from now on: the mirror is gone, and the model is still there.
+    assert voice.models.require("whisper/base.en").is_dir()

@@ -232,9 +232,12 @@ class DesktopApp(QObject):
         """The voice loop's state on the tray icon; replies and pairing keep theirs."""
         if state == "idle" and self.state in ("listening", "speaking"):
             self._set_state("working" if self.running else "idle")
-        elif state in ("listening", "speaking") and self.state in ("idle", "working"):
-            self._set_state(state)
-        elif state in ("listening", "speaking") and self.state in ("listening", "speaking"):
+        elif state in ("listening", "speaking") and self.state in (
+            "idle",
+            "working",
+            "listening",
+            "speaking",
+        ):
             self._set_state(state)
         elif state == "error":
             self._set_state("error", error)

@@ -78,6 +78,8 @@ class VoiceMenu:
             self.state = str(data.get("state", "off"))
             tray = TRAY_STATE.get(self.state)
             self.set_tray_state(tray or "idle", "")
+        elif kind == "download" and not data.get("total"):
+            self.notify("Downloading a voice model", f"{data.get('id')}: first use, once only")
         elif kind == "transcript":
             self.last_transcript = str(data.get("text", ""))
         elif kind == "error":
@@ -228,9 +230,7 @@ class VoiceMenu:
             action.setChecked(provider == "piper" and name == current)
             group.addAction(action)
         menu.addSeparator()
-        cloud = _add(
-            menu, "OpenAI (cloud)", lambda _=False: self.choose("tts.provider", "openai")
-        )
+        cloud = _add(menu, "OpenAI (cloud)", lambda _=False: self.choose("tts.provider", "openai"))
         cloud.setCheckable(True)
         cloud.setChecked(provider == "openai")
         group.addAction(cloud)

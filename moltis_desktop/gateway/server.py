@@ -175,6 +175,13 @@ class GatewayServer:
         self._health_snapshot_raw: Raw | None = None
         self._health_at = -1e9
         self._rebind_handle: asyncio.TimerHandle | None = None
+        self._init_extras()
+        self.config_lock = asyncio.Lock()
+        """Serialises config writes made through the protocol."""
+        config.subscribe(self._on_config_changed)
+
+    def _init_extras(self) -> None:
+        """TLS, mDNS and voice: set up by `start` and by the runtime."""
         self.tls_fingerprint: str | None = None
         """SHA-256 of the TLS certificate served (lowercase hex, no colons); None without TLS."""
         self._ssl_context: ssl.SSLContext | None = None
@@ -186,9 +193,6 @@ class GatewayServer:
         loop; set by the runtime. None in a gateway built without it."""
         self.voice_models: Any = None
         """The voice model manager (`voice.models.ModelManager`); set by the runtime."""
-        self.config_lock = asyncio.Lock()
-        """Serialises config writes made through the protocol."""
-        config.subscribe(self._on_config_changed)
 
     def _init_pairing(self, state_dir: Path, clock: Clock) -> None:
         self.pairing = PairingStore(state_dir, clock)

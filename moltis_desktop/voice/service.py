@@ -128,6 +128,36 @@ class VoiceService:
         options = VoiceOptions(voice=voice, speed=speed or tts.speed)
         return await synthesize(self.speech_provider(provider), spoken, options)
 
+    def missing_models(self) -> list[str]:
+        """The models the current settings need that are neither downloaded nor shipped
+        by a package (model files given as paths are not managed)."""
+        from moltis_desktop.voice.models import piper_id, whisper_id
+
+        settings = self.settings()
+        needed = []
+        if not Path(settings.stt.model).expanduser().is_dir():
+            needed.append(whisper_id(settings.stt.model))
+        if settings.tts.provider == "piper" and not settings.tts.voice.endswith(".onnx"):
+            needed.append(piper_id(settings.tts.voice))
+        return [m for m in needed if self.models.path(m) is None]
+
+    async def ensure_models(self) -> None:
+        """Download what is missing (first use), reporting progress as `download` events."""
+        for model_id in self.missing_models():
+            _LOGGER.info("downloading the voice model %s (first use)", model_id)
+            last = [0.0]
+
+            def progress(
+                done: int, total: int, model_id: str = model_id, last: list[float] = last
+            ) -> None:
+                share = done / total if total else 0.0
+                if share - last[0] >= 0.02 or done == total:
+                    last[0] = share
+                    self._emit("download", {"id": model_id, "done": done, "total": total})
+
+            self._emit("download", {"id": model_id, "done": 0, "total": 0})
+            await self.models.download(model_id, progress)
+
     # ------------------------------------------------------------------ the loop
 
     @property
@@ -197,6 +227,7 @@ class VoiceService:
                 await asyncio.to_thread(resolve_device, settings.output_device, "output")
         source = source or Microphone(settings.input_device)
         sink = sink or Speaker(settings.output_device)
+        await self.ensure_models()
         # Load the models now, in a thread: the first question should not wait for them.
         pipeline = await asyncio.to_thread(self.build_pipeline, source, sink)
         await asyncio.to_thread(pipeline.transcriber.load)

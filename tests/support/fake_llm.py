@@ -254,10 +254,8 @@ class FakeLLM:
         pieces; here a 440 Hz tone lasting 50 ms per character of the input."""
         rec = await self._record(request)
         if self._unauthorised(rec):
-            return web.json_response(
-                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}},
-                status=401,
-            )
+            error = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=401)
         import numpy as np
 
         samples = int(24000 * 0.05 * len(str(rec.body.get("input", ""))))
