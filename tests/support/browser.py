@@ -35,13 +35,17 @@ SHOTS = OUTPUT / "webui"
 class Chromium:
     """One browser for a test; pages are opened signed in to a gateway."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: list[str] | None = None) -> None:
         self._pw: Any = None
         self.browser: Browser | None = None
+        self.extra_args = list(extra_args or [])
+        """More command-line flags (e.g. a fake microphone)."""
 
     async def __aenter__(self) -> Chromium:
         self._pw = await async_playwright().start()
-        self.browser = await self._pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.browser = await self._pw.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *self.extra_args]
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

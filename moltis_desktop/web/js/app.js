@@ -15,6 +15,7 @@ const lazy = {
   config: () => import("./config.js").then((m) => m.ConfigView),
   status: () => import("./status.js").then((m) => m.StatusView),
   devices: () => import("./devices.js").then((m) => m.DevicesView),
+  voice: () => import("./voice.js").then((m) => m.VoiceView),
 };
 
 // ------------------------------------------------------------------ credential
@@ -74,7 +75,7 @@ function effectiveTheme(theme) {
 function parseRoute() {
   const h = location.hash.replace(/^#\/?/, "");
   const [page, ...rest] = h.split("/");
-  if (["explorer", "config", "devices", "status"].includes(page)) return { page };
+  if (["explorer", "config", "devices", "voice", "status"].includes(page)) return { page };
   return { page: "chat", key: rest.length ? decodeURIComponent(rest.join("/")) : null };
 }
 
@@ -269,7 +270,7 @@ function Shell({ gw, onSignOut }) {
       <button type="button" class="btn icon ghost menu-toggle" aria-label="Show chats" aria-expanded=${navOpen} onClick=${() => setNavOpen(!navOpen)}>☰</button>
       <a class="brand" href="#/chat" aria-label="Moltis home"><img src="/ui/icon.svg" alt="" width="24" height="24" /><span>Moltis</span></a>
       <nav class="tabs main-nav" aria-label="Views">
-        ${[["chat", "Chat"], ["explorer", "Explorer"], ["config", "Config"], ["devices", "Devices"], ["status", "Status"]].map(([p, label]) => html`
+        ${[["chat", "Chat"], ["explorer", "Explorer"], ["config", "Config"], ["devices", "Devices"], ["voice", "Voice"], ["status", "Status"]].map(([p, label]) => html`
           <a href=${`#/${p}`} class=${route.page === p ? "active" : ""} aria-current=${route.page === p ? "page" : undefined} data-testid=${`nav-${p}`}>${label}</a>`)}
       </nav>
       <div class="topbar-end">

@@ -114,7 +114,245 @@ function AssistantBody({ content, results }) {
   });
 }
 
-function Message({ msg, isLastAssistant, onRetry, onEdit, busy }) {
+// ------------------------------------------------------------------ voice: the mic and Read aloud
+
+const MIC_TYPES = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/ogg", "audio/mp4"];
+const MAX_RECORDING_MS = 5 * 60 * 1000;
+const MAX_SPOKEN_CHARS = 4000;   // tts.convert's limit
+
+/** Why this page cannot record ("" when it can). Browsers offer the microphone to https
+ * pages and to localhost only: plain http on a LAN address has no `navigator.mediaDevices`. */
+export function micUnavailable() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    return window.isSecureContext === false
+      ? "Voice messages need https or localhost: the browser offers the microphone to secure pages only."
+      : "This browser offers no microphone to web pages.";
+  }
+  if (typeof MediaRecorder === "undefined") return "This browser cannot record audio.";
+  return "";
+}
+
+function micError(err) {
+  switch (err?.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "The microphone is blocked. Allow the microphone for this page in your browser's site settings, then try again.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No microphone found. Connect one (or turn it on) and try again.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The microphone could not be opened: another app may be using it.";
+    default:
+      return `The microphone could not be started: ${err?.message || err}`;
+  }
+}
+
+const clock = (ms) => { const s = Math.floor(ms / 1000); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`; };
+
+/** A voice message: record in the browser (MediaRecorder), transcribe on the gateway
+ * (`moltis.voice.transcribe`), hand the text to `onText`. */
+function useVoiceMessage(gw, onText) {
+  const [phase, setPhase] = useState("idle");   // idle | starting | recording | transcribing
+  const [elapsed, setElapsed] = useState(0);
+  const [error, setError] = useState("");
+  const rec = useRef(null);
+  const alive = useRef(true);
+  const onTextRef = useRef(onText);
+  onTextRef.current = onText;
+
+  const release = (r) => r.stream.getTracks().forEach((t) => t.stop());
+  useEffect(() => () => {
+    alive.current = false;
+    const r = rec.current;
+    if (r) { r.cancelled = true; try { r.recorder.stop(); } catch { /* stopped */ } release(r); }
+  }, []);
+
+  async function finish(r) {
+    const type = r.recorder.mimeType || r.chunks[0]?.type || "audio/webm";
+    const blob = new Blob(r.chunks, { type });
+    if (!blob.size) { setPhase("idle"); setError("Nothing was recorded: check that the microphone is on and not muted."); return; }
+    setPhase("transcribing");
+    try {
+      const audioBase64 = await readFileAsBase64(blob);
+      const res = await gw.request("moltis.voice.transcribe", { audioBase64, mimeType: type }, 180000);
+      if (!alive.current) return;
+      const text = String(res?.text || "").trim();
+      setPhase("idle");
+      if (!text) { setError("No speech was heard in the recording. Try again a little closer to the microphone."); return; }
+      onTextRef.current(text);
+    } catch (err) {
+      if (!alive.current) return;
+      setPhase("idle");
+      setError(`Transcription failed: ${err.message || err}`);
+    }
+  }
+
+  async function start() {
+    const missing = micUnavailable();
+    if (missing) { setError(missing); return; }
+    if (phase !== "idle") return;
+    setError("");
+    setPhase("starting");
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+    } catch (err) {
+      setPhase("idle");
+      setError(micError(err));
+      return;
+    }
+    if (!alive.current) { stream.getTracks().forEach((t) => t.stop()); return; }
+    const mimeType = MIC_TYPES.find((t) => MediaRecorder.isTypeSupported?.(t)) || "";
+    let recorder;
+    try {
+      recorder = new MediaRecorder(stream, mimeType ? { mimeType } : undefined);
+    } catch (err) {
+      stream.getTracks().forEach((t) => t.stop());
+      setPhase("idle");
+      setError(`This browser cannot record audio: ${err.message || err}`);
+      return;
+    }
+    const r = { recorder, stream, chunks: [], cancelled: false, started: Date.now() };
+    rec.current = r;
+    recorder.ondataavailable = (e) => { if (e.data?.size) r.chunks.push(e.data); };
+    recorder.onstop = () => {
+      release(r);
+      if (rec.current === r) rec.current = null;
+      if (!r.cancelled && alive.current) finish(r);
+    };
+    recorder.start(250);
+    setElapsed(0);
+    setPhase("recording");
+  }
+
+  function stop() {
+    const r = rec.current;
+    if (r && r.recorder.state !== "inactive") r.recorder.stop();
+  }
+
+  function cancel() {
+    const r = rec.current;
+    if (!r) return;
+    r.cancelled = true;
+    if (r.recorder.state !== "inactive") r.recorder.stop();
+    else release(r);
+    rec.current = null;
+    setPhase("idle");
+  }
+
+  // The elapsed time, the length limit, and Escape to cancel.
+  useEffect(() => {
+    if (phase !== "recording") return undefined;
+    const tick = setInterval(() => {
+      const r = rec.current;
+      if (!r) return;
+      const ms = Date.now() - r.started;
+      setElapsed(ms);
+      if (ms >= MAX_RECORDING_MS) stop();
+    }, 250);
+    const onKey = (e) => { if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); cancel(); } };
+    addEventListener("keydown", onKey, true);
+    return () => { clearInterval(tick); removeEventListener("keydown", onKey, true); };
+  }, [phase]);
+
+  return { phase, elapsed, error, setError, start, stop, cancel };
+}
+
+/** One sound at a time: starting one stops the one playing. */
+let playing = null;   // { owner, audio, url, done }
+
+export function stopSpeech(owner) {
+  const p = playing;
+  if (!p || (owner && p.owner !== owner)) return;
+  playing = null;
+  p.audio.pause();
+  p.audio.remove();
+  URL.revokeObjectURL(p.url);
+  p.done();
+}
+
+/** Play speech from `tts.convert` (base64); resolves when it ends or is stopped. The page's
+ * CSP allows media from blob: URLs (not data:), so the bytes go through a Blob. */
+export function playSpeech(base64, mimeType = "audio/wav", owner = {}) {
+  stopSpeech();
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const url = URL.createObjectURL(new Blob([bytes], { type: mimeType || "audio/wav" }));
+  const audio = document.createElement("audio");
+  audio.dataset.testid = "speech-audio";
+  audio.src = url;
+  document.body.append(audio);
+  return new Promise((resolve, reject) => {
+    const entry = { owner, audio, url, done: resolve };
+    playing = entry;
+    const fail = (why) => {
+      if (playing !== entry) return;
+      playing = null;
+      audio.remove();
+      URL.revokeObjectURL(url);
+      reject(new Error(why));
+    };
+    audio.onended = () => { if (playing === entry) stopSpeech(); };
+    audio.onerror = () => fail("the browser could not play the audio");
+    audio.play().catch((err) => fail(err.name === "NotAllowedError" ? "the browser blocked playing sound: click Read aloud again" : String(err.message || err)));
+  });
+}
+
+/** A reply as something to say: no code, links as their words, no Markdown marks. */
+export function speakable(text) {
+  let out = String(text || "")
+    .replace(/```[\s\S]*?```/g, " (code) ")
+    .replace(/!\[([^\]]*)\]\([^)]*\)/g, "$1")
+    .replace(/\[([^\]]+)\]\([^)]*\)/g, "$1")
+    .replace(/^\s*\|?[-:| ]+\|[-:| ]*$/gm, "")
+    .replace(/[*_`#>|~]+/g, " ")
+    .replace(/\s+/g, " ")
+    .trim();
+  if (out.length > MAX_SPOKEN_CHARS) {
+    const cut = out.slice(0, MAX_SPOKEN_CHARS);
+    const end = Math.max(cut.lastIndexOf(". "), cut.lastIndexOf("! "), cut.lastIndexOf("? "));
+    out = end > MAX_SPOKEN_CHARS / 2 ? cut.slice(0, end + 1) : cut;
+  }
+  return out;
+}
+
+const SPEAKER_ICON = html`<svg aria-hidden="true" width="15" height="15" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M11 5 6 9H2v6h4l5 4V5z"/><path d="M15.5 8.5a5 5 0 0 1 0 7"/><path d="M19 5a10 10 0 0 1 0 14"/></svg>`;
+const STOP_ICON = html`<svg aria-hidden="true" width="13" height="13" viewBox="0 0 24 24" fill="currentColor"><rect x="5" y="5" width="14" height="14" rx="2"/></svg>`;
+const MIC_ICON = html`<svg aria-hidden="true" width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="9" y="2" width="6" height="12" rx="3"/><path d="M5 10v1a7 7 0 0 0 14 0v-1"/><path d="M12 18v4"/></svg>`;
+
+/** "Read aloud" on a reply: `tts.convert` on the gateway, played here. */
+function ReadAloud({ gw, text }) {
+  const [state, setState] = useState("idle");   // idle | loading | playing
+  const [error, setError] = useState("");
+  const owner = useRef({});
+  const alive = useRef(true);
+  useEffect(() => () => { alive.current = false; stopSpeech(owner.current); }, []);
+  async function click() {
+    if (state === "playing") { stopSpeech(owner.current); return; }
+    if (state === "loading") return;
+    const say = speakable(text);
+    if (!say) return;
+    setError("");
+    setState("loading");
+    try {
+      const res = await gw.request("tts.convert", { text: say }, 120000);
+      if (!alive.current) return;
+      setState("playing");
+      await playSpeech(res.audioBase64, res.mimeType, owner.current);
+    } catch (err) {
+      if (alive.current) setError(err.message || String(err));
+    } finally {
+      if (alive.current) setState("idle");
+    }
+  }
+  return html`<button type="button" class=${`btn small ghost read-aloud ${state}`} data-testid="read-aloud" data-state=${state}
+      aria-label=${state === "playing" ? "Stop reading aloud" : undefined} aria-busy=${state === "loading" ? "true" : undefined} onClick=${click}>
+      ${state === "playing" ? STOP_ICON : state === "loading" ? html`<span class="spinner small" aria-hidden="true"></span>` : SPEAKER_ICON}
+      ${state === "playing" ? "Stop" : state === "loading" ? "Read aloud…" : "Read aloud"}</button>
+    ${error ? html`<span class="msg-flag error" role="alert" data-testid="read-aloud-error">Could not read aloud: ${error}</span>` : null}`;
+}
+
+function Message({ gw, msg, isLastAssistant, onRetry, onEdit, busy }) {
   const [editing, setEditing] = useState(false);
   const [draft, setDraft] = useState("");
   const when = toMs(msg.timestamp) ? new Date(toMs(msg.timestamp)) : null;
@@ -152,6 +390,7 @@ function Message({ msg, isLastAssistant, onRetry, onEdit, busy }) {
       <div class="msg-actions">
         <${UsageLine} usage=${msg.usage} model=${msg.model} />
         ${isLastAssistant ? html`<button type="button" class="btn small ghost" disabled=${busy} onClick=${onRetry}>Retry</button>` : null}
+        ${gw?.can("tts.convert") && speakable(textOf(msg.content)) ? html`<${ReadAloud} gw=${gw} text=${textOf(msg.content)} />` : null}
       </div>
     </div>
   </div>`;
@@ -320,6 +559,19 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
     }
   }
 
+  const voice = useVoiceMessage(gw, (t) => send(t));
+  const canRecord = gw.can("moltis.voice.transcribe");
+  const noMic = canRecord ? micUnavailable() : "";
+  const recording = voice.phase === "recording" || voice.phase === "starting";
+  const stopButton = useRef(null);
+  useEffect(() => { if (voice.phase === "recording") stopButton.current?.focus(); }, [voice.phase]);
+  const prevPhase = useRef(voice.phase);
+  useEffect(() => {
+    // Back to typing after a recording (sent, cancelled or failed).
+    if (prevPhase.current !== "idle" && voice.phase === "idle") setTimeout(() => textarea.current?.focus(), 0);
+    prevPhase.current = voice.phase;
+  }, [voice.phase]);
+
   function submit() {
     if (busy) return;
     const t = text;
@@ -400,28 +652,45 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
       ${!loaded ? html`<div class="loading" role="status">Loading history…</div>` : null}
       ${hidden > 0 ? html`<button type="button" class="btn small ghost earlier" onClick=${showEarlier}>
           Show ${hidden} earlier message${hidden === 1 ? "" : "s"}</button>` : null}
-      ${grouped.slice(hidden).map((m, j) => { const i = j + hidden; return html`<${Message} key=${m.id || i} msg=${m} busy=${busy}
+      ${grouped.slice(hidden).map((m, j) => { const i = j + hidden; return html`<${Message} key=${m.id || i} gw=${gw} msg=${m} busy=${busy}
           isLastAssistant=${i === lastAssistantIdx && i === grouped.length - 1}
           onRetry=${retry} onEdit=${(t) => send(t)} />`; })}
       ${live ? html`<${LiveReply} live=${live} />` : null}
     </div>
     ${error ? html`<div class="chat-error" role="alert" data-testid="chat-error">${error}
       <button type="button" class="btn small ghost" onClick=${() => setError("")} aria-label="Dismiss error">✕</button></div>` : null}
+    ${voice.error ? html`<div class="chat-error" role="alert" data-testid="mic-error">${voice.error}
+      <button type="button" class="btn small ghost" onClick=${() => voice.setError("")} aria-label="Dismiss">✕</button></div>` : null}
     <form class=${`composer ${dragging ? "dragging" : ""}`} onSubmit=${(e) => { e.preventDefault(); submit(); }}>
       ${files.length ? html`<ul class="attachments" aria-label="Attachments">${files.map((f, i) => html`
         <li class="chip">${f.name} <span class="muted">${Math.ceil(f.size / 1024)} KB</span>
           <button type="button" class="chip-x" aria-label=${`Remove ${f.name}`} onClick=${() => setFiles((cur) => cur.filter((_, j) => j !== i))}>✕</button></li>`)}</ul>` : null}
       <div class="composer-row">
-        <label class="btn icon attach" title="Attach files">
+        <label class="btn icon attach" title="Attach files" hidden=${voice.phase !== "idle"}>
           <svg aria-hidden="true" width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M21.44 11.05l-9.19 9.19a6 6 0 0 1-8.49-8.49l9.19-9.19a4 4 0 0 1 5.66 5.66l-9.2 9.19a2 2 0 0 1-2.83-2.83l8.49-8.48"/></svg><span class="sr-only">Attach files</span>
           <input type="file" multiple class="sr-only" data-testid="file-input"
             onChange=${(e) => { addFiles([...e.currentTarget.files]); e.currentTarget.value = ""; }} />
         </label>
-        <textarea ref=${textarea} rows="1" placeholder="Message Moltis…" aria-label="Message" data-testid="composer"
+        ${recording ? html`<div class="recording" data-testid="mic-recording">
+            <span class="rec-dot" aria-hidden="true"></span>
+            <span role="status">${voice.phase === "starting" ? "Starting the microphone…" : "Recording"}</span>
+            ${voice.phase === "recording" ? html`<span class="rec-time" role="timer" aria-label="Recording time">${clock(voice.elapsed)}</span>` : null}
+            <span class="hint rec-hint">Esc cancels</span>
+          </div>` : null}
+        ${voice.phase === "transcribing" ? html`<div class="recording" data-testid="mic-transcribing">
+            <span class="spinner" aria-hidden="true"></span><span role="status">Transcribing…</span></div>` : null}
+        <textarea ref=${textarea} rows="1" placeholder="Message Moltis…" aria-label="Message" data-testid="composer" hidden=${voice.phase !== "idle"}
           value=${text} onInput=${(e) => { setText(e.currentTarget.value); e.currentTarget.style.height = "auto"; e.currentTarget.style.height = `${Math.min(e.currentTarget.scrollHeight, 240)}px`; }}
           onKeyDown=${onKeyDown}
           onPaste=${(e) => { const fl = [...(e.clipboardData?.files || [])]; if (fl.length) { e.preventDefault(); addFiles(fl); } }}></textarea>
-        ${busy
+        ${canRecord && voice.phase === "idle" ? html`<button type="button" class=${`btn icon ghost mic ${noMic ? "unavailable" : ""}`} data-testid="mic"
+            aria-label="Record a voice message" aria-disabled=${noMic || busy ? "true" : undefined}
+            title=${noMic || "Record a voice message (it is transcribed on the gateway and sent)"}
+            onClick=${() => { if (!busy) voice.start(); }}>${MIC_ICON}</button>` : null}
+        ${recording ? html`<button type="button" class="btn" data-testid="mic-cancel" onClick=${voice.cancel}>Cancel</button>
+          <button type="button" class="btn danger rec-stop" data-testid="mic-stop" ref=${stopButton} disabled=${voice.phase !== "recording"}
+            aria-label="Stop recording and send" onClick=${voice.stop}>${STOP_ICON} Stop</button>` : null}
+        ${voice.phase !== "idle" ? null : busy
           ? html`<button type="button" class="btn danger" data-testid="stop" onClick=${stop}>Stop</button>`
           : html`<button type="submit" class="btn primary" data-testid="send" disabled=${!text.trim() && !files.length}>Send</button>`}
       </div>
