@@ -33,7 +33,7 @@ from moltis_desktop.voice.tts import VoiceOptions
 
 if TYPE_CHECKING:
     from moltis_desktop.voice.audio import AudioSink, AudioSource, Pcm
-    from moltis_desktop.voice.stt import Transcriber
+    from moltis_desktop.voice.stt import Transcriber, Transcript
     from moltis_desktop.voice.tts import SpeechProvider
     from moltis_desktop.voice.vad import Vad
     from moltis_desktop.voice.wakeword import WakeWordDetector
@@ -46,6 +46,9 @@ Ask = Callable[[str], Awaitable[str]]
 _LEAD_IN_S = 0.5
 """Audio from just before the wake fired that starts the question (the detector fires a
 few hundred ms after the phrase ends; a question said without a pause starts in there)."""
+_SPECULATE_MS = 240
+"""Silence after speech at which transcription starts, before the utterance is known to
+have ended: when the silence lasts, the transcript is ready about as soon as it does."""
 _BARGE_IN_WINDOWS = 3
 """Consecutive 32 ms speech windows that count as the user talking over a reply."""
 _WAKE_WORDS = re.compile(
@@ -114,6 +117,7 @@ class VoicePipeline:
         self._work: asyncio.Task[None] | None = None
         self._trigger: str | None = None
         self._turn: Turn | None = None
+        self._speculation: asyncio.Task[Transcript] | None = None
         self.done = asyncio.Event()
 
     # ------------------------------------------------------------------ control
@@ -195,6 +199,7 @@ class VoicePipeline:
         self._capture = list(self._recent) if lead_in else []
         self._recent.clear()
         self._capture_started = time.monotonic()
+        self._speculation = None
         self._speech_seen = False
         self._silence = 0
         self.vad.reset()
@@ -210,6 +215,7 @@ class VoicePipeline:
         if speech:
             self._speech_seen = True
             self._silence = 0
+            self._speculation = None  # the user went on: that transcript is stale
         else:
             self._silence += chunk_ms
         heard_s = len(self._capture) * CHUNK_SAMPLES / SAMPLE_RATE
@@ -231,25 +237,40 @@ class VoicePipeline:
             return
         if self._silence >= settings.end_silence_ms or heard_s >= settings.max_utterance_s:
             self._finish_capture()
+        elif self._silence >= _SPECULATE_MS and self._speculation is None:
+            audio = self._utterance()
+            self._speculation = asyncio.get_running_loop().create_task(
+                self.transcriber.transcribe(audio)
+            )
+            # A speculation overtaken by more speech is dropped, never awaited.
+            self._speculation.add_done_callback(
+                lambda t: None if t.cancelled() else t.exception()
+            )
 
     def _turn_source(self) -> str:
         return self._turn.source if self._turn else ""
 
-    def _finish_capture(self) -> None:
+    def _utterance(self) -> Pcm:
+        """The audio captured so far, with at most `grace_ms` of the trailing silence."""
         import numpy as np
 
         settings = self.settings().talk
+        drop = max(0, self._silence - settings.grace_ms) * SAMPLE_RATE // 1000
+        audio: Pcm = np.concatenate(self._capture)
+        return audio[: len(audio) - drop] if drop else audio
+
+    def _finish_capture(self) -> None:
         assert self._turn is not None
-        keep_silence = max(0, self._silence - settings.grace_ms) * SAMPLE_RATE // 1000
-        audio = np.concatenate(self._capture)
-        if keep_silence:
-            audio = audio[: len(audio) - keep_silence]
+        audio = self._utterance()
+        speculation, self._speculation = self._speculation, None
         self._turn.speech_end = time.monotonic() - self._silence / 1000.0
         self._capture = []
         self._mode = "busy"
         self._barge_run = 0
         self.vad.reset()
-        self._work = asyncio.get_running_loop().create_task(self._respond(self._turn, audio))
+        self._work = asyncio.get_running_loop().create_task(
+            self._respond(self._turn, audio, speculation)
+        )
 
     def _to_wake(self) -> None:
         self._mode = "wake"
@@ -286,9 +307,11 @@ class VoicePipeline:
 
     # ------------------------------------------------------------------ one question
 
-    async def _respond(self, turn: Turn, audio: Pcm) -> None:
+    async def _respond(
+        self, turn: Turn, audio: Pcm, speculation: asyncio.Task[Transcript] | None = None
+    ) -> None:
         try:
-            await self._respond_inner(turn, audio)
+            await self._respond_inner(turn, audio, speculation)
         except asyncio.CancelledError:
             raise
         except VoiceError as exc:
@@ -301,11 +324,15 @@ class VoicePipeline:
             self._work = None
             self._to_wake()
 
-    async def _respond_inner(self, turn: Turn, audio: Pcm) -> None:
+    async def _respond_inner(
+        self, turn: Turn, audio: Pcm, speculation: asyncio.Task[Transcript] | None
+    ) -> None:
         settings = self.settings()
         self._set_state("transcribing")
         self._keep(audio)
-        result = await self.transcriber.transcribe(audio)
+        # Started during the silence that ended the question (same speech, a little less
+        # trailing silence), so usually finished by now.
+        result = await (speculation or self.transcriber.transcribe(audio))
         text = _WAKE_WORDS.sub("", result.text).strip() if turn.source == "wake" else result.text
         turn.transcript = text
         self._emit(
