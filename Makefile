@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MOLTIS_TEST_CACHE ?= $(HOME)/.cache/moltis-desktop
 
-.PHONY: install run test lint bench bench-ui bench-desktop clean
+.PHONY: install run test lint bench bench-ui bench-desktop bench-voice clean
 
 install:
 	@scripts/install.sh
@@ -28,6 +28,9 @@ bench-ui: install
 
 bench-desktop: install
 	$(BIN)/python bench/bench_desktop.py
+
+bench-voice: install
+	$(BIN)/python bench/bench_voice.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -359,7 +359,7 @@ class Runtime:
                 await self._agent_task
         if self.gateway is not None and self.gateway.voice is not None:
             await self.gateway.voice.stop()
-            await self.gateway.voice_models.aclose()
+            await self.gateway.voice.models.aclose()
         if self.services is not None:
             await self.services.chat.close()
         if self.gateway is not None:

@@ -108,7 +108,9 @@ async def test_hey_jarvis_question_goes_through_chat_send_and_the_reply_is_spoke
     final = frames[-1]["payload"]
     assert final["runId"].startswith("voice-")
     assert final["message"]["content"][0]["text"] == REPLY
-    assert any(f["event"] == "voice.state" and f["payload"]["kind"] == "wake" for f in frames)
+    assert any(
+        f["event"] == "moltis.voice.state" and f["payload"]["kind"] == "wake" for f in frames
+    )
     # The reply was spoken, and Whisper reads the spoken audio back as the reply.
     assert sink.played, "nothing was spoken"
     pcm = np.concatenate([p for p, _ in sink.played])
@@ -294,7 +296,7 @@ async def test_tts_methods_over_websocket(
     assert res == {"provider": "openai"}
     saved = tomllib.loads(handle.config_file.read_text(encoding="utf-8"))
     assert saved["voice"]["tts"]["provider"] == "openai"
-    frames = await _events_until(client, lambda f: f["event"] == "tts.changed")
+    frames = await _events_until(client, lambda f: f["event"] == "moltis.tts.changed")
     assert frames[-1]["payload"]["provider"] == "openai"
     res = await client.call("tts.convert", {"text": "Hello there"})
     assert res["provider"] == "openai" and res["outputFormat"] == "wav_24000"
@@ -327,7 +329,7 @@ async def test_talk_mode_and_voice_status_and_wake_words(
     assert frames[-1]["payload"]["enabled"] is True
     bad = await client.request("talk.mode", {"enabled": "yes"})
     assert not bad["ok"] and bad["error"]["code"] == "INVALID_REQUEST"
-    status = await client.call("voice.status", {})
+    status = await client.call("moltis.voice.status", {})
     assert status["available"] is True and status["listening"] is False
     assert status["wakeModels"] == ["hey_jarvis"] and status["sttModel"] == "tiny.en"
     # The trigger list is the gateway's, saved and announced.
@@ -336,10 +338,10 @@ async def test_talk_mode_and_voice_status_and_wake_words(
     frames = await _events_until(client, lambda f: f["event"] == "voicewake.changed")
     assert frames[-1]["payload"]["triggers"] == ["hey jarvis", "computer"]
     # Push-to-talk while voice is off says what to do.
-    off = await client.request("voice.pushToTalk", {})
+    off = await client.request("moltis.voice.pushToTalk", {})
     assert not off["ok"] and "turn it on" in off["error"]["message"]
     # Listening needs a microphone; there is none here, and the answer says what to do.
-    nomic = await client.request("voice.listen", {"enabled": True})
+    nomic = await client.request("moltis.voice.listen", {"enabled": True})
     assert not nomic["ok"] and nomic["error"]["code"] == "UNAVAILABLE"
     assert "moltis voice devices" in nomic["error"]["message"]
     await asyncio.sleep(0.2)
@@ -355,13 +357,17 @@ async def test_voice_transcribe_method(
             speech.piper_pcm("Hello world, what is the weather today?"), speech.silence(0.5)
         )
     )
-    res = await client.call("voice.transcribe", {"audioBase64": base64.b64encode(wav).decode()})
+    res = await client.call(
+        "moltis.voice.transcribe", {"audioBase64": base64.b64encode(wav).decode()}
+    )
     assert speech.similar(res["text"], "hello world what is the weather today") >= 0.9, res
     assert res["language"] == "en" and res["durationMs"] > 2000
-    bad = await client.request("voice.transcribe", {"audioBase64": "!!!"})
+    bad = await client.request("moltis.voice.transcribe", {"audioBase64": "!!!"})
     assert not bad["ok"] and bad["error"]["code"] == "INVALID_REQUEST"
     junk = base64.b64encode(b"this is not audio at all" * 10).decode()
-    bad = await client.request("voice.transcribe", {"audioBase64": junk, "mimeType": "audio/ogg"})
+    bad = await client.request(
+        "moltis.voice.transcribe", {"audioBase64": junk, "mimeType": "audio/ogg"}
+    )
     assert not bad["ok"] and "cannot decode" in bad["error"]["message"]
 
 
@@ -527,7 +533,7 @@ async def test_a_model_missing_on_first_use_is_downloaded_with_progress(
         assert voice.missing_models() == []
         frames = await _events_until(
             client,
-            lambda f: f["event"] == "voice.state" and f["payload"]["kind"] == "download",
+            lambda f: f["event"] == "moltis.voice.state" and f["payload"]["kind"] == "download",
         )
         assert frames[-1]["payload"]["id"] == "whisper/base.en"
     finally:

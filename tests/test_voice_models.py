@@ -377,21 +377,21 @@ async def test_gateway_methods_download_with_progress_events(
     reader = make_client(gateway.url)
     assert (await reader.connect(token=gateway.token, scopes=["operator.read"]))["ok"]
 
-    [model] = (await reader.call("voice.models.list"))["models"]
+    [model] = (await reader.call("moltis.voice.models.list"))["models"]
     assert model == {
         "id": MODEL_ID, "kind": "stt", "title": "Test model", "sizeBytes": len(BIG),
         "language": "en", "state": "", "path": None,
     }  # fmt: skip
 
-    denied = await reader.request("voice.models.download", {"id": MODEL_ID})
+    denied = await reader.request("moltis.voice.models.download", {"id": MODEL_ID})
     assert not denied["ok"]
     assert denied["error"]["code"] == "FORBIDDEN"  # download needs operator.admin
 
-    started = await admin.call("voice.models.download", {"id": MODEL_ID})
+    started = await admin.call("moltis.voice.models.download", {"id": MODEL_ID})
     assert started == {"id": MODEL_ID, "started": True}
     events = []
     while True:
-        event = (await reader.next_event("voice.models.progress", timeout=STEP_S))["payload"]
+        event = (await reader.next_event("moltis.voice.models.progress", timeout=STEP_S))["payload"]
         events.append(event)
         if event["state"] != "downloading":
             break
@@ -399,20 +399,20 @@ async def test_gateway_methods_download_with_progress_events(
     assert events[-1] == {"id": MODEL_ID, "done": total, "total": total, "state": "done"}
     assert all(e["id"] == MODEL_ID for e in events)
 
-    [model] = (await reader.call("voice.models.list"))["models"]
+    [model] = (await reader.call("moltis.voice.models.list"))["models"]
     assert model["state"] == "downloaded"
     assert model["path"] == str(tmp_path / "gw-cache" / "whisper" / "test")
-    again = await admin.call("voice.models.download", {"id": MODEL_ID})
+    again = await admin.call("moltis.voice.models.download", {"id": MODEL_ID})
     assert again["state"] == "downloaded"
 
-    unknown = await admin.request("voice.models.download", {"id": "whisper/nope"})
+    unknown = await admin.request("moltis.voice.models.download", {"id": "whisper/nope"})
     assert unknown["error"]["code"] == "INVALID_REQUEST"
     assert "unknown voice model" in unknown["error"]["message"]
 
-    assert await admin.call("voice.models.remove", {"id": MODEL_ID}) == {
+    assert await admin.call("moltis.voice.models.remove", {"id": MODEL_ID}) == {
         "id": MODEL_ID, "removed": True,
     }  # fmt: skip
-    [model] = (await reader.call("voice.models.list"))["models"]
+    [model] = (await reader.call("moltis.voice.models.list"))["models"]
     assert model["state"] == ""
 
 
@@ -422,9 +422,11 @@ async def test_gateway_download_error_is_an_event(
     gateway.gateway.voice_models = ModelManager(
         tmp_path / "gw-cache", catalog=make_catalog(pinned="f" * 64), mirror=server.mirror
     )
-    assert (await operator.call("voice.models.download", {"id": MODEL_ID}))["started"]
+    assert (await operator.call("moltis.voice.models.download", {"id": MODEL_ID}))["started"]
     while True:
-        event = (await operator.next_event("voice.models.progress", timeout=STEP_S))["payload"]
+        event = (await operator.next_event("moltis.voice.models.progress", timeout=STEP_S))[
+            "payload"
+        ]
         if event["state"] != "downloading":
             break
     assert event["state"] == "error"
@@ -435,7 +437,10 @@ async def test_gateway_without_a_model_manager_is_unavailable(
     gateway: GatewayHandle, operator: ProtoClient
 ) -> None:
     gateway.gateway.voice_models = None
-    for method, params in (("voice.models.list", None), ("voice.models.remove", {"id": "x"})):
+    for method, params in (
+        ("moltis.voice.models.list", None),
+        ("moltis.voice.models.remove", {"id": "x"}),
+    ):
         res = await operator.request(method, params)
         assert not res["ok"]
         assert res["error"]["code"] == "UNAVAILABLE"

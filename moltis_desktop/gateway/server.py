@@ -63,9 +63,9 @@ EVENTS = (
     "node.invoke.request",
     "voicewake.changed",
     "talk.mode",
-    "tts.changed",
-    "voice.state",
-    "voice.models.progress",
+    "moltis.tts.changed",
+    "moltis.voice.state",
+    "moltis.voice.models.progress",
 )
 """Events this gateway emits (`hello-ok.features.events`)."""
 CAPABILITIES = ("published-model-catalog",)

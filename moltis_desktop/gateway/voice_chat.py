@@ -44,10 +44,10 @@ async def ask_assistant(gateway: GatewayServer, text: str) -> str:
 
 def voice_event_to_gateway(gateway: GatewayServer, kind: str, data: dict[str, Any]) -> None:
     """Publish the voice loop's events: `talk.mode` as OpenClaw has it, the rest as
-    `voice.state` (`{kind, …}`) for the tray, the web app and scripts."""
+    `moltis.voice.state` (`{kind, …}`) for the tray, the web app and scripts."""
     now = gateway.clock.now_ms()
     if kind == "talk.mode":
         payload = {"enabled": data.get("enabled", False), "phase": data.get("phase"), "ts": now}
         gateway.broadcast("talk.mode", payload, droppable=True)
         return
-    gateway.broadcast("voice.state", {"kind": kind, **data, "ts": now}, droppable=True)
+    gateway.broadcast("moltis.voice.state", {"kind": kind, **data, "ts": now}, droppable=True)

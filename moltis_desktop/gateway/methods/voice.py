@@ -1,10 +1,11 @@
-"""tts.*, talk.mode and voice.*: speech on this machine over the protocol.
+"""tts.*, talk.mode, talk.speak and moltis.voice.*: speech on this machine over the protocol.
 
 OpenClaw's shapes: `tts.status` / `tts.providers` / `tts.enable` / `tts.disable` /
 `tts.setProvider` / `tts.convert` (`{audioBase64, mimeType, provider, outputFormat}`), and
 `talk.mode` (`{enabled, phase?}`, broadcast as the `talk.mode` event). Ours besides:
-`voice.status`, `voice.listen` (wake-word listening on or off), `voice.pushToTalk`,
-`voice.transcribe` (the web app's mic: the browser records, the gateway transcribes).
+`moltis.voice.status`, `moltis.voice.listen` (wake-word listening on or off),
+`moltis.voice.pushToTalk`, `moltis.voice.transcribe` (the web app's mic: the browser
+records, the gateway transcribes).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ async def tts_providers(ctx: MethodContext, params: EmptyParams) -> dict[str, An
 
 async def _set_enabled(ctx: MethodContext, enabled: bool) -> dict[str, Any]:
     await _persist(ctx.gateway, {"tts": {"enabled": enabled}})
-    ctx.gateway.broadcast("tts.changed", _tts_status(ctx.gateway))
+    ctx.gateway.broadcast("moltis.tts.changed", _tts_status(ctx.gateway))
     return {"enabled": enabled}
 
 
@@ -138,7 +139,7 @@ async def tts_set_provider(ctx: MethodContext, params: SetProviderParams) -> dic
             f"Invalid provider. Use a registered TTS provider id: {', '.join(TTS_PROVIDERS)}"
         )
     await _persist(ctx.gateway, {"tts": {"provider": provider}})
-    ctx.gateway.broadcast("tts.changed", _tts_status(ctx.gateway))
+    ctx.gateway.broadcast("moltis.tts.changed", _tts_status(ctx.gateway))
     return {"provider": provider}
 
 
@@ -252,7 +253,7 @@ async def talk_mode(ctx: MethodContext, params: TalkModeParams) -> dict[str, Any
     return payload
 
 
-@TABLE.method("voice.status", scope=Scope.READ, params=EmptyParams)
+@TABLE.method("moltis.voice.status", scope=Scope.READ, params=EmptyParams)
 def voice_status(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Whether this machine listens, and what the loop is doing."""
     service = ctx.gateway.voice
@@ -271,7 +272,7 @@ class ListenParams(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool
 
 
-@TABLE.method("voice.listen", scope=Scope.ADMIN, params=ListenParams)
+@TABLE.method("moltis.voice.listen", scope=Scope.ADMIN, params=ListenParams)
 async def voice_listen(ctx: MethodContext, params: ListenParams) -> dict[str, Any]:
     """Turn wake-word listening on this machine on or off (saved as voice.enabled)."""
     from moltis_desktop.voice.errors import VoiceError
@@ -288,7 +289,7 @@ async def voice_listen(ctx: MethodContext, params: ListenParams) -> dict[str, An
     return service.status()
 
 
-@TABLE.method("voice.pushToTalk", scope=Scope.WRITE, params=EmptyParams)
+@TABLE.method("moltis.voice.pushToTalk", scope=Scope.WRITE, params=EmptyParams)
 def voice_push_to_talk(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Start a question now, without the wake word."""
     from moltis_desktop.voice.errors import VoiceError
@@ -306,7 +307,7 @@ class TranscribeParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel
     language: str | None = None
 
 
-@TABLE.method("voice.transcribe", scope=Scope.WRITE, params=TranscribeParams)
+@TABLE.method("moltis.voice.transcribe", scope=Scope.WRITE, params=TranscribeParams)
 async def voice_transcribe(ctx: MethodContext, params: TranscribeParams) -> dict[str, Any]:
     """Audio (WAV, WebM/Opus, Ogg, MP3, M4A; base64) to text, on this machine."""
     from moltis_desktop.voice.errors import VoiceError

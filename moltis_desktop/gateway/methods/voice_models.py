@@ -1,7 +1,7 @@
-"""voice.models.*: list, download and remove the voice models (speech, voices, wake words).
+"""moltis.voice.models.*: list, download and remove the voice models (speech, voices, wake words).
 
 A download runs in the background (the manager keeps the task); its progress goes to
-operators as `voice.models.progress` events, at most `PROGRESS_PER_S` a second, and ends
+operators as `moltis.voice.models.progress` events, at most `PROGRESS_PER_S` a second, and ends
 with one whose `state` is `done` or `error`.
 """
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 TABLE = MethodTable()
 _LOGGER = logging.getLogger(__name__)
 
-PROGRESS_EVENT = "voice.models.progress"
+PROGRESS_EVENT = "moltis.voice.models.progress"
 PROGRESS_PER_S = 10
 """Most progress events per second and download (the final one always goes out)."""
 
@@ -49,15 +49,15 @@ def _manager(ctx: MethodContext) -> ModelManager:
     return manager
 
 
-@TABLE.method("voice.models.list", scope=Scope.READ, params=EmptyParams)
+@TABLE.method("moltis.voice.models.list", scope=Scope.READ, params=EmptyParams)
 def models_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Every known model, with its state (`downloaded`, `package` or "") and path."""
     return {"models": [status.to_dict() for status in _manager(ctx).list()]}
 
 
-@TABLE.method("voice.models.download", scope=Scope.ADMIN, params=ModelIdParams)
+@TABLE.method("moltis.voice.models.download", scope=Scope.ADMIN, params=ModelIdParams)
 def models_download(ctx: MethodContext, params: ModelIdParams) -> dict[str, Any]:
-    """Start downloading a model (answers at once; `voice.models.progress` follows)."""
+    """Start downloading a model (answers at once; `moltis.voice.models.progress` follows)."""
     manager = _manager(ctx)
     status = manager.status(params.id)  # an unknown id: VoiceError, an invalid request
     if status.state:
@@ -71,7 +71,7 @@ def models_download(ctx: MethodContext, params: ModelIdParams) -> dict[str, Any]
     return {"id": status.id, "started": True}
 
 
-@TABLE.method("voice.models.remove", scope=Scope.ADMIN, params=ModelIdParams)
+@TABLE.method("moltis.voice.models.remove", scope=Scope.ADMIN, params=ModelIdParams)
 def models_remove(ctx: MethodContext, params: ModelIdParams) -> dict[str, Any]:
     """Delete a downloaded model (a package's models stay: uninstall the package)."""
     # VoiceError (unknown id, a package's model) answers as an invalid request.
@@ -79,7 +79,7 @@ def models_remove(ctx: MethodContext, params: ModelIdParams) -> dict[str, Any]:
 
 
 class _ProgressReporter:
-    """Turns a download's byte counts into throttled `voice.models.progress` events."""
+    """Turns a download's byte counts into throttled `moltis.voice.models.progress` events."""
 
     def __init__(self, gateway: GatewayServer, model_id: str) -> None:
         self.gateway = gateway
