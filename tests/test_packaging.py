@@ -223,8 +223,21 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def expected_requires() -> list[str]:
+    """pyproject's runtime dependencies and the desktop extra, with the extras it names
+    (`moltis-desktop[voice]`) spelled out: a bundle cannot depend on itself."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["desktop"]]
+    extras = project["optional-dependencies"]
+
+    def expand(reqs: list[str]) -> list[str]:
+        out: list[str] = []
+        for req in reqs:
+            if req.startswith(f"{project['name']}["):
+                out += expand(extras[req.split("[", 1)[1].rstrip("]")])
+            else:
+                out.append(req)
+        return out
+
+    return [*project["dependencies"], *expand(extras["desktop"])]
 
 
 @pytest.mark.parametrize(("platform", "output_format"), TARGETS)
