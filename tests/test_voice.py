@@ -540,3 +540,40 @@ async def test_a_model_missing_on_first_use_is_downloaded_with_progress(
         await runner.cleanup()
     # Offline from now on: the mirror is gone, and the model is still there.
     assert voice.models.require("whisper/base.en").is_dir()
+
+
+@pytest.mark.parametrize("interrupt", [False, True])
+async def test_the_reply_heard_back_by_the_microphone_does_not_interrupt_itself(
+    interrupt: bool, start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
+) -> None:
+    """Laptop speakers without echo cancellation: the microphone hears the reply at 40 % of
+    its level. That alone must not stop it; the user talking over it (louder) still does."""
+    from tests.support.echo_room import EchoRoom
+
+    long_reply = (
+        "Here is the plan for today. First you have a meeting with Sam at ten, then lunch "
+        "with the design team, and after that a long review of the budget."
+    )
+    handle, _client = await _voice_gateway(start_gateway, make_client, fake)
+    fake.script(Turn(text=long_reply), Turn(text="Okay."))
+    voice = handle.gateway.voice
+    events: list[str] = []
+    voice.observers.append(lambda k, d: events.append(k))
+    question = speech.wake_then_question(QUESTION)
+    after = speech.silence(12.0)
+    if interrupt:
+        user = speech.read(speech.espeak("wait, one more thing", speed=140)) * 2
+        after = speech.join(speech.silence(5.0), user.astype(np.int16), speech.silence(4.0))
+    room = EchoRoom(speech.join(question, after), coupling=0.4)
+    pipeline = await asyncio.to_thread(voice.build_pipeline, room, room, chime_sink=MemorySink())
+    async with asyncio.timeout(STEP_S):
+        await pipeline.run()
+    assert pipeline.turns, events
+    if interrupt:
+        assert "barge-in" in events and room.stopped_at
+        assert pipeline.turns[0].interrupted
+    else:
+        assert "barge-in" not in events, "the reply interrupted itself"
+        assert not room.stopped_at and not pipeline.turns[0].interrupted
+        spoken = sum(len(p) / r for p, r in room.played)
+        assert spoken > 6.0, "the whole reply was played"

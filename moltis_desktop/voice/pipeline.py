@@ -28,8 +28,10 @@ from moltis_desktop.config.settings import VoiceSettings
 from moltis_desktop.voice.audio import CHUNK_SAMPLES, SAMPLE_RATE, wav_bytes
 from moltis_desktop.voice.chimes import CHIME_RATE, chime
 from moltis_desktop.voice.directive import speakable, split_directive
+from moltis_desktop.voice.echo import EchoGuard
 from moltis_desktop.voice.errors import VoiceError
 from moltis_desktop.voice.tts import VoiceOptions
+from moltis_desktop.voice.vad import WINDOW as WINDOW_SAMPLES
 
 if TYPE_CHECKING:
     from moltis_desktop.voice.audio import AudioSink, AudioSource, Pcm
@@ -118,6 +120,8 @@ class VoicePipeline:
         self._trigger: str | None = None
         self._turn: Turn | None = None
         self._speculation: asyncio.Task[Transcript] | None = None
+        self.echo = EchoGuard()
+        """Tells the user's voice from the reply's echo during playback (barge-in)."""
         self.done = asyncio.Event()
 
     # ------------------------------------------------------------------ control
@@ -288,9 +292,14 @@ class VoicePipeline:
         if self.state != "speaking" or not self.settings().talk.interrupt_on_speech:
             return
         self._recent.append(chunk)
+        arrived = time.monotonic()
         probs = await asyncio.to_thread(self.vad.probabilities, chunk)
-        for p in probs:
-            self._barge_run = self._barge_run + 1 if p >= self.vad.threshold else 0
+        step = WINDOW_SAMPLES
+        for k, p in enumerate(probs):
+            window = chunk[k * step : (k + 1) * step]
+            at = arrived - (len(probs) - 1 - k) * step / SAMPLE_RATE
+            user = self.echo.louder_than_echo(window, at)
+            self._barge_run = self._barge_run + 1 if p >= self.vad.threshold and user else 0
         if self._barge_run >= _BARGE_IN_WINDOWS:
             _LOGGER.info("barge-in: the user spoke over the reply")
             self._emit("barge-in", {})
@@ -371,11 +380,13 @@ class VoicePipeline:
         if not text.strip():
             return True
         self._set_state("speaking")
+        self.echo.reset()
         provider = self.tts()
         async for pcm, rate in provider.stream(text, options):
             if turn is not None and not turn.first_audio:
                 turn.first_audio = time.monotonic()
                 self._emit("speaking", {"provider": provider.id})
+            self.echo.playing(pcm, rate)
             if not await self.sink.play(pcm, rate):
                 return False
         return True

@@ -225,11 +225,13 @@ class VoiceService:
             await asyncio.to_thread(resolve_device, settings.input_device, "input")
             if sink is None:
                 await asyncio.to_thread(resolve_device, settings.output_device, "output")
+        chimes = None if sink is not None else Speaker(settings.output_device)
         source = source or Microphone(settings.input_device)
         sink = sink or Speaker(settings.output_device)
         await self.ensure_models()
         # Load the models now, in a thread: the first question should not wait for them.
-        pipeline = await asyncio.to_thread(self.build_pipeline, source, sink)
+        # Chimes get a speaker of their own: a send chime must not share the reply's stop.
+        pipeline = await asyncio.to_thread(self.build_pipeline, source, sink, chime_sink=chimes)
         await asyncio.to_thread(pipeline.transcriber.load)
         self.pipeline = pipeline
         self.last_error = ""
