@@ -6,8 +6,9 @@ double-talk detector in the spirit of Geigel's: it knows what is being played an
 learns how loud that comes back (the coupling: the ratio of microphone level to the
 loudest recent playback, taken at its 90th percentile over the reply so far; echo alone
 never goes above the true coupling, since the playback level used is a maximum), and
-counts speech as the user's only when the microphone is clearly louder than that. With headphones or a
-sound server's echo cancellation the coupling is learnt as ~0 and speech counts at once.
+counts speech as the user's only when the microphone is clearly louder than that. With
+headphones or a sound server's echo cancellation the coupling is learnt as ~0 and speech
+counts at once (after the first ~250 ms of each reply, while the coupling is learnt).
 """
 
 from __future__ import annotations
