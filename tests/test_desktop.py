@@ -188,6 +188,15 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
                 return await js(window, "location.hash") == "#/config"
 
             await until(settings)
+            [voice] = [
+                b for b in dialog.findChildren(QPushButton) if b.text().startswith("Voice")
+            ]
+            voice.click()
+
+            async def voice_page() -> bool:
+                return await js(window, "location.hash") == "#/voice"
+
+            await until(voice_page)
             app.action("Open Logs Folder").trigger()
             assert opened[-1].toLocalFile() == str(runtime.paths.log_dir)
 

@@ -501,6 +501,7 @@ class DesktopApp(QObject):
                 on_shortcut=self.set_shortcut,
                 open_config=self.open_config,
                 open_onboarding=self.open_onboarding,
+                open_voice=self.open_voice,
             )
         self._settings_dialog.show()
         self._settings_dialog.raise_()
@@ -519,6 +520,10 @@ class DesktopApp(QObject):
     def open_config(self) -> None:
         """The web app's configuration view, in the chat window."""
         self.chat_window().open("#/config")
+
+    def open_voice(self) -> None:
+        """The web app's Voice page (listening, voices, wake words, model downloads)."""
+        self.chat_window().open("#/voice")
 
     @property
     def notify_replies(self) -> bool:

@@ -1,5 +1,5 @@
 """Native settings: what the web app's config cannot do (start at login, notifications, a
-global shortcut), and a way into the full configuration."""
+global shortcut), and ways into the web app's Voice page and the full configuration."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class SettingsDialog(QDialog):
         on_shortcut: Callable[[str], str | None],
         open_config: Callable[[], None],
         open_onboarding: Callable[[], object],
+        open_voice: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.setWindowTitle("Moltis Settings")
@@ -59,6 +60,10 @@ class SettingsDialog(QDialog):
         config.clicked.connect(open_config)
         setup = QPushButton("Set up a provider again…")
         setup.clicked.connect(open_onboarding)
+        voice = QPushButton("Voice: wake word, microphone, voices and models…")
+        voice.setEnabled(open_voice is not None)
+        if open_voice is not None:
+            voice.clicked.connect(open_voice)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)
@@ -69,6 +74,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.shortcut_status)
         layout.addSpacing(8)
         layout.addWidget(QLabel("<b>Configuration</b>"))
+        layout.addWidget(voice)
         layout.addWidget(config)
         layout.addWidget(setup)
         layout.addWidget(buttons)
