@@ -178,6 +178,33 @@ print(json.dumps(out))
 """
 
 
+GONE_CHILD = r"""
+import asyncio, json, subprocess, time
+from moltis_desktop.voice.audio import Microphone
+from moltis_desktop.voice.errors import AudioDeviceError
+
+
+async def main():
+    out = {"chunks": 0}
+    started = None
+    try:
+        async for chunk in Microphone().chunks():
+            out["chunks"] += 1
+            if out["chunks"] == 12:  # ~1 s of audio, then the sound server goes away
+                subprocess.run(["pactl", "exit"], check=False, timeout=10)
+                started = time.monotonic()
+            if out["chunks"] > 2000:
+                break
+    except AudioDeviceError as exc:
+        out["error"] = str(exc)
+        out["after_s"] = time.monotonic() - started if started else None
+    print(json.dumps(out))
+
+
+asyncio.run(main())
+"""
+
+
 def _child_env(runtime: Path, home: Path, pulse_server: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULSE_", "XDG_RUNTIME"))}
     env.update(
@@ -291,3 +318,12 @@ def test_no_audio_server_gives_the_device_error(tmp_path: Path) -> None:
         error = result[kind]["error"]  # type: ignore[index]
         assert "moltis voice devices" in error, error
     assert "no microphone found" in result["input"]["error"]  # type: ignore[index]
+
+
+def test_a_microphone_that_goes_away_says_so(pulse: dict[str, str]) -> None:
+    """The sound server quits mid-listening (like a USB microphone pulled out): the
+    microphone source raises our device error instead of waiting forever."""
+    result = _run_child(GONE_CHILD, pulse, timeout=60)
+    assert result["chunks"] >= 12, result
+    assert "stopped sending audio" in str(result.get("error")), result
+    assert result["after_s"] is not None and result["after_s"] < 8, result

@@ -244,10 +244,26 @@ class Microphone:
     """A live microphone as a source: PortAudio's callback thread hands 16 kHz mono chunks
     to the event loop. Nothing is kept beyond the queue of chunks not yet read."""
 
+    STALL_S = 5.0
+    """No audio for this long means the microphone is gone (unplugged, taken away)."""
+
     def __init__(self, device: str = "", *, max_queue: int = 64) -> None:
         self.device = device
         self.max_queue = max_queue
         self.dropped = 0
+
+    async def _next(self, queue: asyncio.Queue[Pcm | None]) -> Pcm:
+        """The next chunk; the stream ending (None) or going quiet is the device gone."""
+        try:
+            chunk = await asyncio.wait_for(queue.get(), self.STALL_S)
+        except TimeoutError:
+            chunk = None
+        if chunk is None:
+            raise AudioDeviceError(
+                "the microphone stopped sending audio (unplugged, or taken by another app?); "
+                "check it and turn listening on again. " + _HINT["input"]
+            )
+        return chunk
 
     async def chunks(self) -> AsyncIterator[Pcm]:
         import numpy as np
@@ -261,9 +277,9 @@ class Microphone:
             info = sd.query_devices(index, "input")
             rate = int(info["default_samplerate"])
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Pcm] = asyncio.Queue(self.max_queue)
+        queue: asyncio.Queue[Pcm | None] = asyncio.Queue(self.max_queue + 1)
 
-        def put(chunk: Pcm) -> None:
+        def put(chunk: Pcm | None) -> None:
             if queue.full():  # the consumer fell behind: drop the oldest, keep it live
                 self.dropped += 1
                 queue.get_nowait()
@@ -282,6 +298,7 @@ class Microphone:
                 samplerate=rate,
                 blocksize=blocksize,
                 callback=callback,
+                finished_callback=lambda: loop.call_soon_threadsafe(put, None),
             )
             stream.start()
         except Exception as exc:
@@ -292,7 +309,7 @@ class Microphone:
         pending = np.zeros(0, np.int16)
         try:
             while True:
-                chunk = await queue.get()
+                chunk = await self._next(queue)
                 if rate != SAMPLE_RATE:
                     chunk = resample(chunk, rate, SAMPLE_RATE)
                 pending = np.concatenate([pending, chunk])
