@@ -322,7 +322,7 @@ async def test_tts_methods_over_websocket(
 async def test_talk_mode_and_voice_status_and_wake_words(
     start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
 ) -> None:
-    handle, client = await _voice_gateway(start_gateway, make_client, fake)
+    _handle, client = await _voice_gateway(start_gateway, make_client, fake)
     res = await client.call("talk.mode", {"enabled": True, "phase": "listening"})
     assert res["enabled"] is True and res["phase"] == "listening"
     frames = await _events_until(client, lambda f: f["event"] == "talk.mode")
@@ -344,8 +344,7 @@ async def test_talk_mode_and_voice_status_and_wake_words(
     nomic = await client.request("moltis.voice.listen", {"enabled": True})
     assert not nomic["ok"] and nomic["error"]["code"] == "UNAVAILABLE"
     assert "moltis voice devices" in nomic["error"]["message"]
-    await asyncio.sleep(0.2)
-    assert handle.runtime.gateway is not None
+    assert (await client.call("moltis.voice.status", {}))["listening"] is False
 
 
 async def test_voice_transcribe_method(
@@ -480,11 +479,10 @@ def test_voice_devices_without_sound_hardware_says_what_to_do(tmp_path: Path) ->
     }
     done = moltis(env, "voice", "devices", "--json")
     assert done.returncode == 0, done.stderr
-    devices = json.loads(done.stdout)["devices"]
-    assert all(d["inputs"] == 0 for d in devices) or devices == []
+    # No sound card here, and the sound server named does not exist: nothing at all.
+    assert json.loads(done.stdout)["devices"] == []
     plain = moltis(env, "voice", "devices")
-    if not devices:
-        assert plain.returncode == 1 and "PulseAudio" in plain.stderr
+    assert plain.returncode == 1 and "PulseAudio" in plain.stderr
 
 
 async def test_a_model_missing_on_first_use_is_downloaded_with_progress(

@@ -16,8 +16,7 @@ from playwright.async_api import Page, expect
 from moltis_desktop.runtime import Runtime
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.browser import (
-    DESKTOP,
-    PHONE,
+    EVERY_LOOK,
     Chromium,
     axe_violations,
     open_signed_in,
@@ -727,15 +726,7 @@ async def test_csp_forbids_inline_script(chromium: Chromium, ui_gateway: Gateway
 # ----------------------------------------------------------------- looks, a11y, phones
 
 
-@pytest.mark.parametrize(
-    ("theme", "size", "viewport"),
-    [
-        ("light", "desktop", DESKTOP),
-        ("dark", "desktop", DESKTOP),
-        ("light", "phone", PHONE),
-        ("dark", "phone", PHONE),
-    ],
-)
+@EVERY_LOOK
 async def test_every_view_screenshots_and_axe(
     chromium: Chromium,
     ui_gateway: GatewayHandle,

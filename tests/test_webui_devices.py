@@ -20,8 +20,7 @@ from playwright.async_api import Page, expect
 from moltis_desktop.pairing.setupcode import LINK_PREFIX, decode
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.browser import (
-    DESKTOP,
-    PHONE,
+    EVERY_LOOK,
     Chromium,
     axe_violations,
     open_signed_in,
@@ -374,15 +373,7 @@ async def _fill(handle: GatewayHandle, make_client: MakeClient) -> None:
             store.revoke(device_id(key), "operator")
 
 
-@pytest.mark.parametrize(
-    ("theme", "size", "viewport"),
-    [
-        ("light", "desktop", DESKTOP),
-        ("dark", "desktop", DESKTOP),
-        ("light", "phone", PHONE),
-        ("dark", "phone", PHONE),
-    ],
-)
+@EVERY_LOOK
 async def test_devices_screenshots_and_axe(
     chromium: Chromium,
     start_gateway: StartGateway,

@@ -19,7 +19,7 @@ from playwright.async_api import Page, expect
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.browser import (
-    DESKTOP,
+    EVERY_LOOK,
     PHONE,
     Chromium,
     axe_violations,
@@ -359,15 +359,7 @@ async def test_listening_without_a_microphone_says_why(
     assert not gateway_voice.listening
 
 
-@pytest.mark.parametrize(
-    ("theme", "size", "viewport"),
-    [
-        ("light", "desktop", DESKTOP),
-        ("dark", "desktop", DESKTOP),
-        ("light", "phone", PHONE),
-        ("dark", "phone", PHONE),
-    ],
-)
+@EVERY_LOOK
 async def test_voice_page_screenshots_and_axe(
     chromium: Chromium, ui_gateway: GatewayHandle, theme: str, size: str, viewport: dict[str, int]
 ) -> None:

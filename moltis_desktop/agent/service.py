@@ -69,6 +69,18 @@ class Attachment:
     name: str = ""
     """The file's name, when the client gave one."""
 
+    @property
+    def b64(self) -> str:
+        """The data without a `data:…;base64,` prefix."""
+        return self.data.split(",", 1)[1] if self.data.startswith("data:") else self.data
+
+    def decoded(self, what: str) -> bytes:
+        """The bytes; `what` names the attachment in the error when they are not base64."""
+        try:
+            return base64.b64decode(self.b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise AgentError(f"{what} is not valid base64") from None
+
 
 class _Resolver:
     """The loop's model resolver: whatever catalogue the service holds now (it is replaced
@@ -244,15 +256,7 @@ class ChatService:
                 f"{name} is audio, and voice transcription is not available here (install "
                 "moltis-desktop[voice])"
             )
-        data = (
-            attachment.data.split(",", 1)[1]
-            if attachment.data.startswith("data:")
-            else attachment.data
-        )
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise AgentError(f"the attachment {name} is not valid base64") from None
+        raw = attachment.decoded(f"the attachment {name}")
         if len(raw) > MAX_AUDIO_ATTACHMENT_BYTES:
             raise AgentError(
                 f"{name} is {len(raw) // 1024 // 1024} MiB; voice notes are limited to "
@@ -447,19 +451,13 @@ def _level(value: str | None) -> ThinkingLevel:
 
 
 def _image(attachment: Attachment) -> ImagePart:
-    data = (
-        attachment.data.split(",", 1)[1] if attachment.data.startswith("data:") else attachment.data
-    )
-    try:
-        size = len(base64.b64decode(data, validate=True))
-    except (binascii.Error, ValueError):
-        raise AgentError("an image attachment is not valid base64") from None
+    size = len(attachment.decoded("an image attachment"))
     if size > MAX_IMAGE_BYTES:
         raise AgentError(
             f"an image attachment is {size // 1024} KiB; the limit is "
             f"{MAX_IMAGE_BYTES // 1024 // 1024} MiB"
         )
-    return ImagePart(attachment.mime_type, data)
+    return ImagePart(attachment.mime_type, attachment.b64)
 
 
 _TEXT_TYPES = ("application/json", "application/xml", "application/x-yaml", "application/toml")
@@ -473,15 +471,7 @@ def _text_file(attachment: Attachment) -> str:
     name = attachment.name or "attachment"
     if not (mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith("+json")):
         raise AgentError(f"{name} is {mime}; only images and text files can be attached for now")
-    data = (
-        attachment.data.split(",", 1)[1]
-        if attachment.data.startswith("data:")
-        else (attachment.data)
-    )
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise AgentError(f"the attachment {name} is not valid base64") from None
+    raw = attachment.decoded(f"the attachment {name}")
     if len(raw) > MAX_TEXT_ATTACHMENT_BYTES:
         raise AgentError(
             f"{name} is {len(raw) // 1024} KiB; text attachments are limited to "

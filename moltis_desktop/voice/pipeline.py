@@ -154,7 +154,8 @@ class VoicePipeline:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        """Read the source until it ends (or the task is cancelled)."""
+        """Read the source until it ends (or the task is cancelled). A failure (the
+        microphone gone, say) ends it with an `error` event, never an exception."""
         self._set_state("listening" if self.detector else "idle")
         try:
             async for chunk in self.source.chunks():
@@ -165,6 +166,8 @@ class VoicePipeline:
             if self._work is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._work
+        except Exception as exc:
+            self._failed(exc, "voice stopped")
         finally:
             if self._work is not None and not self._work.done():
                 self._work.cancel()
@@ -321,17 +324,21 @@ class VoicePipeline:
     ) -> None:
         try:
             await self._respond_inner(turn, audio, speculation)
-        except asyncio.CancelledError:
-            raise
-        except VoiceError as exc:
-            _LOGGER.error("voice: %s", exc)
-            self._emit("error", {"message": str(exc)})
         except Exception as exc:
-            _LOGGER.exception("the voice turn failed")
-            self._emit("error", {"message": f"{type(exc).__name__}: {exc}"})
+            self._failed(exc, "the voice turn failed")
         if self._mode == "busy" and self._work is asyncio.current_task():
             self._work = None
             self._to_wake()
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        """Log a failure and say it as an `error` event: ours with their own message (it
+        says what to do), anything else as a bug with its traceback in the log."""
+        if isinstance(exc, VoiceError):
+            _LOGGER.error("%s: %s", what, exc)
+            self._emit("error", {"message": str(exc)})
+        else:
+            _LOGGER.error("%s", what, exc_info=exc)
+            self._emit("error", {"message": f"{type(exc).__name__}: {exc}"})
 
     async def _respond_inner(
         self, turn: Turn, audio: Pcm, speculation: asyncio.Task[Transcript] | None

@@ -235,19 +235,8 @@ class VoiceService:
         await asyncio.to_thread(pipeline.transcriber.load)
         self.pipeline = pipeline
         self.last_error = ""
-        self._task = asyncio.get_running_loop().create_task(self._run(pipeline))
-
-    async def _run(self, pipeline: VoicePipeline) -> None:
-        try:
-            await pipeline.run()
-        except asyncio.CancelledError:
-            raise
-        except VoiceError as exc:
-            _LOGGER.error("voice stopped: %s", exc)
-            self._emit("error", {"message": str(exc)})
-        except Exception as exc:
-            _LOGGER.exception("voice stopped")
-            self._emit("error", {"message": f"{type(exc).__name__}: {exc}"})
+        # The pipeline reports its own failures as `error` events (see VoicePipeline.run).
+        self._task = asyncio.get_running_loop().create_task(pipeline.run())
 
     async def stop(self) -> None:
         """Stop listening (and speaking)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from filelock import FileLock
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -28,6 +29,16 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+EVERY_LOOK = pytest.mark.parametrize(
+    ("theme", "size", "viewport"),
+    [
+        ("light", "desktop", DESKTOP),
+        ("dark", "desktop", DESKTOP),
+        ("light", "phone", PHONE),
+        ("dark", "phone", PHONE),
+    ],
+)
+"""Light and dark themes at desktop and phone sizes: the screenshot and axe tests' matrix."""
 OUTPUT = Path(os.environ.get("MOLTIS_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
 SHOTS = OUTPUT / "webui"
 
