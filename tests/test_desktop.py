@@ -4,13 +4,14 @@ window (QtWebEngine) on the web app, single instance, start at login, quit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +54,17 @@ def make_runtime(home: Path, config: str = "", **env: str) -> Runtime:
     (home / "config" / "moltis.toml").write_text(config, encoding="utf-8")
     full = {"MOLTIS_HOME": str(home), "HOME": str(home), "MOLTIS_TOKEN": TOKEN, **env}
     return Runtime(env=full, overrides={"gateway": {"port": 0}}, console=None, prompt=None)
+
+
+@contextlib.asynccontextmanager
+async def running_app(qapp: QApplication, runtime: Runtime) -> AsyncIterator[DesktopApp]:
+    """The tray app on `runtime`, started, and shut down when the block ends."""
+    app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.shutdown()
 
 
 async def js(window: Any, source: str) -> Any:
@@ -188,9 +200,7 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
                 return await js(window, "location.hash") == "#/config"
 
             await until(settings)
-            [voice] = [
-                b for b in dialog.findChildren(QPushButton) if b.text().startswith("Voice")
-            ]
+            [voice] = [b for b in dialog.findChildren(QPushButton) if b.text().startswith("Voice")]
             voice.click()
 
             async def voice_page() -> bool:

@@ -18,13 +18,12 @@ os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
 
 from PySide6.QtWidgets import QApplication
 
-from moltis_desktop.desktop.app import DesktopApp, prepare_qt
-from moltis_desktop.desktop.autostart import Autostart
+from moltis_desktop.desktop.app import prepare_qt
 from moltis_desktop.desktop.node_bridge import display_name
 from tests.support.browser import widget_shot
 from tests.support.schema import FrameValidator
 from tests.support.wsclient import ProtoClient
-from tests.test_desktop import TOKEN, make_runtime, qt_run, until
+from tests.test_desktop import TOKEN, make_runtime, qt_run, running_app, until
 
 prepare_qt()
 pytestmark = pytest.mark.xdist_group("qt")
@@ -53,9 +52,7 @@ def test_the_desktop_app_serves_canvas_and_notify_as_a_node(
 ) -> None:
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home")
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        try:
+        async with running_app(qapp, runtime) as app:
             gw = app.gateway
             assert gw is not None and app.node is not None
             async with aiohttp.ClientSession() as http:
@@ -152,8 +149,6 @@ def test_the_desktop_app_serves_canvas_and_notify_as_a_node(
                 )
                 assert not res["ok"]
                 await op.close()
-        finally:
-            await app.shutdown()
         assert app.node is None
         assert not gw.nodes.sessions
 
@@ -169,9 +164,7 @@ def test_the_desktop_node_is_the_same_node_after_a_restart(
 
     async def once() -> str:
         runtime = make_runtime(home, "[gateway]\nauto_approve_loopback_devices = false\n")
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        try:
+        async with running_app(qapp, runtime) as app:
             gw = app.gateway
             assert gw is not None and app.node is not None and app.node.client is not None
             client = app.node.client
@@ -180,8 +173,6 @@ def test_the_desktop_node_is_the_same_node_after_a_restart(
             assert not gw.pairing.pending and not gw.nodes.pending_surfaces
             assert app.state == "idle"
             return client.node_id
-        finally:
-            await app.shutdown()
 
     first = qt_run(qapp, once())
     second = qt_run(qapp, once())

@@ -8,12 +8,11 @@ from pathlib import Path
 from PySide6.QtWidgets import QApplication, QMenu
 
 from moltis_desktop.desktop.app import DesktopApp
-from moltis_desktop.desktop.autostart import Autostart
 from moltis_desktop.voice.audio import MemorySink, WavSource, wav_bytes
 from tests.support import speech
 from tests.support.browser import widget_shot
 from tests.support.fake_llm import FakeLLM, Turn, agent_config
-from tests.test_desktop import make_runtime, qt_run, until
+from tests.test_desktop import make_runtime, qt_run, running_app, until
 
 
 def _voice_menu(app: DesktopApp) -> QMenu:
@@ -36,55 +35,53 @@ def test_voice_menu_tray_states_and_no_microphone(qapp: QApplication, tmp_path: 
                 XDG_RUNTIME_DIR=str(tmp_path),
                 PULSE_SERVER=f"unix:{tmp_path}/no-pulse",
             )
-            app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-            await app.start()
-            await runtime.agent_ready()
-            gw = app.gateway
-            assert gw is not None and gw.voice is not None
-            menu = _voice_menu(app)
-            texts = [a.text() for a in menu.actions() if not a.isSeparator()]
-            assert texts[0] == "Voice is off"
-            assert "Listen for “Hey Jarvis”" in texts
-            assert "Push to Talk\tCtrl+Alt+Space" in texts
-            assert {"Talk Mode", "Speak Replies", "Microphone", "Voice"} <= set(texts)
-            talk = next(a for a in menu.actions() if a.text() == "Talk Mode")
-            assert not talk.isEnabled(), "talk mode needs listening on"
-            voices = next(a for a in menu.actions() if a.text() == "Voice").menu()
-            assert voices is not None
-            joe = next(a for a in voices.actions() if a.text() == "en_US-joe-medium")
-            assert joe.isChecked(), "the configured voice is ticked"
-            widget_shot(menu, "tray-voice-menu")
+            async with running_app(qapp, runtime) as app:
+                await runtime.agent_ready()
+                gw = app.gateway
+                assert gw is not None and gw.voice is not None
+                menu = _voice_menu(app)
+                texts = [a.text() for a in menu.actions() if not a.isSeparator()]
+                assert texts[0] == "Voice is off"
+                assert "Listen for “Hey Jarvis”" in texts
+                assert "Push to Talk\tCtrl+Alt+Space" in texts
+                assert {"Talk Mode", "Speak Replies", "Microphone", "Voice"} <= set(texts)
+                talk = next(a for a in menu.actions() if a.text() == "Talk Mode")
+                assert not talk.isEnabled(), "talk mode needs listening on"
+                voices = next(a for a in menu.actions() if a.text() == "Voice").menu()
+                assert voices is not None
+                joe = next(a for a in voices.actions() if a.text() == "en_US-joe-medium")
+                assert joe.isChecked(), "the configured voice is ticked"
+                widget_shot(menu, "tray-voice-menu")
 
-            # No microphone here: turning listening on says what to do, on the icon too.
-            listen = next(a for a in menu.actions() if a.text().startswith("Listen for"))
-            listen.trigger()
+                # No microphone here: turning listening on says what to do, on the icon too.
+                listen = next(a for a in menu.actions() if a.text().startswith("Listen for"))
+                listen.trigger()
 
-            async def errored() -> bool:
-                return app.state == "error"
+                async def errored() -> bool:
+                    return app.state == "error"
 
-            await until(errored)
-            assert "microphone" in app.tray.toolTip()
-            assert not gw.voice.listening
+                await until(errored)
+                assert "microphone" in app.tray.toolTip()
+                assert not gw.voice.listening
 
-            # A question through the loop (a file for a microphone): the icon shows that
-            # Moltis listens, then that it speaks, then it is back to ready.
-            app._set_state("idle")
-            seen: list[str] = []
-            gw.voice.observers.append(lambda kind, data: seen.append(app.state))
-            fake.script(Turn(text="It is sunny and warm today."))
-            audio = speech.wake_then_question("what is the weather today")
-            await gw.voice.start(
-                source=WavSource(wav_bytes(audio, speech.RATE), realtime=True),
-                sink=MemorySink(realtime=True),
-            )
+                # A question through the loop (a file for a microphone): the icon shows that
+                # Moltis listens, then that it speaks, then it is back to ready.
+                app._set_state("idle")
+                seen: list[str] = []
+                gw.voice.observers.append(lambda kind, data: seen.append(app.state))
+                fake.script(Turn(text="It is sunny and warm today."))
+                audio = speech.wake_then_question("what is the weather today")
+                await gw.voice.start(
+                    source=WavSource(wav_bytes(audio, speech.RATE), realtime=True),
+                    sink=MemorySink(realtime=True),
+                )
 
-            async def finished() -> bool:
-                return not gw.voice.listening
+                async def finished() -> bool:
+                    return not gw.voice.listening
 
-            await until(finished, timeout=60)
-            assert "listening" in seen and "speaking" in seen, seen
-            assert seen.index("listening") < seen.index("speaking")
-            assert app.state == "idle"
-            await app.shutdown()
+                await until(finished, timeout=60)
+                assert "listening" in seen and "speaking" in seen, seen
+                assert seen.index("listening") < seen.index("speaking")
+                assert app.state == "idle"
 
     qt_run(qapp, body())

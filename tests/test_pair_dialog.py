@@ -24,14 +24,12 @@ from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
 from moltis_desktop.core.clock import ManualClock
-from moltis_desktop.desktop.app import DesktopApp
-from moltis_desktop.desktop.autostart import Autostart
 from moltis_desktop.desktop.pair_dialog import LAN_DISABLED_TEXT, NO_AUTH_TEXT, PairDialog
 from moltis_desktop.desktop.qr import QR_MIN_PX, faded, qr_image, qr_matrix
 from moltis_desktop.pairing.setupcode import SetupCode, decode, encode
 from moltis_desktop.protocol.constants import Scope
 from tests.support.browser import OUTPUT, widget_shot
-from tests.test_desktop import TOKEN, make_runtime, qt_run
+from tests.test_desktop import TOKEN, make_runtime, qt_run, running_app
 
 pytestmark = pytest.mark.xdist_group("qt")
 SHOTS = OUTPUT / "desktop"
@@ -126,11 +124,9 @@ def test_the_tray_shows_a_scannable_code_that_counts_down_and_regenerates(
 ) -> None:
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", LAN)
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        gw = app.gateway
-        assert gw is not None
-        try:
+        async with running_app(qapp, runtime) as app:
+            gw = app.gateway
+            assert gw is not None
             app.action("Pair a Phone…").trigger()
             dialog = app._pair_dialog
             assert dialog is not None and dialog.isVisible()
@@ -225,8 +221,6 @@ def test_the_tray_shows_a_scannable_code_that_counts_down_and_regenerates(
 
             dialog.reject()  # Esc
             assert not dialog.isVisible() and not dialog.timer.isActive()
-        finally:
-            await app.shutdown()
 
     qt_run(qapp, body())
 
@@ -264,12 +258,10 @@ def test_requests_are_answered_inline_and_the_window_closes_once_the_phone_is_pa
 
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", LAN)
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        gw = app.gateway
-        assert gw is not None
-        laptop, phone = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-        try:
+        async with running_app(qapp, runtime) as app:
+            gw = app.gateway
+            assert gw is not None
+            laptop, phone = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
             dialog = app.open_pair_dialog()
             assert dialog.state == "code"
             async with aiohttp.ClientSession() as http:
@@ -334,8 +326,6 @@ def test_requests_are_answered_inline_and_the_window_closes_once_the_phone_is_pa
                 await wait_for(lambda: not dialog.isVisible(), 5)
                 assert time.monotonic() - started >= 1.5
                 assert not dialog.timer.isActive()
-        finally:
-            await app.shutdown()
 
     qt_run(qapp, body())
 
@@ -350,11 +340,9 @@ def test_a_phone_approved_silently_closes_the_window_when_it_has_its_tokens(
         # A device on this machine is paired without asking (the default): the window
         # learns of it from `device.pair.setup.completed`.
         runtime = make_runtime(tmp_path / "home", '[gateway]\nbind = "lan"\n')
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        gw = app.gateway
-        assert gw is not None
-        try:
+        async with running_app(qapp, runtime) as app:
+            gw = app.gateway
+            assert gw is not None
             dialog = app.open_pair_dialog()
             code = decode(dialog.code_text())
             async with aiohttp.ClientSession() as http:
@@ -364,8 +352,6 @@ def test_a_phone_approved_silently_closes_the_window_when_it_has_its_tokens(
             assert dialog.state == "paired" and not dialog.rows
             assert "Ada's Pixel is paired" in dialog.done_text.text()
             await wait_for(lambda: not dialog.isVisible(), 5)
-        finally:
-            await app.shutdown()
 
     qt_run(qapp, body())
 
@@ -375,11 +361,9 @@ def test_a_loopback_only_gateway_is_opened_to_the_network_from_the_window(
 ) -> None:
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", "[providers.ollama]\n")
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        gw = app.gateway
-        assert gw is not None and gw.host == "127.0.0.1"
-        try:
+        async with running_app(qapp, runtime) as app:
+            gw = app.gateway
+            assert gw is not None and gw.host == "127.0.0.1"
             dialog = app.open_pair_dialog()
             assert dialog.state == "lan-disabled"
             assert dialog.code_text() == "" and dialog.page is dialog.lan_page
@@ -401,8 +385,6 @@ def test_a_loopback_only_gateway_is_opened_to_the_network_from_the_window(
             code = dialog.code_text()
             assert read_qr(widget_shot(dialog, "pair-dialog-after-lan")) == [code]
             assert "127.0.0.1" not in decode(code).url
-        finally:
-            await app.shutdown()
 
     qt_run(qapp, body())
 
@@ -410,9 +392,7 @@ def test_a_loopback_only_gateway_is_opened_to_the_network_from_the_window(
 def test_the_network_stays_closed_while_sign_in_is_off(qapp: QApplication, tmp_path: Path) -> None:
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", '[gateway.auth]\nmode = "none"\n')
-        app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
-        await app.start()
-        try:
+        async with running_app(qapp, runtime) as app:
             before = runtime.paths.config_file.read_text(encoding="utf-8")
             dialog = app.open_pair_dialog()
             assert dialog.state == "lan-disabled"
@@ -423,7 +403,5 @@ def test_the_network_stays_closed_while_sign_in_is_off(qapp: QApplication, tmp_p
             assert dialog.allow_on_network() is False
             assert NO_AUTH_TEXT.split(",")[0] in dialog.lan_status.text()
             assert runtime.paths.config_file.read_text(encoding="utf-8") == before
-        finally:
-            await app.shutdown()
 
     qt_run(qapp, body())
