@@ -585,7 +585,6 @@ def test_a_pairing_request_asks_for_attention_and_is_approved_from_the_tray(
     import aiohttp
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from tests.support.devices import signed_device
     from tests.support.schema import FrameValidator
     from tests.support.wsclient import ProtoClient
 
@@ -604,12 +603,9 @@ def test_a_pairing_request_asks_for_attention_and_is_approved_from_the_tray(
 
                 async def phone_connect() -> dict[str, Any]:
                     client = ProtoClient(http, gw.url, FrameValidator())
-                    challenge = (await client.open())["payload"]
-                    device = signed_device(
-                        key, nonce=challenge["nonce"], ts=challenge["ts"], token=TOKEN,
-                        scopes=["operator.read"],
-                    )  # fmt: skip
-                    res = await client.connect(token=TOKEN, scopes=["operator.read"], device=device)
+                    res = await client.connect_signed(
+                        key, secret=TOKEN, token=TOKEN, scopes=["operator.read"]
+                    )
                     await client.close()
                     return res
 

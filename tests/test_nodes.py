@@ -12,7 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.devices import device_id, signed_device
+from tests.support.devices import device_id
 from tests.support.wsclient import ProtoClient
 
 ADMIN = ["operator.admin"]
@@ -25,13 +25,11 @@ async def node_connect(
     commands: list[str],
 ) -> tuple[ProtoClient, dict[str, Any]]:
     client = make_client(handle.url)
-    challenge = (await client.open())["payload"]
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"], token=handle.token,
-                           scopes=[], role="node", client_id="node-host", mode="node")  # fmt: skip
-    res = await client.connect(
+    res = await client.connect_signed(
+        key, secret=handle.token,
         token=handle.token, role="node", scopes=[], client_id="node-host", mode="node",
         client={"displayName": "Build Box"}, caps=["system"], commands=commands,
-        permissions={"notifications": True}, pathEnv="/usr/bin", device=device,
+        permissions={"notifications": True}, pathEnv="/usr/bin",
     )  # fmt: skip
     return client, res
 

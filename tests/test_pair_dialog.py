@@ -228,19 +228,15 @@ def test_the_tray_shows_a_scannable_code_that_counts_down_and_regenerates(
 async def phone_with_code(http: Any, url: str, key: Any, bootstrap: str) -> dict[str, Any]:
     """Connect as a phone that scanned a setup code (a signed device + its bootstrap token),
     as OpenClaw's apps do; returns the `connect` answer."""
-    from tests.support.devices import signed_device
     from tests.support.schema import FrameValidator
     from tests.support.wsclient import ProtoClient
 
     client = ProtoClient(http, url, FrameValidator())
-    challenge = (await client.open())["payload"]
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"], token=bootstrap,
-                           scopes=[], role="node", client_id="node-host", mode="node")  # fmt: skip
     try:
-        return await client.connect(
+        return await client.connect_signed(
+            key, secret=bootstrap,
             role="node", scopes=[], client_id="node-host", mode="node",
             client={"displayName": "Ada's Pixel"}, auth={"bootstrapToken": bootstrap},
-            device=device,
         )  # fmt: skip
     finally:
         await client.close()
@@ -252,7 +248,6 @@ def test_requests_are_answered_inline_and_the_window_closes_once_the_phone_is_pa
     import aiohttp
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from tests.support.devices import signed_device
     from tests.support.schema import FrameValidator
     from tests.support.wsclient import ProtoClient
 
@@ -268,12 +263,9 @@ def test_requests_are_answered_inline_and_the_window_closes_once_the_phone_is_pa
 
                 async def laptop_connect() -> dict[str, Any]:
                     client = ProtoClient(http, gw.url, FrameValidator())
-                    challenge = (await client.open())["payload"]
-                    device = signed_device(
-                        laptop, nonce=challenge["nonce"], ts=challenge["ts"], token=TOKEN,
-                        scopes=["operator.read"],
-                    )  # fmt: skip
-                    res = await client.connect(token=TOKEN, scopes=["operator.read"], device=device)
+                    res = await client.connect_signed(
+                        laptop, secret=TOKEN, token=TOKEN, scopes=["operator.read"]
+                    )
                     await client.close()
                     return res
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moltis_desktop.core.clock import ManualClock
 from moltis_desktop.pairing.store import PENDING_TTL_MS, PairingStore
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
-from tests.support.devices import device_id, signed_device
+from tests.support.devices import device_id
 from tests.support.wsclient import ProtoClient
 
 READ = ["operator.read"]
@@ -23,10 +23,7 @@ READ = ["operator.read"]
 async def connect_device(
     client: ProtoClient, key: Ed25519PrivateKey, *, token: str, scopes: list[str] = READ
 ) -> dict[str, Any]:
-    challenge = (await client.open())["payload"]
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"], token=token,
-                           scopes=scopes)  # fmt: skip
-    return await client.connect(token=token, scopes=scopes, device=device)
+    return await client.connect_signed(key, secret=token, token=token, scopes=scopes)
 
 
 async def admin(handle: GatewayHandle, make_client: MakeClient) -> ProtoClient:

@@ -41,31 +41,24 @@ async def with_code(
     scopes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Connect as a phone that scanned a setup code (a signed device + the bootstrap token)."""
-    scopes = scopes or []
-    challenge = (await client.open())["payload"]
     mode = "node" if role == "node" else "ui"
-    client_id = "node-host" if role == "node" else "openclaw-ios"
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"], token=bootstrap,
-                           scopes=scopes, role=role, client_id=client_id, mode=mode)  # fmt: skip
-    return await client.connect(
+    return await client.connect_signed(
+        key,
+        secret=bootstrap,
         role=role,
-        scopes=scopes,
-        client_id=client_id,
+        scopes=scopes or [],
+        client_id="node-host" if role == "node" else "openclaw-ios",
         mode=mode,
         client={"displayName": "Test Phone"},
         auth={"bootstrapToken": bootstrap},
-        device=device,
     )
 
 
 async def with_device_token(
     client: ProtoClient, key: Ed25519PrivateKey, token: str, *, role: str, scopes: list[str]
 ) -> dict[str, Any]:
-    challenge = (await client.open())["payload"]
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"], token=token,
-                           scopes=scopes, role=role)  # fmt: skip
-    return await client.connect(
-        role=role, scopes=scopes, auth={"deviceToken": token}, device=device
+    return await client.connect_signed(
+        key, secret=token, role=role, scopes=scopes, auth={"deviceToken": token}
     )
 
 
@@ -218,11 +211,10 @@ async def test_device_proof_failures_each_have_their_code(
 
     async def attempt(**change: Any) -> dict[str, Any]:
         client = make_client(gateway.url)
-        challenge = (await client.open())["payload"]
-        device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"],
-                               token=gateway.token, scopes=scopes)  # fmt: skip
-        device.update(change.pop("device", {}))
-        res = await client.connect(token=gateway.token, scopes=scopes, device=device)
+        res = await client.connect_signed(
+            key, secret=gateway.token, device_change=change.pop("device", {}),
+            token=gateway.token, scopes=scopes,
+        )  # fmt: skip
         if not res["ok"]:
             assert (await client.expect_close())[0] == 1008
         return res
@@ -290,10 +282,9 @@ async def test_a_scope_upgrade_needs_approval(
 
     async def with_secret(scopes: list[str]) -> dict[str, Any]:
         client = make_client(handle.url)
-        challenge = (await client.open())["payload"]
-        device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"],
-                               token=handle.token, scopes=scopes)  # fmt: skip
-        return await client.connect(token=handle.token, scopes=scopes, device=device)
+        return await client.connect_signed(
+            key, secret=handle.token, token=handle.token, scopes=scopes
+        )
 
     rid = (await with_secret(["operator.read"]))["error"]["details"]["requestId"]
     await operator.call("device.pair.approve", {"requestId": rid})
@@ -309,10 +300,9 @@ async def test_a_scope_upgrade_needs_approval(
     assert res["error"]["details"]["reason"] == "scope-upgrade"
     # A new role is a role upgrade.
     client = make_client(handle.url)
-    challenge = (await client.open())["payload"]
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"],
-                           token=handle.token, scopes=[], role="node")  # fmt: skip
-    res = await client.connect(token=handle.token, scopes=[], role="node", device=device)
+    res = await client.connect_signed(
+        key, secret=handle.token, token=handle.token, scopes=[], role="node"
+    )
     assert res["error"]["details"]["reason"] == "role-upgrade"
     # The device token alone still works for what it was approved for.
     res = await with_device_token(make_client(handle.url), key, token, role="operator",
@@ -335,10 +325,9 @@ async def test_pairing_requests_are_rate_limited(
     for _ in range(3):
         key = Ed25519PrivateKey.generate()
         client = make_client(handle.url)
-        challenge = (await client.open())["payload"]
-        device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"],
-                               token=handle.token, scopes=["operator.read"])  # fmt: skip
-        res = await client.connect(token=handle.token, scopes=["operator.read"], device=device)
+        res = await client.connect_signed(
+            key, secret=handle.token, token=handle.token, scopes=["operator.read"]
+        )
         codes.append(res["error"]["details"]["code"])
     assert codes == ["PAIRING_REQUIRED", "PAIRING_REQUIRED", "PAIRING_RATE_LIMITED"]
     # A device asking again for its existing request is not a new request.

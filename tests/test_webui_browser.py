@@ -22,6 +22,7 @@ from tests.support.browser import (
     open_signed_in,
     shot,
     ticket_url,
+    unreachable_by_tab,
     wait_ready,
 )
 from tests.support.fake_llm import FakeLLM, Turn, Usage, agent_config
@@ -789,22 +790,5 @@ async def test_every_control_is_reachable_by_keyboard(
     for view in ("chat", "explorer", "config", "status"):
         await page.click(f"[data-testid=nav-{view}]")
         await page.wait_for_timeout(300)
-        count = await page.evaluate(_TRACK_FOCUS)
-        for _ in range(count + 15):
-            await page.keyboard.press("Tab")
-        missed = await page.evaluate(_MISSED)
+        missed = await unreachable_by_tab(page, unrendered_file_inputs=True)
         assert missed == [], f"{view}: not reachable with Tab: {missed}"
-
-
-# Every visible, enabled control of the view, and a record of what Tab focuses.
-_CONTROLS = """[...document.querySelectorAll('a[href], button, input, select, textarea, summary')]
-    .filter(el => !el.disabled && (el.getClientRects().length || el.type === 'file')
-                  && getComputedStyle(el).visibility !== 'hidden')"""
-_TRACK_FOCUS = f"""() => {{
-  window.__focused = new Set();
-  document.addEventListener('focusin', e => window.__focused.add(e.target));
-  document.body.focus();
-  return ({_CONTROLS}).length;
-}}"""
-_MISSED = f"""() => ({_CONTROLS})
-    .filter(el => !window.__focused.has(el)).map(el => el.outerHTML.slice(0, 90))"""

@@ -20,6 +20,7 @@ from playwright.async_api import Page, expect
 from moltis_desktop.pairing.setupcode import LINK_PREFIX, decode
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.browser import (
+    CONTROLS,
     EVERY_LOOK,
     Chromium,
     axe_violations,
@@ -27,8 +28,9 @@ from tests.support.browser import (
     shot,
     shot_whole,
     ticket_url,
+    unreachable_by_tab,
 )
-from tests.support.devices import device_id, signed_device
+from tests.support.devices import device_id
 from tests.support.wsclient import ProtoClient
 
 pytestmark = pytest.mark.xdist_group("browser")
@@ -59,18 +61,15 @@ async def connect_device(
 ) -> dict[str, Any]:
     """A device's `connect`, signed with its key (the shared token, its own device token or
     a setup code's bootstrap token)."""
-    challenge = (await client.open())["payload"]
-    secret = bootstrap or token
-    device = signed_device(key, nonce=challenge["nonce"], ts=challenge["ts"], token=secret,
-                           scopes=scopes, role=role)  # fmt: skip
-    params = client.connect_params(
-        scopes=scopes, role=role, device=device, client={"displayName": name}, **extra
+    return await client.connect_signed(
+        key,
+        secret=bootstrap or token,
+        scopes=scopes,
+        role=role,
+        client={"displayName": name},
+        auth={"bootstrapToken": bootstrap} if bootstrap else {"token": token},
+        **extra,
     )
-    params["auth"] = {"bootstrapToken": bootstrap} if bootstrap else {"token": token}
-    res = await client.request("connect", params)
-    if res["ok"]:
-        client.hello = res["payload"]
-    return res
 
 
 async def ask_to_pair(
@@ -416,26 +415,9 @@ async def test_every_devices_control_is_reachable_by_keyboard(
     page = await open_devices(chromium, handle)
     await page.click("[data-testid=pair-show]")
     await expect(page.locator("[data-testid=pair-qr]")).to_be_visible()
-    count = await page.evaluate(_TRACK_FOCUS)
-    for _ in range(count + 15):
-        await page.keyboard.press("Tab")
-    missed = await page.evaluate(_MISSED)
+    missed = await unreachable_by_tab(page, CONTROLS + ', [tabindex="0"]')
     assert missed == [], f"not reachable with Tab: {missed}"
     # Approve from the keyboard alone.
     await page.get_by_role("button", name="Approve Galaxy Tab S9").focus()
     await page.keyboard.press("Enter")
     await expect(page.locator("[data-testid=paired-row]")).to_have_count(3)
-
-
-_CONTROLS = """[...document.querySelectorAll(
-      'a[href], button, input, select, textarea, summary, [tabindex="0"]')]
-    .filter(el => !el.disabled && el.getClientRects().length
-                  && getComputedStyle(el).visibility !== 'hidden')"""
-_TRACK_FOCUS = f"""() => {{
-  window.__focused = new Set();
-  document.addEventListener('focusin', e => window.__focused.add(e.target));
-  document.body.focus();
-  return ({_CONTROLS}).length;
-}}"""
-_MISSED = f"""() => ({_CONTROLS})
-    .filter(el => !window.__focused.has(el)).map(el => el.outerHTML.slice(0, 90))"""

@@ -173,3 +173,39 @@ def widget_shot(widget: Any, name: str) -> Path:
     with FileLock(str(folder / ".gallery.lock")):
         _write_gallery(folder)
     return path
+
+
+CONTROLS = "a[href], button, input, select, textarea, summary"
+
+
+async def unreachable_by_tab(
+    page: Page, selectors: str = CONTROLS, *, unrendered_file_inputs: bool = False
+) -> list[str]:
+    """Press Tab through the page and return the visible, enabled controls (`selectors`)
+    that never got the focus (their HTML, shortened). `unrendered_file_inputs` counts file
+    inputs without a box (styled behind a label) as controls too."""
+    rendered = (
+        "(el.getClientRects().length || el.type === 'file')"
+        if unrendered_file_inputs
+        else ("el.getClientRects().length")
+    )
+    controls = (
+        f"[...document.querySelectorAll({selectors!r})]"
+        f".filter(el => !el.disabled && {rendered} "
+        "&& getComputedStyle(el).visibility !== 'hidden')"
+    )
+    count = await page.evaluate(
+        f"""() => {{
+  window.__focused = new Set();
+  document.addEventListener('focusin', e => window.__focused.add(e.target));
+  document.body.focus();
+  return ({controls}).length;
+}}"""
+    )
+    for _ in range(count + 15):
+        await page.keyboard.press("Tab")
+    missed: list[str] = await page.evaluate(
+        f"() => ({controls}).filter(el => !window.__focused.has(el))"
+        ".map(el => el.outerHTML.slice(0, 90))"
+    )
+    return missed

@@ -104,6 +104,30 @@ class ProtoClient:
             self.hello = res["payload"]
         return res
 
+    async def connect_signed(
+        self, key: Any, *, secret: str, device_change: dict[str, Any] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Open, then `connect` as a device whose key signs the challenge (what OpenClaw's
+        apps and node host do). `secret` is the token the signature covers (the shared
+        token, a device token or a bootstrap token); the rest are `connect` params (`token=`,
+        `auth=`, `role=`, `scopes=`, `client_id=`, `mode=`, …). `device_change` overrides
+        fields of the signed block, to forge one."""
+        from tests.support.devices import signed_device
+
+        challenge = (await self.open())["payload"]
+        device = signed_device(
+            key,
+            nonce=challenge["nonce"],
+            ts=challenge["ts"],
+            token=secret,
+            scopes=kwargs.get("scopes", ["operator.read"]),
+            role=kwargs.get("role", "operator"),
+            client_id=kwargs.get("client_id", "cli"),
+            mode=kwargs.get("mode", "cli"),
+        )
+        device.update(device_change or {})
+        return await self.connect(device=device, **kwargs)
+
     async def send_json(self, frame: Any) -> None:
         assert self.ws is not None
         await self.ws.send_str(json.dumps(frame))
