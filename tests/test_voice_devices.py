@@ -38,6 +38,7 @@ pytestmark = [
 
 # The child: the whole loop on the default (pulse) devices. Prints one JSON line.
 CHILD = r"""
+import faulthandler; faulthandler.dump_traceback_later(140, exit=True)  # a hang shows where
 import asyncio, json, sys, time
 import numpy as np
 
@@ -134,15 +135,21 @@ async def main():
     )
     task = asyncio.get_running_loop().create_task(pipeline.run())
     try:
+        print("waiting for first chunk", time.monotonic(), file=sys.stderr, flush=True)
         await asyncio.wait_for(source.first.wait(), 20)
+        print("first chunk", time.monotonic(), file=sys.stderr, flush=True)
         await asyncio.sleep(0.5)
         out["question_played"] = await asyncio.wait_for(Speaker("").play(question, 16000), 30)
+        print("question played", out["question_played"], time.monotonic(), file=sys.stderr)
         await asyncio.wait_for(reply_done.wait(), 40)
+        print("reply done", time.monotonic(), file=sys.stderr, flush=True)
     except TimeoutError:
         out["timeout"] = True
     finally:
+        print("cancelling", time.monotonic(), [k for k, _ in events], file=sys.stderr, flush=True)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        print("cancelled", time.monotonic(), file=sys.stderr, flush=True)
     plays = sink.plays
     heard_during_reply = [
         rms for t, rms in source.levels if plays and plays[0][0] + 0.3 <= t <= plays[-1][1]
@@ -284,10 +291,11 @@ def pulse(tmp_path: Path) -> Iterator[dict[str, str]]:
             proc.stderr.close()
 
 
+@pytest.mark.timeout(180)  # the child's own waits end by ~100 s; a hang dumps at 140 s
 def test_wake_question_and_reply_through_virtual_devices(
     pulse: dict[str, str], tmp_path: Path
 ) -> None:
-    result = _run_child(CHILD, pulse, str(tmp_path / "models"), REPLY, timeout=100)
+    result = _run_child(CHILD, pulse, str(tmp_path / "models"), REPLY, timeout=150)
     names = [d["name"] for d in result["devices"]]  # type: ignore[union-attr]
     assert "pulse" in names, names
     assert "default" in names, names
