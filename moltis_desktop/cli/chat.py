@@ -8,7 +8,7 @@ import sys
 import uuid
 from typing import Any
 
-from moltis_desktop.cli.commands import client_for
+from moltis_desktop.cli.connect import client_for
 from moltis_desktop.cli.output import print_json, run
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.protocol.constants import Scope

@@ -15,93 +15,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from moltis_desktop.cli.client import GatewayClient, GatewayUnreachableError
+from moltis_desktop.cli.connect import (
+    call,
+    client_for,
+    credentials,
+    gateway_url,
+    local_config,
+    secret_store,
+    tls_fingerprint,
+)
 from moltis_desktop.cli.output import print_json, run
 from moltis_desktop.config.loader import ConfigError, set_dotted
-from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.store import ConfigStore, text_hash
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.paths import AppPaths
-from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.protocol.constants import Scope
-
-# ---------------------------------------------------------------- connection details
-
-
-def _local_config() -> ConfigStore:
-    return ConfigStore(AppPaths.resolve().config_file, read_only=True)
-
-
-def _secret_store(store: ConfigStore) -> SecretStore:
-    return SecretStore(AppPaths.resolve().state_dir, backend=store.current.settings.secrets.backend)
-
-
-def _url(args: argparse.Namespace, store: ConfigStore) -> str:
-    url = getattr(args, "url", None) or os.environ.get("MOLTIS_URL")
-    if url:
-        return str(url)
-    gw = store.current.settings.gateway
-    host = "127.0.0.1" if gw.bind in ("loopback", "lan", "0.0.0.0") else gw.bind  # noqa: S104
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{'wss' if gw.tls.enabled else 'ws'}://{host}:{gw.port}"
-
-
-def _is_local(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host == "localhost" or is_loopback(host)
-
-
-def _tls_fingerprint(args: argparse.Namespace, url: str) -> str | None:
-    """The certificate pin for a `wss://` URL: the flag, else the environment, else (for a
-    gateway on this machine) the fingerprint of the certificate in the state directory."""
-    pin = getattr(args, "tls_fingerprint", None) or os.environ.get("MOLTIS_TLS_FINGERPRINT")
-    if pin or not url.lower().startswith(("wss://", "https://")):
-        return str(pin) if pin else None
-    if _is_local(url):
-        from moltis_desktop.gateway.tls import read_fingerprint
-
-        return read_fingerprint(AppPaths.resolve().state_dir)
-    return None
-
-
-def _credentials(
-    args: argparse.Namespace, store: ConfigStore, url: str
-) -> tuple[str | None, str | None, bool]:
-    """(token, password, whether they came from the secret store) for the gateway at `url`:
-    the flags, else the environment, else (for a local gateway) the secret store."""
-    token = getattr(args, "token", None) or os.environ.get("MOLTIS_TOKEN")
-    password = getattr(args, "password", None) or os.environ.get("MOLTIS_PASSWORD")
-    if not token and not password and _is_local(url):
-        # The local gateway's own secret, read from the same secret store it uses.
-        auth = store.current.settings.gateway.auth
-        secrets = _secret_store(store)
-        if auth.mode == "token":
-            token = secrets.get(auth.token_secret)
-        elif auth.mode == "password":
-            password = secrets.get(auth.password_secret)
-        return token, password, True
-    return token, password, False
-
-
-def client_for(args: argparse.Namespace, scopes: list[str]) -> GatewayClient:
-    """A client for the gateway the flags / environment / config point at."""
-    store = _local_config()
-    url = _url(args, store)
-    token, password, _ = _credentials(args, store, url)
-    return GatewayClient(
-        url,
-        token=token,
-        password=password,
-        scopes=scopes,
-        timeout_s=getattr(args, "timeout", 30.0),
-        tls_fingerprint=_tls_fingerprint(args, url),
-    )
-
-
-async def _call(args: argparse.Namespace, method: str, params: Any, scopes: list[str]) -> Any:
-    async with client_for(args, scopes) as client:
-        return await client.call(method, params)
-
 
 # ---------------------------------------------------------------- health / status / call
 
@@ -131,7 +59,7 @@ def _config_line(config: dict[str, Any]) -> str:
 
 def cmd_health(args: argparse.Namespace) -> int:
     params = {"probe": True} if args.probe else None
-    health = run(_call(args, "health", params, [Scope.READ]))
+    health = run(call(args, "health", params, [Scope.READ]))
     if args.json:
         print_json(health)
         return 0
@@ -156,7 +84,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = run(_call(args, "status", {}, [Scope.READ]))
+    status = run(call(args, "status", {}, [Scope.READ]))
     if args.json:
         print_json(status)
         return 0
@@ -187,7 +115,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         params = None if args.params is None else json.loads(args.params)
     except ValueError as exc:
         raise MoltisError(f"--params is not valid JSON: {exc}") from None
-    result = run(_call(args, args.method, params, [Scope.ADMIN]))
+    result = run(call(args, args.method, params, [Scope.ADMIN]))
     print_json(result)
     return 0
 
@@ -269,12 +197,12 @@ def _refused(base: str, token: str | None, password: str | None, from_store: boo
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Open the web app signed in, through a one-time ticket (the credential stays out of
     the address bar and the browser history)."""
-    store = _local_config()
-    url = _url(args, store)
+    store = local_config()
+    url = gateway_url(args, store)
     base = _http_base(url)
-    token, password, from_store = _credentials(args, store, url)
+    token, password, from_store = credentials(args, store, url)
     status, body = run(
-        _mint_ticket(base, token or password, args.timeout, _tls_fingerprint(args, url))
+        _mint_ticket(base, token or password, args.timeout, tls_fingerprint(args, url))
     )
     if status == 401:
         raise MoltisError(_refused(base, token, password, from_store))
@@ -351,11 +279,11 @@ def cmd_config(args: argparse.Namespace) -> int:
         return _config_edit()
     if action == "get":
         try:
-            snapshot = run(_call(args, "config.get", {}, [Scope.READ]))
+            snapshot = run(call(args, "config.get", {}, [Scope.READ]))
             effective = snapshot["config"]
         except GatewayUnreachableError as exc:
             _offline_note(exc)
-            store = _local_config()
+            store = local_config()
             if store.error is not None:
                 print(f"warning: {store.error}", file=sys.stderr)
             effective = store.current.effective
@@ -497,7 +425,7 @@ def _starter_config() -> str:
 
 
 def cmd_secrets(args: argparse.Namespace) -> int:
-    store = _secret_store(_local_config())
+    store = secret_store(local_config())
     action = args.secrets_command
     if action == "list":
         names = store.names()

@@ -42,11 +42,11 @@ def _when(ms: Any) -> str:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from moltis_desktop.cli.commands import _call
+    from moltis_desktop.cli.connect import call
 
     action = args.devices_command
     if action == "list":
-        result = run(_call(args, "device.pair.list", {}, _SCOPES))
+        result = run(call(args, "device.pair.list", {}, _SCOPES))
         if args.json:
             print_json(result)
             return 0
@@ -66,16 +66,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
             )
         return 0
     if action in ("approve", "reject"):
-        result = run(_call(args, f"device.pair.{action}", {"requestId": args.request_id}, _SCOPES))
+        result = run(call(args, f"device.pair.{action}", {"requestId": args.request_id}, _SCOPES))
         verb = "paired" if action == "approve" else "refused"
         print_json(result) if args.json else print(f"{args.request_id}: {verb}")
         return 0
     if action == "remove":
-        result = run(_call(args, "device.pair.remove", {"deviceId": args.device_id}, _SCOPES))
+        result = run(call(args, "device.pair.remove", {"deviceId": args.device_id}, _SCOPES))
         print_json(result) if args.json else print(f"{args.device_id}: removed")
         return 0
     params = {"deviceId": args.device_id, "role": args.role}
-    result = run(_call(args, f"device.token.{action}", params, _SCOPES))
+    result = run(call(args, f"device.token.{action}", params, _SCOPES))
     if args.json:
         print_json(result)
     elif action == "rotate":

@@ -83,7 +83,7 @@ def _error_code(exc: GatewayRequestError) -> str:
 
 
 async def _setup_code(conn: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
-    from moltis_desktop.cli.commands import client_for
+    from moltis_desktop.cli.connect import client_for
 
     async with client_for(conn, _SCOPES) as client:
         result: dict[str, Any] = await client.call("device.pair.setupCode", params)
@@ -92,7 +92,8 @@ async def _setup_code(conn: argparse.Namespace, params: dict[str, Any]) -> dict[
 
 async def _open_to_lan(conn: argparse.Namespace) -> Any:
     """Set gateway.bind = "lan" through the gateway, unless it runs without auth."""
-    from moltis_desktop.cli.commands import client_for, patch_config
+    from moltis_desktop.cli.commands import patch_config
+    from moltis_desktop.cli.connect import client_for
 
     async with client_for(conn, _SCOPES) as client:
         status = await client.call("status", {})

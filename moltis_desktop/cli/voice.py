@@ -60,12 +60,12 @@ def add_voice_parser(sub: Any, client_flags: Any) -> None:
 def _service() -> Any:
     import os
 
-    from moltis_desktop.cli.commands import _local_config
+    from moltis_desktop.cli.connect import local_config
     from moltis_desktop.core.paths import AppPaths
     from moltis_desktop.voice.models import ModelManager
     from moltis_desktop.voice.service import VoiceService
 
-    store = _local_config()
+    store = local_config()
     settings = store.current.settings.voice
     paths = AppPaths.resolve()
     mirror = os.environ.get("MOLTIS_MODEL_MIRROR") or settings.model_mirror
@@ -150,7 +150,7 @@ def _stage_printer(json_lines: bool) -> Any:
 
 
 async def _ask_gateway(args: argparse.Namespace, text: str) -> str:
-    from moltis_desktop.cli.commands import client_for
+    from moltis_desktop.cli.connect import client_for
 
     run_id = f"voice-{uuid.uuid4()}"
     session = "main"
