@@ -161,9 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.auth import cmd_auth
 
             return cmd_auth(args)
-        from moltis_desktop.cli import chat, commands
+        from moltis_desktop.cli import chat, config_cmd, secrets_cmd, status
 
-        module = chat if hasattr(chat, f"cmd_{args.command}") else commands
+        modules = (chat, status, config_cmd, secrets_cmd)
+        module = next(m for m in modules if hasattr(m, f"cmd_{args.command}"))
         handler = getattr(module, f"cmd_{args.command}")
         return int(handler(args))
     except MoltisError as exc:

@@ -92,7 +92,7 @@ async def _setup_code(conn: argparse.Namespace, params: dict[str, Any]) -> dict[
 
 async def _open_to_lan(conn: argparse.Namespace) -> Any:
     """Set gateway.bind = "lan" through the gateway, unless it runs without auth."""
-    from moltis_desktop.cli.commands import patch_config
+    from moltis_desktop.cli.config_cmd import patch_config
     from moltis_desktop.cli.connect import client_for
 
     async with client_for(conn, _SCOPES) as client:
