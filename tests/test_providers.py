@@ -32,8 +32,8 @@ from moltis_desktop.providers.base import (
     Usage,
 )
 from moltis_desktop.providers.openai_compat import build_params as openai_params
-from moltis_desktop.providers.presets import resolve_config
 from moltis_desktop.providers.registry import ProviderRegistry
+from moltis_desktop.providers.resolved import resolve_config
 from tests.support.fake_llm import FakeLLM, Turn
 from tests.support.process import free_port
 

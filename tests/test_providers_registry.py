@@ -30,9 +30,10 @@ from moltis_desktop.providers.base import (
     ToolSpec,
     Usage,
 )
-from moltis_desktop.providers.presets import NO_KEY, PRESETS, ProviderConfigError
+from moltis_desktop.providers.presets import NO_KEY, PRESETS
 from moltis_desktop.providers.pricing import PriceTable, cost
 from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry, catalog_entry
+from moltis_desktop.providers.resolved import ProviderConfigError
 from tests.support.fake_llm import FakeLLM, FakeModel, Turn
 from tests.support.keyrings import MemoryKeyring
 from tests.support.process import run_python

@@ -36,7 +36,7 @@ from moltis_desktop.providers.base import (
     ToolResult,
     Usage,
 )
-from moltis_desktop.providers.presets import (
+from moltis_desktop.providers.errors import (
     connection_error,
     error_details,
     parse_tool_arguments,

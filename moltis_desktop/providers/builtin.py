@@ -9,7 +9,7 @@ from typing import Any
 
 from moltis_desktop.core.hooks import hookimpl
 from moltis_desktop.providers.base import Provider, ProviderSpec
-from moltis_desktop.providers.presets import ProviderConfig
+from moltis_desktop.providers.resolved import ProviderConfig
 
 
 def _anthropic(config: ProviderConfig, api_key: str | None) -> Provider:

@@ -38,8 +38,7 @@ from moltis_desktop.providers.base import (
     ToolResult,
     Usage,
 )
-from moltis_desktop.providers.presets import (
-    ProviderConfig,
+from moltis_desktop.providers.errors import (
     connection_error,
     error_details,
     parse_tool_arguments,
@@ -48,6 +47,7 @@ from moltis_desktop.providers.presets import (
     stream_transport_error,
     transport_errors,
 )
+from moltis_desktop.providers.resolved import ProviderConfig
 from moltis_desktop.providers.sdk import SdkProvider
 
 REASONING_EFFORTS: dict[ThinkingLevel, tuple[str, ...]] = {

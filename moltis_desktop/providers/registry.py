@@ -25,13 +25,8 @@ from moltis_desktop.config.secrets import SecretStore, SecretStoreError
 from moltis_desktop.config.settings import ModelEntry, ProviderSettings, Settings
 from moltis_desktop.core.logging import REDACTOR
 from moltis_desktop.providers.base import ModelInfo, Provider, ProviderError, ProviderSpec
-from moltis_desktop.providers.presets import (
-    PRESETS,
-    KnownModel,
-    ProviderConfig,
-    ProviderConfigError,
-    resolve_config,
-)
+from moltis_desktop.providers.presets import PRESETS, KnownModel
+from moltis_desktop.providers.resolved import ProviderConfig, ProviderConfigError, resolve_config
 
 _LOGGER = logging.getLogger(__name__)
 

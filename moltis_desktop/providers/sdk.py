@@ -9,7 +9,9 @@ import sys
 from types import ModuleType
 from typing import Any, ClassVar
 
-from moltis_desktop.providers.presets import NO_KEY, ProviderConfig, missing_key_error
+from moltis_desktop.providers.errors import missing_key_error
+from moltis_desktop.providers.presets import NO_KEY
+from moltis_desktop.providers.resolved import ProviderConfig
 
 
 async def load_sdk(name: str) -> ModuleType:
