@@ -21,9 +21,10 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtWidgets import QSystemTrayIcon
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.node.client import CLIENT_ID, CLIENT_MODE, ROLE, NodeClient
+from moltis_desktop.node.client import NodeClient
 from moltis_desktop.node.commands import SYSTEM_RUN, CommandError
 from moltis_desktop.node.errors import NodeAuthError
+from moltis_desktop.node.handshake import CLIENT_ID, CLIENT_MODE, ROLE
 
 if TYPE_CHECKING:
     from moltis_desktop.desktop.app import DesktopApp

@@ -15,7 +15,6 @@ import json
 import logging
 import re
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from moltis_desktop import __version__
 from moltis_desktop.core.logging import REDACTOR
 from moltis_desktop.node.backoff import Backoff
 from moltis_desktop.node.commands import CommandError, NodeCommands
@@ -40,6 +38,14 @@ from moltis_desktop.node.errors import (
     refusal_error,
     removal_error,
 )
+from moltis_desktop.node.handshake import (
+    ROLE,
+    connect_params,
+    device_family,
+    next_frame,
+    node_platform,
+    read_challenge,
+)
 from moltis_desktop.node.identity import (
     IDENTITY_FILE,
     TOKENS_FILE,
@@ -52,12 +58,6 @@ from moltis_desktop.pairing.setupcode import SetupCode, SetupCodeError, check_ur
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CLIENT_ID = "node-host"
-CLIENT_MODE = "node"
-ROLE = "node"
-CAPS = ("system",)
-MIN_PROTOCOL = 3
-MAX_PROTOCOL = 4
 HANDSHAKE_TIMEOUT_S = 10.0
 """Seconds from opening the socket to `hello-ok` (the gateway's own limit is the same)."""
 REQUEST_TIMEOUT_S = 30.0
@@ -67,17 +67,6 @@ waiting for the node to come up once they approve it."""
 DEFAULT_TICK_INTERVAL_MS = 30_000
 TICK_TIMEOUT_CLOSE = 4000
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-
-_PLATFORMS = {"linux": "linux", "darwin": "macos", "win32": "windows", "cygwin": "windows"}
-_FAMILIES = {"linux": "Linux", "macos": "Mac", "windows": "Windows"}
-
-
-def node_platform() -> str:
-    """`client.platform`: linux, macos or windows (else `sys.platform` as it is)."""
-    for prefix, name in _PLATFORMS.items():
-        if sys.platform.startswith(prefix):
-            return name
-    return sys.platform
 
 
 class _StoppedError(Exception):
@@ -123,7 +112,7 @@ class NodeClient:
         self.display_name = display_name or socket.gethostname() or "moltis-node"
         self.instance_id = str(uuid.uuid4())
         self.platform = node_platform()
-        self.device_family = _FAMILIES.get(self.platform, self.platform)
+        self.device_family = device_family(self.platform)
         self._say = say or _LOGGER.info
         """Where the human lines go (connected, waiting for approval, retrying)."""
         self.backoff = backoff or Backoff()
@@ -309,80 +298,31 @@ class NodeClient:
     async def _exchange(
         self, ws: aiohttp.ClientWebSocketResponse, url: str, field: str, secret: str
     ) -> dict[str, Any]:
-        challenge = await self._next_frame(ws, url)
-        payload = challenge.get("payload") or {}
-        nonce = payload.get("nonce") if isinstance(payload, dict) else None
-        if challenge.get("event") != "connect.challenge" or not isinstance(nonce, str) or not nonce:
-            raise NodeRefusedError(
-                "PROTOCOL_ERROR",
-                f"{url} does not speak the gateway protocol (first frame: {str(challenge)[:120]})",
-            )
-        ts = payload.get("ts")
-        signed_at = ts if isinstance(ts, int) and ts >= 0 else int(time.time() * 1000)
+        nonce, signed_at = read_challenge(await next_frame(ws, url), url)
         rid = self._next_id()
-        params = self._connect_params(nonce, signed_at, field, secret)
+        params = connect_params(
+            self.identity,
+            self.commands,
+            nonce=nonce,
+            signed_at=signed_at,
+            field=field,
+            secret=secret,
+            display_name=self.display_name,
+            platform=self.platform,
+            device_family=self.device_family,
+            instance_id=self.instance_id,
+        )
         await ws.send_str(
             json.dumps({"type": "req", "id": rid, "method": "connect", "params": params})
         )
         while True:
-            frame = await self._next_frame(ws, url)
+            frame = await next_frame(ws, url)
             if frame.get("type") == "res" and frame.get("id") == rid:
                 break
         if frame.get("ok"):
             hello = frame.get("payload")
             return hello if isinstance(hello, dict) else {}
         raise refusal_error(frame.get("error") or {}, field)
-
-    def _connect_params(
-        self, nonce: str, signed_at: int, field: str, secret: str
-    ) -> dict[str, Any]:
-        scopes: list[str] = []
-        device = self.identity.sign_connect(
-            nonce=nonce,
-            signed_at_ms=signed_at,
-            client_id=CLIENT_ID,
-            client_mode=CLIENT_MODE,
-            role=ROLE,
-            scopes=scopes,
-            token=secret,
-            platform=self.platform,
-            device_family=self.device_family,
-        )
-        return {
-            "minProtocol": MIN_PROTOCOL,
-            "maxProtocol": MAX_PROTOCOL,
-            "client": {
-                "id": CLIENT_ID,
-                "displayName": self.display_name,
-                "version": __version__,
-                "platform": self.platform,
-                "deviceFamily": self.device_family,
-                "mode": CLIENT_MODE,
-                "instanceId": self.instance_id,
-            },
-            "caps": list(CAPS),
-            "commands": self.commands.names(),
-            "permissions": {},
-            "role": ROLE,
-            "scopes": scopes,
-            "auth": {field: secret},
-            "device": device,
-        }
-
-    async def _next_frame(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> dict[str, Any]:
-        msg = await ws.receive()
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            try:
-                frame = json.loads(msg.data)
-            except ValueError:
-                frame = None
-            if isinstance(frame, dict):
-                return frame
-            raise NodeRefusedError("PROTOCOL_ERROR", f"{url} sent a frame that is not JSON")
-        reason = f": {msg.extra}" if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra else ""
-        raise NodeUnreachableError(
-            f"the gateway at {url} closed the connection ({ws.close_code}{reason})"
-        )
 
     # ------------------------------------------------------------------ connected
 
