@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from moltis_desktop.voice.catalog import ModelFile, VoiceModel, piper_id, whisper_id
 from moltis_desktop.voice.errors import ModelMissingError, VoiceError
-from moltis_desktop.voice.models import (
-    ModelFile,
-    ModelManager,
-    VoiceModel,
-    piper_id,
-    whisper_id,
-)
+from moltis_desktop.voice.models import ModelManager
 from tests.conftest import GatewayHandle, MakeClient
 from tests.support.process import BIN, base_env, free_port, run_python
 from tests.support.wsclient import ProtoClient

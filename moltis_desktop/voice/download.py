@@ -20,7 +20,7 @@ from moltis_desktop import __version__
 from moltis_desktop.voice.errors import VoiceError
 
 if TYPE_CHECKING:
-    from moltis_desktop.voice.models import ModelFile
+    from moltis_desktop.voice.catalog import ModelFile
 
 _LOGGER = logging.getLogger(__name__)
 

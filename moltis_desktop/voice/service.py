@@ -57,7 +57,7 @@ class VoiceService:
     # ------------------------------------------------------------------ engines
 
     def stt_model_path(self) -> Path:
-        from moltis_desktop.voice.models import whisper_id
+        from moltis_desktop.voice.catalog import whisper_id
 
         model = self.settings().stt.model
         path = Path(model).expanduser()
@@ -88,7 +88,7 @@ class VoiceService:
         return await asyncio.to_thread(transcriber.transcribe_file, data, language=language)
 
     def _piper_voice_path(self, voice: str) -> Path:
-        from moltis_desktop.voice.models import piper_id
+        from moltis_desktop.voice.catalog import piper_id
 
         path = Path(voice).expanduser()
         if path.suffix == ".onnx":
@@ -131,7 +131,7 @@ class VoiceService:
     def missing_models(self) -> list[str]:
         """The models the current settings need that are neither downloaded nor shipped
         by a package (model files given as paths are not managed)."""
-        from moltis_desktop.voice.models import piper_id, whisper_id
+        from moltis_desktop.voice.catalog import piper_id, whisper_id
 
         settings = self.settings()
         needed = []
