@@ -651,7 +651,7 @@ class PairDialog(QDialog):
         rid = str(request.get("requestId") or "")
         if not rid or rid in self.rows:
             return
-        row = RequestRow(request, self)
+        row = RequestRow(request, self.decide)
         self.rows[rid] = row
         self.requests_list.addWidget(row)
         row.show()  # now: a child added to a shown window is otherwise shown later

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
-
-if TYPE_CHECKING:
-    from moltis_desktop.desktop.pair_dialog import PairDialog
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,9 +29,13 @@ def muted(label: QLabel, smaller: bool = True) -> QLabel:
 
 
 class RequestRow(QFrame):
-    """One pending pairing request: who, and Approve / Reject."""
+    """One pending pairing request: who, and Approve / Reject.
 
-    def __init__(self, request: dict[str, Any], dialog: PairDialog) -> None:
+    `on_decide(request id, approve)` is called when a button is clicked (the pair dialog's
+    `decide`).
+    """
+
+    def __init__(self, request: dict[str, Any], on_decide: Callable[[str, bool], None]) -> None:
         super().__init__()
         self.request_id = str(request["requestId"])
         self.device_id = str(request.get("deviceId", ""))
@@ -49,11 +51,11 @@ class RequestRow(QFrame):
         self.approve = QPushButton("A&pprove")
         self.approve.setAccessibleName(f"Approve {self.name}")
         self.approve.setAutoDefault(False)
-        self.approve.clicked.connect(lambda: dialog.decide(self.request_id, True))
+        self.approve.clicked.connect(lambda: on_decide(self.request_id, True))
         self.reject = QPushButton("Re&ject")
         self.reject.setAccessibleName(f"Reject {self.name}")
         self.reject.setAutoDefault(False)
-        self.reject.clicked.connect(lambda: dialog.decide(self.request_id, False))
+        self.reject.clicked.connect(lambda: on_decide(self.request_id, False))
         words = QVBoxLayout()
         words.setSpacing(0)
         words.addWidget(self.text)
