@@ -1,46 +1,34 @@
 """The tray's "Pair a Phone…" window: a setup code (`device.pair.setupCode`) as a QR code
-with its countdown, the way to let phones reach a loopback-only gateway, and the pairing
-requests that arrive while it is open."""
+with its countdown (the code page, `pair_code_page`), the way to let phones reach a
+loopback-only gateway, and the pairing requests that arrive while it is open."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import (
-    QCloseEvent,
-    QFontDatabase,
-    QGuiApplication,
-    QHideEvent,
-    QImage,
-    QPixmap,
-    QShowEvent,
-)
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QHideEvent, QPixmap, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QDialog,
-    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
     QLayout,
-    QLineEdit,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.desktop.icons import app_icon
+from moltis_desktop.desktop.pair_code_page import CodePage
+from moltis_desktop.desktop.pair_code_page import wrapped as _wrapped
 from moltis_desktop.desktop.pair_request_row import RequestRow
 from moltis_desktop.desktop.pair_request_row import escape as _escape
 from moltis_desktop.desktop.pair_request_row import muted as _muted
-from moltis_desktop.desktop.qr import QR_MIN_PX, faded, qr_image
 from moltis_desktop.gateway.methods.devices import decide, setup_code
 from moltis_desktop.protocol.frames import GatewayError
 
@@ -50,18 +38,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-PROFILES = (
-    ("full", "Full access"),
-    ("limited", "Limited (no admin)"),
-    ("voice-node", "Voice only"),
-)
-"""The setup-code profiles offered, as (profile, label)."""
-ACCESS_LABELS = {
-    "full": "full access",
-    "limited": "limited access (no admin)",
-    "node": "node access",
-    "voice-node": "voice only",
-}
 CLOSE_AFTER_MS = 2000
 """How long "✓ … is paired" stays up before the window closes itself, in milliseconds."""
 PAGE_MIN_WIDTH = 480
@@ -69,10 +45,6 @@ PAGE_MIN_WIDTH = 480
 REBIND_WAIT_S = 10.0
 """How long to wait for the gateway to move onto the network, in seconds."""
 
-INTRO = (
-    "Open the OpenClaw-compatible app on your phone, make sure the phone is on the same "
-    "Wi-Fi as this computer, and scan this code."
-)
 LAN_DISABLED_TEXT = "Phones can't reach Moltis yet: it only accepts connections from this computer."
 LAN_EXPLAIN = (
     "Allow connections from your local network so a phone can connect. Sign-in stays on: "
@@ -93,18 +65,6 @@ ERROR_COLOUR = "#e5484d"
 def _detail_code(exc: GatewayError) -> str:
     details = exc.shape.details
     return str(details.get("code") or "") if isinstance(details, dict) else ""
-
-
-def format_remaining(ms: int) -> str:
-    """`m:ss` for a time left, rounded up (10:00 just after a code is made)."""
-    seconds = max(0, math.ceil(ms / 1000))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def _wrapped(text: str = "") -> QLabel:
-    label = QLabel(text)
-    label.setWordWrap(True)
-    return label
 
 
 class PairDialog(QDialog):
@@ -131,7 +91,6 @@ class PairDialog(QDialog):
         """Devices known to be pairing with one of those codes."""
         self._stale = True
         self._wait: asyncio.Future[None] | None = None
-        self._qr_source = QImage()
         self.setWindowTitle("Pair a Phone")
         self.setWindowIcon(app_icon())
 
@@ -142,20 +101,23 @@ class PairDialog(QDialog):
         self.close_timer.setSingleShot(True)
         self.close_timer.setInterval(CLOSE_AFTER_MS)
         self.close_timer.timeout.connect(self.close)
-        self._copied = QTimer(self)
-        self._copied.setSingleShot(True)
-        self._copied.setInterval(1500)
-        self._copied.timeout.connect(lambda: self.copy_button.setText("&Copy"))
 
         # One page shown at a time; the hidden ones take no room (a QStackedWidget
         # would keep the window as tall as its tallest page).
-        self.code_page = self._build_code_page()
+        self.code_page = CodePage()
         self.lan_page = self._build_lan_page()
         self.error_page = self._build_error_page()
         self.done_page = self._build_done_page()
         self.pages = (self.code_page, self.lan_page, self.error_page, self.done_page)
         self.page: QWidget = self.code_page
         """The page shown."""
+        # The code page's widgets that the window works with, by their names here.
+        code = self.code_page
+        self.qr, self.countdown = code.qr, code.countdown
+        self.profile, self.address = code.profile, code.address
+        self.code_field, self.copy_button = code.code_field, code.copy_button
+        self.profile.currentIndexChanged.connect(self._profile_changed)
+        self.copy_button.clicked.connect(self.copy_code)
 
         self.requests_box = self._build_requests_box()
         buttons = self._build_buttons()
@@ -198,98 +160,6 @@ class PairDialog(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(self.close_button)
         return buttons
-
-    def _build_code_page(self) -> QWidget:
-        """The QR code and its countdown on the left; access, address and code beside."""
-        page = QWidget()
-        self.intro = _wrapped(INTRO)
-        columns = QHBoxLayout()
-        columns.setSpacing(16)
-        columns.addLayout(self._build_qr_column())
-        columns.addLayout(self._build_details(), 1)
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(12)
-        layout.addWidget(self.intro)
-        layout.addLayout(columns)
-        return page
-
-    def _build_qr_column(self) -> QVBoxLayout:
-        self.qr = QLabel()
-        self.qr.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.qr.setAccessibleName("QR code for pairing a phone")
-        self.qr.setAccessibleDescription("Scan it with the phone app; the setup code is below")
-        self.qr.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
-        self.countdown = QLabel("")
-        self.countdown.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.countdown.setAccessibleName("Time left")
-        font = self.countdown.font()
-        font.setBold(True)
-        self.countdown.setFont(font)
-        left = QVBoxLayout()
-        left.setSpacing(6)
-        left.addWidget(self.qr, 0, Qt.AlignmentFlag.AlignHCenter)
-        left.addWidget(self.countdown)
-        left.addStretch(1)
-        return left
-
-    def _build_details(self) -> QVBoxLayout:
-        self.profile = QComboBox()
-        for profile, label in PROFILES:
-            self.profile.addItem(label, profile)
-        self.profile.setAccessibleName("What the phone may do")
-        self.profile.currentIndexChanged.connect(self._profile_changed)
-        self.access_note = _muted(_wrapped())
-        self.access_note.hide()
-
-        self.address = QLabel("")
-        self.address.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.address.setAccessibleName("Gateway address")
-        self.other_addresses = _muted(_wrapped())
-        self.other_addresses.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.fingerprint = _muted(_wrapped())
-        self.fingerprint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.fingerprint.hide()
-        addresses = QVBoxLayout()
-        addresses.setSpacing(2)
-        addresses.addWidget(self.address)
-        addresses.addWidget(self.other_addresses)
-        addresses.addWidget(self.fingerprint)
-
-        self.code_field = QLineEdit()
-        self.code_field.setReadOnly(True)
-        self.code_field.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.code_field.setAccessibleName("Setup code")
-        self.code_field.setToolTip("Paste it into the phone app if it cannot scan the QR code")
-        self.code_field.setPlaceholderText("expired")
-        self.code_field.setMinimumWidth(250)
-        self.copy_button = QPushButton("&Copy")
-        self.copy_button.setAutoDefault(False)
-        self.copy_button.setAccessibleName("Copy the setup code")
-        self.copy_button.clicked.connect(self.copy_code)
-        code_row = QHBoxLayout()
-        code_row.addWidget(self.code_field, 1)
-        code_row.addWidget(self.copy_button)
-
-        access = QVBoxLayout()
-        access.setSpacing(2)
-        access.addWidget(self.profile)
-        access.addWidget(self.access_note)
-        # Labels above their fields: the column beside the QR code is narrow.
-        form = QFormLayout()
-        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        access_label = QLabel("<b>&Access</b>")
-        access_label.setBuddy(self.profile)
-        code_label = QLabel("<b>Setup c&ode</b>")
-        code_label.setBuddy(self.code_field)
-        form.addRow(access_label, access)
-        form.addRow(QLabel("<b>Address</b>"), addresses)
-        form.addRow(code_label, code_row)
-        right = QVBoxLayout()
-        right.addLayout(form)
-        right.addStretch(1)
-        return right
 
     def _build_lan_page(self) -> QWidget:
         page = QWidget()
@@ -443,58 +313,19 @@ class PairDialog(QDialog):
     def _show_code(self, result: dict[str, Any]) -> None:
         self.setup_result = result
         self._setup_ids.add(self.setup_id)
-        code = str(result["setupCode"])
-        self._qr_source = self._render_qr(code)
-        self.qr.setPixmap(QPixmap.fromImage(self._qr_source))
-        self.qr.setFixedSize(self.qr.pixmap().deviceIndependentSize().toSize())
-        self.code_field.setText(code)
-        self.code_field.setCursorPosition(0)
-        url = str(result.get("gatewayUrl") or "")
-        self.address.setText(f"<b>{_escape(url)}</b>")
-        self.address.setToolTip(
-            f"found via {result['urlSource']}" if result.get("urlSource") else ""
-        )
-        others = [str(u) for u in result.get("gatewayUrls") or () if u != url]
-        self.other_addresses.setText("Also at " + ", ".join(others) if others else "")
-        self.other_addresses.setVisible(bool(others))
-        tls = str(result.get("tlsSha256") or "")
-        self.fingerprint.setText(f"Certificate: {tls[:23]}…" if tls else "")
-        self.fingerprint.setToolTip(tls)
-        self.fingerprint.setVisible(bool(tls))
-        self._show_access(result)
+        self.code_page.show_code(result)
         self._show_page(self.code_page)
         self.regenerate_button.show()
         self.regenerate_button.setDefault(False)
         self._set_state("code")
         self.tick()
 
-    def _render_qr(self, code: str) -> QImage:
-        # Whole device pixels per module keep the edges sharp on HiDPI screens too.
-        ratio = self.devicePixelRatioF() or 1.0
-        image = qr_image(code, min_px=math.ceil(QR_MIN_PX * ratio))
-        image.setDevicePixelRatio(ratio)
-        return image
-
-    def _show_access(self, result: dict[str, Any]) -> None:
-        access = str(result.get("access") or "")
-        asked = str(self.profile.currentData() or "")
-        note = ""
-        if result.get("accessDowngraded"):
-            note = (
-                f"Over a plain (unencrypted) connection on your network the phone gets "
-                f"{ACCESS_LABELS.get(access, access)}. Turn on TLS (gateway.tls) for more."
-            )
-        elif access and access != asked:
-            note = f"The phone gets {ACCESS_LABELS.get(access, access)}."
-        self.access_note.setText(note)
-        self.access_note.setVisible(bool(note))
-
     def tick(self) -> None:
         """Once a second while open: the countdown, expiry, and requests that went away."""
         if self.state in ("code", "expired"):
             left = self.remaining_ms()
             if left > 0:
-                self.countdown.setText(f"Expires in {format_remaining(left)}")
+                self.code_page.show_remaining(left)
             elif self.state == "code":
                 self._show_expired()
         if self.rows:
@@ -502,13 +333,7 @@ class PairDialog(QDialog):
 
     def _show_expired(self) -> None:
         self._set_state("expired")
-        self.countdown.setText("This code has expired")
-        image = faded(self._qr_source, "Expired")
-        image.setDevicePixelRatio(self._qr_source.devicePixelRatio())
-        self.qr.setPixmap(QPixmap.fromImage(image))
-        self.code_field.clear()
-        self.copy_button.setText("&Copy")
-        self.copy_button.setEnabled(False)
+        self.code_page.show_expired()
         self.regenerate_button.setDefault(True)
         self.regenerate_button.setFocus()
 
@@ -517,8 +342,7 @@ class PairDialog(QDialog):
         if not code:
             return
         QGuiApplication.clipboard().setText(code)
-        self.copy_button.setText("Copied")
-        self._copied.start()
+        self.code_page.show_copied()
 
     def _set_state(self, state: str) -> None:
         self.state = state
