@@ -9,13 +9,19 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from moltis_desktop.gateway.admission.common import (
+    Admission,
+    HandshakeRejectedError,
+    HandshakeRequest,
+    auth_error,
+    check_device,
+    throttled,
+)
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.pairing.bootstrap import PROFILES, BootstrapError
-from moltis_desktop.pairing.identity import DeviceProofError, SignedConnect, verify_device_proof
 from moltis_desktop.protocol.connect import (
     ConnectParams,
     ConnectParamsError,
@@ -38,7 +44,6 @@ _LOGGER = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from moltis_desktop.gateway.server import GatewayServer
 
-_CLOSE_REASON_MAX_BYTES = 120
 _BROWSER_CLIENTS = frozenset(
     {
         "openclaw-control-ui",
@@ -48,108 +53,6 @@ _BROWSER_CLIENTS = frozenset(
         "moltbot-control-ui",
     }
 )
-
-
-class HandshakeRejectedError(Exception):
-    """The connect is refused: answer with `error` (when there is a request id), then close."""
-
-    def __init__(
-        self,
-        error: ErrorShape,
-        close_code: int = CloseCode.POLICY_VIOLATION,
-        close_reason: str | None = None,
-        delay_s: float = 0.0,
-    ) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.close_code = close_code
-        self.close_reason = truncate_reason(
-            close_reason if close_reason is not None else error.message
-        )
-        self.delay_s = delay_s
-
-
-def truncate_reason(reason: str) -> str:
-    """A close reason cut to the 120 bytes a close frame can carry (on a character edge)."""
-    data = reason.encode("utf-8")[:_CLOSE_REASON_MAX_BYTES]
-    return data.decode("utf-8", errors="ignore")
-
-
-@dataclass(frozen=True)
-class Admission:
-    """An accepted connect."""
-
-    protocol: int
-    role: str
-    scopes: tuple[str, ...]
-    client: dict[str, Any]
-    device_id: str | None
-    issued: Any = None
-    """A device token issued by this connect (`pairing.store.Issued`), for `hello-ok`."""
-    issued_all: tuple[Any, ...] = ()
-    """Every token a setup code handed over (`hello-ok.auth.deviceTokens`)."""
-    node_surface: dict[str, Any] | None = None
-    """A node's declared caps, commands, permissions and PATH."""
-
-
-@dataclass(frozen=True)
-class HandshakeRequest:
-    """What the gateway knows about the connecting socket."""
-
-    remote_ip: str
-    origin: str | None
-    host_header: str | None
-    nonce: str
-
-
-def _auth_error(
-    reason: str, params: ConnectParams, local: bool, retry_after_ms: int | None = None
-) -> ErrorShape:
-    token_hint = (
-        "get it with `moltis secrets get gateway-token` on the gateway's machine"
-        if params.client.mode == "cli" and local
-        else "provide the gateway auth token"
-    )
-    password_hint = "use this gateway's password (gateway.auth.password_secret)"
-    messages = {
-        "token_missing": f"unauthorized: gateway token missing ({token_hint})",
-        "token_mismatch": f"unauthorized: gateway token mismatch ({token_hint} or pair the device)",
-        "password_missing": f"unauthorized: gateway password missing ({password_hint})",
-        "password_mismatch": f"unauthorized: gateway password mismatch ({password_hint})",
-        "not_configured": "unauthorized: gateway token not configured on gateway (run "
-        "`moltis secrets set gateway-token` or set MOLTIS_TOKEN)",
-        "rate_limited": "unauthorized: too many failed authentication attempts (retry later)",
-        "loopback_only": "unauthorized: this gateway has auth mode `none` and accepts only "
-        "loopback clients (set gateway.auth.mode to `token`)",
-    }
-    detail_codes = {
-        "token_missing": "AUTH_TOKEN_MISSING",
-        "token_mismatch": "AUTH_TOKEN_MISMATCH",
-        "password_missing": "AUTH_PASSWORD_MISSING",
-        "password_mismatch": "AUTH_PASSWORD_MISMATCH",
-        "rate_limited": "AUTH_RATE_LIMITED",
-    }
-    if reason.endswith("_missing") or reason == "not_configured":
-        next_step = "update_auth_configuration"
-    elif reason.endswith("_mismatch"):
-        next_step = "update_auth_credentials"
-    elif reason == "rate_limited":
-        next_step = "wait_then_retry"
-    else:
-        next_step = "review_auth_configuration"
-    details = {
-        "code": detail_codes.get(reason, "AUTH_UNAUTHORIZED"),
-        "authReason": reason,
-        "canRetryWithDeviceToken": False,
-        "recommendedNextStep": next_step,
-    }
-    return ErrorShape(
-        ErrorCode.INVALID_REQUEST,
-        messages.get(reason, f"unauthorized: {reason}"),
-        details,
-        retryable=True if retry_after_ms else None,
-        retry_after_ms=retry_after_ms,
-    )
 
 
 def _trusted_host(host: str, local: bool) -> bool:
@@ -270,7 +173,7 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
             if server.pairing.has_token(params.device.id, params.role):
                 raise _device_token_error(params, local) from None
             raise
-    device_id = _check_device(params, req, server.clock.now_ms(), local)
+    device_id = check_device(params, req, server.clock.now_ms(), local)
     client = client_dict(params)
     issued = None
     if device_id is not None and token_scopes is not None:
@@ -320,13 +223,6 @@ def _device_token_error(params: ConnectParams, local: bool) -> HandshakeRejected
     )
 
 
-def _throttled(server: GatewayServer, req: HandshakeRequest, params: ConnectParams, local: bool
-               ) -> None:  # fmt: skip
-    retry_after = server.auth_throttle.retry_after_ms(req.remote_ip)
-    if retry_after is not None:
-        raise HandshakeRejectedError(_auth_error("rate_limited", params, local, retry_after))
-
-
 def _admit_device_token(
     server: GatewayServer,
     params: ConnectParams,
@@ -344,7 +240,7 @@ def _admit_device_token(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    _throttled(server, req, params, local)
+    throttled(server, req, params, local)
     token_scopes = _device_token_scopes(server, params, req, local)
     if token_scopes is None:
         delay = server.auth_throttle.record_failure(req.remote_ip)
@@ -379,8 +275,8 @@ def _admit_bootstrap(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    _throttled(server, req, params, local)
-    device_id = _check_device(params, req, server.clock.now_ms(), local)
+    throttled(server, req, params, local)
+    device_id = check_device(params, req, server.clock.now_ms(), local)
     assert device_id is not None
     try:
         entry = server.bootstrap.check(params.auth.bootstrap_token, device_id)
@@ -549,7 +445,7 @@ def _device_token_scopes(
     token = (auth.device_token or auth.token or "") if auth else ""
     if params.device is None or not token:
         return None
-    device_id = _check_device(params, req, server.clock.now_ms(), local)
+    device_id = check_device(params, req, server.clock.now_ms(), local)
     if device_id is None:
         return None
     scopes = server.pairing.check_token(device_id, params.role, token)
@@ -588,7 +484,7 @@ def _check_shared_secret(
     password = auth.password if auth else None
     if secret.mode == "none":
         if not local:
-            raise HandshakeRejectedError(_auth_error("loopback_only", params, local))
+            raise HandshakeRejectedError(auth_error("loopback_only", params, local))
         return
     if not token and not password and params.device is None:
         raise HandshakeRejectedError(
@@ -602,46 +498,12 @@ def _check_shared_secret(
     key = f"origin:{req.origin}" if browser and local and req.origin else req.remote_ip
     retry_after = throttle.retry_after_ms(key)
     if retry_after is not None:
-        raise HandshakeRejectedError(_auth_error("rate_limited", params, local, retry_after))
+        raise HandshakeRejectedError(auth_error("rate_limited", params, local, retry_after))
     # The field matching the mode is preferred, and the other one is tried in its place:
     # the OpenClaw CLI sends whichever it was given.
     given = (token or password) if secret.mode == "token" else (password or token)
     reason = secret.check(given)
     if reason is not None:
         delay = throttle.record_failure(key)
-        raise HandshakeRejectedError(_auth_error(reason, params, local), delay_s=delay)
+        raise HandshakeRejectedError(auth_error(reason, params, local), delay_s=delay)
     throttle.record_success(key)
-
-
-def _check_device(
-    params: ConnectParams, req: HandshakeRequest, now_ms: int, local: bool
-) -> str | None:
-    device = params.device
-    if device is None:
-        return None
-    auth = params.auth
-    token = (auth.token or auth.device_token or auth.bootstrap_token or "") if auth else ""
-    proof = SignedConnect(
-        device_id=device.id,
-        public_key=device.public_key,
-        signature=device.signature,
-        signed_at=device.signed_at,
-        nonce=device.nonce,
-        client_id=params.client.id,
-        client_mode=params.client.mode,
-        role=params.role,
-        scopes=tuple(params.scopes or ()),
-        token=token,
-        platform=params.client.platform,
-        device_family=params.client.device_family or "",
-    )
-    try:
-        verify_device_proof(proof, challenge_nonce=req.nonce, now_ms=now_ms, loopback=local)
-    except DeviceProofError as exc:
-        _LOGGER.warning("device %s: proof refused (%s)", device.id[:12], exc.code)
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.INVALID_REQUEST, exc.message, {"code": exc.code, "reason": exc.message}
-            )
-        ) from None
-    return device.id

@@ -28,8 +28,8 @@ from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, encode_event_body
 
 if TYPE_CHECKING:
+    from moltis_desktop.gateway.admission.common import Admission
     from moltis_desktop.gateway.connection import Connection
-    from moltis_desktop.gateway.handshake import Admission
     from moltis_desktop.gateway.server import GatewayServer
 
 _LOGGER = logging.getLogger(__name__)

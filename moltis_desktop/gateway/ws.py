@@ -10,14 +10,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.gateway.connection import Connection
-from moltis_desktop.gateway.context import MethodContext
-from moltis_desktop.gateway.handshake import (
+from moltis_desktop.gateway.admission.common import (
     Admission,
     HandshakeRejectedError,
     HandshakeRequest,
-    admit,
 )
+from moltis_desktop.gateway.connection import Connection
+from moltis_desktop.gateway.context import MethodContext
+from moltis_desktop.gateway.handshake import admit
 from moltis_desktop.gateway.registry import (
     MethodSpec,
     convert_params,

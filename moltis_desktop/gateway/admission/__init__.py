@@ -1,0 +1,1 @@
+"""Admitting a connection: `common` holds what every credential's admission shares."""
