@@ -20,6 +20,7 @@ from moltis_desktop.gateway.admission.common import (
     check_device,
     throttled,
 )
+from moltis_desktop.gateway.admission.device_pairing import require_paired
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.pairing.bootstrap import PROFILES, BootstrapError
 from moltis_desktop.protocol.connect import (
@@ -177,8 +178,8 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
     client = client_dict(params)
     issued = None
     if device_id is not None and token_scopes is not None:
-        _require_paired(server, params, req, device_id, (params.role,), requested, local,
-                        token_scopes=token_scopes)  # fmt: skip
+        require_paired(server, params, req, device_id, (params.role,), requested, local,
+                       token_scopes=token_scopes)  # fmt: skip
     elif device_id is not None:
         issued = _pairing_check(server, params, req, device_id, local, requested)
     if token_scopes is not None:
@@ -250,8 +251,8 @@ def _admit_device_token(
     server.auth_throttle.record_success(req.remote_ip)
     device_id = params.device.id
     requested = tuple(params.scopes or ())
-    _require_paired(server, params, req, device_id, (params.role,), requested, local,
-                    token_scopes=token_scopes)  # fmt: skip
+    require_paired(server, params, req, device_id, (params.role,), requested, local,
+                   token_scopes=token_scopes)  # fmt: skip
     granted = requested if requested else token_scopes
     return Admission(protocol, params.role, granted, client_dict(params), device_id)
 
@@ -311,8 +312,8 @@ def _admit_bootstrap(
         )
     roles = tuple(sorted(profile))
     all_scopes = tuple(sorted({s for scopes in profile.values() for s in scopes}))
-    _require_paired(server, params, req, device_id, roles, all_scopes, local,
-                    setup_id=entry["setupId"])  # fmt: skip
+    require_paired(server, params, req, device_id, roles, all_scopes, local,
+                   setup_id=entry["setupId"])  # fmt: skip
     store = server.pairing
     issued_all = tuple(store.issue(device_id, role, profile[role]) for role in roles)
     mine = next(i for i in issued_all if i.role == params.role)
@@ -329,112 +330,6 @@ def _admit_bootstrap(
     granted = requested if requested else profile[params.role]
     return Admission(protocol, params.role, granted, client_dict(params), device_id, mine,
                      issued_all)  # fmt: skip
-
-
-def _require_paired(  # noqa: PLR0917 - one connect's state
-    server: GatewayServer,
-    params: ConnectParams,
-    req: HandshakeRequest,
-    device_id: str,
-    roles: tuple[str, ...],
-    scopes: tuple[str, ...],
-    local: bool,
-    *,
-    token_scopes: tuple[str, ...] | None = None,
-    setup_id: str | None = None,
-) -> None:
-    """Refuse (NOT_PAIRED, with a pending request) unless the device is paired for these
-    roles and scopes; loopback devices are paired silently when allowed. A device token
-    asking for more than it carries is a scope upgrade too."""
-    assert params.device is not None
-    store = server.pairing
-    reason = store.upgrade_reason(device_id, params.device.public_key, roles, scopes)
-    if reason is None and token_scopes is not None and not set(scopes) <= set(token_scopes):
-        reason = "scope-upgrade"
-    if reason is None:
-        store.seen(device_id)
-        return
-    device = {
-        "deviceId": device_id,
-        "publicKey": params.device.public_key,
-        "displayName": params.client.display_name or params.client.id,
-        "platform": params.client.platform,
-        "deviceFamily": params.client.device_family,
-        "clientId": params.client.id,
-        "clientMode": params.client.mode,
-        "role": params.role,
-        "roles": list(roles),
-        "scopes": list(scopes),
-        "remoteIp": req.remote_ip,
-        "reason": reason,
-    }
-    if setup_id:
-        device["setupId"] = setup_id
-    device = {k: v for k, v in device.items() if v is not None}
-    if local and server.settings.gateway.auto_approve_loopback_devices and token_scopes is None:
-        store.approve_directly(device)
-        store.seen(device_id)
-        _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], ", ".join(roles))
-        server.broadcast(
-            "device.pair.resolved",
-            {"requestId": f"silent-{device_id[:16]}", "deviceId": device_id,
-             "decision": "approved", "ts": server.clock.now_ms()},
-            scope=Scope.PAIRING,
-        )  # fmt: skip
-        return
-    if not store.has_pending(device_id, params.role) and not server.pairing_requests.allow(
-        req.remote_ip
-    ):
-        _LOGGER.warning("pairing request from %s refused: too many requests", req.remote_ip)
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.INVALID_REQUEST,
-                "too many pairing requests from this address (wait a minute)",
-                {"code": "PAIRING_RATE_LIMITED"},
-                retryable=True,
-                retry_after_ms=60_000,
-            )
-        )
-    entry, new = store.request(device)
-    _LOGGER.info(
-        "device %s asks to pair as %s from %s (request %s, %s)",
-        device_id[:12],
-        params.role,
-        req.remote_ip,
-        entry["requestId"],
-        reason,
-    )
-    if new:
-        server.broadcast("device.pair.requested", _requested_event(entry), scope=Scope.PAIRING)
-    details: dict[str, Any] = {
-        "code": "PAIRING_REQUIRED",
-        "requestId": entry["requestId"],
-        "reason": reason,
-    }
-    if params.role == Role.NODE:
-        # OpenClaw's client stops reconnecting on PAIRING_REQUIRED unless told to wait; a
-        # node host (`openclaw node run`) should come in by itself once an operator approves.
-        details.update(recommendedNextStep="wait_then_retry", retryable=True, pauseReconnect=False)
-    raise HandshakeRejectedError(
-        ErrorShape(
-            ErrorCode.NOT_PAIRED,
-            "pairing required" if reason == "not-paired" else f"pairing required ({reason})",
-            details,
-        ),
-        CloseCode.POLICY_VIOLATION,
-        "pairing required",
-    )
-
-
-_REQUESTED_KEYS = (
-    "requestId", "deviceId", "publicKey", "displayName", "platform", "deviceFamily", "clientId",
-    "clientMode", "role", "roles", "scopes", "remoteIp", "silent", "isRepair", "ts",
-)  # fmt: skip
-
-
-def _requested_event(entry: dict[str, Any]) -> dict[str, Any]:
-    """`device.pair.requested`: the pending request, in the schema's keys."""
-    return {k: entry[k] for k in _REQUESTED_KEYS if entry.get(k) not in (None, "")}
 
 
 def _device_token_scopes(
@@ -468,7 +363,7 @@ def _pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's st
 ) -> Any:
     """A device with the shared secret must be paired (loopback ones are, silently); a
     paired device without a token for its role gets one (returned, for `hello-ok`)."""
-    _require_paired(server, params, req, device_id, (params.role,), requested, local)
+    require_paired(server, params, req, device_id, (params.role,), requested, local)
     store = server.pairing
     if store.has_token(device_id, params.role):
         return None
