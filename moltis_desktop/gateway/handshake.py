@@ -16,11 +16,11 @@ from moltis_desktop.gateway.admission.common import (
     Admission,
     HandshakeRejectedError,
     HandshakeRequest,
-    auth_error,
     check_device,
     throttled,
 )
 from moltis_desktop.gateway.admission.device_pairing import require_paired
+from moltis_desktop.gateway.admission.shared_secret import check_shared_secret, pairing_check
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.pairing.bootstrap import PROFILES, BootstrapError
 from moltis_desktop.protocol.connect import (
@@ -164,7 +164,7 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
         return _admit_device_token(server, params, req, local, protocol)
     token_scopes: tuple[str, ...] | None = None
     try:
-        _check_shared_secret(server, params, req, local, browser)
+        check_shared_secret(server, params, req, local, browser)
     except HandshakeRejectedError:
         # Not the shared secret: maybe this device's own token (a paired device).
         if params.device is None or not (auth and auth.token):
@@ -181,7 +181,7 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
         require_paired(server, params, req, device_id, (params.role,), requested, local,
                        token_scopes=token_scopes)  # fmt: skip
     elif device_id is not None:
-        issued = _pairing_check(server, params, req, device_id, local, requested)
+        issued = pairing_check(server, params, req, device_id, local, requested)
     if token_scopes is not None:
         granted = requested if requested else token_scopes
         return Admission(protocol, params.role, granted, client, device_id)
@@ -351,54 +351,3 @@ def _device_token_scopes(
         params.role,
     )
     return scopes
-
-
-def _pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's state
-    server: GatewayServer,
-    params: ConnectParams,
-    req: HandshakeRequest,
-    device_id: str,
-    local: bool,
-    requested: tuple[str, ...],
-) -> Any:
-    """A device with the shared secret must be paired (loopback ones are, silently); a
-    paired device without a token for its role gets one (returned, for `hello-ok`)."""
-    require_paired(server, params, req, device_id, (params.role,), requested, local)
-    store = server.pairing
-    if store.has_token(device_id, params.role):
-        return None
-    return store.issue(device_id, params.role, requested)
-
-
-def _check_shared_secret(
-    server: GatewayServer, params: ConnectParams, req: HandshakeRequest, local: bool, browser: bool
-) -> None:
-    secret = server.shared_secret
-    auth = params.auth
-    token = auth.token if auth else None
-    password = auth.password if auth else None
-    if secret.mode == "none":
-        if not local:
-            raise HandshakeRejectedError(auth_error("loopback_only", params, local))
-        return
-    if not token and not password and params.device is None:
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.NOT_PAIRED,
-                "device identity required",
-                {"code": "DEVICE_IDENTITY_REQUIRED"},
-            )
-        )
-    throttle = server.browser_throttle if browser else server.auth_throttle
-    key = f"origin:{req.origin}" if browser and local and req.origin else req.remote_ip
-    retry_after = throttle.retry_after_ms(key)
-    if retry_after is not None:
-        raise HandshakeRejectedError(auth_error("rate_limited", params, local, retry_after))
-    # The field matching the mode is preferred, and the other one is tried in its place:
-    # the OpenClaw CLI sends whichever it was given.
-    given = (token or password) if secret.mode == "token" else (password or token)
-    reason = secret.check(given)
-    if reason is not None:
-        delay = throttle.record_failure(key)
-        raise HandshakeRejectedError(auth_error(reason, params, local), delay_s=delay)
-    throttle.record_success(key)
