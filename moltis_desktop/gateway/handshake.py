@@ -20,6 +20,11 @@ from moltis_desktop.gateway.admission.common import (
     throttled,
 )
 from moltis_desktop.gateway.admission.device_pairing import require_paired
+from moltis_desktop.gateway.admission.device_token import (
+    admit_device_token,
+    device_token_error,
+    device_token_scopes,
+)
 from moltis_desktop.gateway.admission.shared_secret import check_shared_secret, pairing_check
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.pairing.bootstrap import PROFILES, BootstrapError
@@ -161,7 +166,7 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
     if auth and auth.bootstrap_token and not has_secret:
         return _admit_bootstrap(server, params, req, local, protocol)
     if auth and auth.device_token and not has_secret:
-        return _admit_device_token(server, params, req, local, protocol)
+        return admit_device_token(server, params, req, local, protocol)
     token_scopes: tuple[str, ...] | None = None
     try:
         check_shared_secret(server, params, req, local, browser)
@@ -169,10 +174,10 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
         # Not the shared secret: maybe this device's own token (a paired device).
         if params.device is None or not (auth and auth.token):
             raise
-        token_scopes = _device_token_scopes(server, params, req, local)
+        token_scopes = device_token_scopes(server, params, req, local)
         if token_scopes is None:
             if server.pairing.has_token(params.device.id, params.role):
-                raise _device_token_error(params, local) from None
+                raise device_token_error(params, local) from None
             raise
     device_id = check_device(params, req, server.clock.now_ms(), local)
     client = client_dict(params)
@@ -205,56 +210,6 @@ def _public_address(ip: str) -> bool:
     except ValueError:
         return False
     return not (addr.is_private or addr.is_loopback or addr.is_link_local)
-
-
-def _device_token_error(params: ConnectParams, local: bool) -> HandshakeRejectedError:
-    del local
-    return HandshakeRejectedError(
-        ErrorShape(
-            ErrorCode.INVALID_REQUEST,
-            "unauthorized: device token mismatch (the token was rotated, revoked or the device "
-            "removed; pair the device again)",
-            {
-                "code": "AUTH_DEVICE_TOKEN_MISMATCH",
-                "authReason": "device_token_mismatch",
-                "canRetryWithDeviceToken": False,
-                "recommendedNextStep": "update_auth_credentials",
-            },
-        )
-    )
-
-
-def _admit_device_token(
-    server: GatewayServer,
-    params: ConnectParams,
-    req: HandshakeRequest,
-    local: bool,
-    protocol: int,
-) -> Admission:
-    """A paired device connecting with its own token (`auth.deviceToken`)."""
-    if params.device is None:
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.NOT_PAIRED,
-                "device identity required (a device token is only valid with the device's "
-                "signature)",
-                {"code": "DEVICE_IDENTITY_REQUIRED"},
-            )
-        )
-    throttled(server, req, params, local)
-    token_scopes = _device_token_scopes(server, params, req, local)
-    if token_scopes is None:
-        delay = server.auth_throttle.record_failure(req.remote_ip)
-        error = _device_token_error(params, local)
-        error.delay_s = delay
-        raise error
-    server.auth_throttle.record_success(req.remote_ip)
-    device_id = params.device.id
-    requested = tuple(params.scopes or ())
-    require_paired(server, params, req, device_id, (params.role,), requested, local,
-                   token_scopes=token_scopes)  # fmt: skip
-    granted = requested if requested else token_scopes
-    return Admission(protocol, params.role, granted, client_dict(params), device_id)
 
 
 def _admit_bootstrap(
@@ -330,24 +285,3 @@ def _admit_bootstrap(
     granted = requested if requested else profile[params.role]
     return Admission(protocol, params.role, granted, client_dict(params), device_id, mine,
                      issued_all)  # fmt: skip
-
-
-def _device_token_scopes(
-    server: GatewayServer, params: ConnectParams, req: HandshakeRequest, local: bool
-) -> tuple[str, ...] | None:
-    """The scopes of the device token this connect carries (with a valid device proof)."""
-    auth = params.auth
-    token = (auth.device_token or auth.token or "") if auth else ""
-    if params.device is None or not token:
-        return None
-    device_id = check_device(params, req, server.clock.now_ms(), local)
-    if device_id is None:
-        return None
-    scopes = server.pairing.check_token(device_id, params.role, token)
-    _LOGGER.info(
-        "device %s: device token %s for role %s",
-        device_id[:12],
-        "accepted" if scopes is not None else "refused",
-        params.role,
-    )
-    return scopes
