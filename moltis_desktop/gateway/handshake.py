@@ -12,12 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from moltis_desktop.gateway.admission.bootstrap_token import admit_bootstrap
 from moltis_desktop.gateway.admission.common import (
     Admission,
     HandshakeRejectedError,
     HandshakeRequest,
     check_device,
-    throttled,
 )
 from moltis_desktop.gateway.admission.device_pairing import require_paired
 from moltis_desktop.gateway.admission.device_token import (
@@ -27,7 +27,6 @@ from moltis_desktop.gateway.admission.device_token import (
 )
 from moltis_desktop.gateway.admission.shared_secret import check_shared_secret, pairing_check
 from moltis_desktop.gateway.auth import is_loopback
-from moltis_desktop.pairing.bootstrap import PROFILES, BootstrapError
 from moltis_desktop.protocol.connect import (
     ConnectParams,
     ConnectParamsError,
@@ -41,7 +40,6 @@ from moltis_desktop.protocol.constants import (
     CloseCode,
     ErrorCode,
     Role,
-    Scope,
 )
 from moltis_desktop.protocol.frames import ErrorShape
 
@@ -164,7 +162,7 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
     auth = params.auth
     has_secret = bool(auth and (auth.token or auth.password))
     if auth and auth.bootstrap_token and not has_secret:
-        return _admit_bootstrap(server, params, req, local, protocol)
+        return admit_bootstrap(server, params, req, local, protocol)
     if auth and auth.device_token and not has_secret:
         return admit_device_token(server, params, req, local, protocol)
     token_scopes: tuple[str, ...] | None = None
@@ -210,78 +208,3 @@ def _public_address(ip: str) -> bool:
     except ValueError:
         return False
     return not (addr.is_private or addr.is_loopback or addr.is_link_local)
-
-
-def _admit_bootstrap(
-    server: GatewayServer,
-    params: ConnectParams,
-    req: HandshakeRequest,
-    local: bool,
-    protocol: int,
-) -> Admission:
-    """A device that scanned a setup code: paired once approved, then handed device tokens
-    for every role of the code's profile (`hello-ok.auth.deviceTokens`)."""
-    assert params.auth is not None
-    assert params.auth.bootstrap_token
-    if params.device is None:
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.NOT_PAIRED,
-                "device identity required (a setup code is only valid with a device identity)",
-                {"code": "DEVICE_IDENTITY_REQUIRED"},
-            )
-        )
-    throttled(server, req, params, local)
-    device_id = check_device(params, req, server.clock.now_ms(), local)
-    assert device_id is not None
-    try:
-        entry = server.bootstrap.check(params.auth.bootstrap_token, device_id)
-    except BootstrapError as exc:
-        delay = server.auth_throttle.record_failure(req.remote_ip)
-        _LOGGER.warning("device %s: setup code refused (%s)", device_id[:12], exc.reason)
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.INVALID_REQUEST,
-                f"unauthorized: {exc.message}",
-                {
-                    "code": "AUTH_BOOTSTRAP_TOKEN_INVALID",
-                    "authReason": "bootstrap_token_invalid",
-                    "reason": exc.reason,
-                    "canRetryWithDeviceToken": server.pairing.has_token(device_id, params.role),
-                    "recommendedNextStep": "update_auth_credentials",
-                },
-            ),
-            delay_s=delay,
-        ) from None
-    server.auth_throttle.record_success(req.remote_ip)
-    profile = PROFILES[entry["profile"]]
-    requested = tuple(params.scopes or ())
-    if params.role not in profile or not set(requested) <= set(profile[params.role]):
-        allowed = ", ".join(f"{r} ({', '.join(s) or 'no scopes'})" for r, s in profile.items())
-        raise HandshakeRejectedError(
-            ErrorShape(
-                ErrorCode.INVALID_REQUEST,
-                f"unauthorized: this setup code grants {allowed}",
-                {"code": "AUTH_SCOPE_MISMATCH", "authReason": "scope_mismatch"},
-            )
-        )
-    roles = tuple(sorted(profile))
-    all_scopes = tuple(sorted({s for scopes in profile.values() for s in scopes}))
-    require_paired(server, params, req, device_id, roles, all_scopes, local,
-                   setup_id=entry["setupId"])  # fmt: skip
-    store = server.pairing
-    issued_all = tuple(store.issue(device_id, role, profile[role]) for role in roles)
-    mine = next(i for i in issued_all if i.role == params.role)
-    name = params.client.display_name or params.client.id
-    completion = server.bootstrap.complete(entry["setupId"], device_id, name)
-    _LOGGER.info(
-        "device %s paired through setup code %s (%s): tokens for %s",
-        device_id[:12],
-        entry["setupId"],
-        entry["profile"],
-        ", ".join(roles),
-    )
-    server.broadcast("device.pair.setup.completed", completion, scope=Scope.PAIRING)
-    granted = requested if requested else profile[params.role]
-    return Admission(protocol, params.role, granted, client_dict(params), device_id, mine,
-                     issued_all)  # fmt: skip
