@@ -1,7 +1,9 @@
 """Admitting a connection: the `connect` request checked the way OpenClaw's gateway does.
 
 Order: params, protocol, role, origin, shared secret (with throttling), device proof, then
-the scopes the connection gets.
+the scopes the connection gets. Each credential is checked in its own module under
+`gateway/admission/` (shared secret, device token, setup code's bootstrap token); this one
+decides which applies.
 """
 
 from __future__ import annotations
