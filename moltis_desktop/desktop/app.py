@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, QTimer, QUrl
@@ -25,6 +24,7 @@ from moltis_desktop import __version__
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.desktop.autostart import Autostart
 from moltis_desktop.desktop.icons import app_icon
+from moltis_desktop.desktop.notifications import Notification, Notifier
 from moltis_desktop.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -50,13 +50,6 @@ STATES = {
 _RECENT = 8
 
 
-@dataclass
-class Notification:
-    title: str
-    text: str
-    session_key: str
-
-
 class DesktopApp(QObject):
     """Owns the runtime, the tray icon and the windows."""
 
@@ -79,7 +72,6 @@ class DesktopApp(QObject):
         self.state = "idle"
         self.error = ""
         self.running: set[str] = set()
-        self.notifications: list[Notification] = []
         self.exit_code = 0
         self._chat: ChatWindow | None = None
         self._settings_dialog: SettingsDialog | None = None
@@ -108,7 +100,9 @@ class DesktopApp(QObject):
         self.menu.aboutToShow.connect(self.rebuild_menu)
         self.tray.setContextMenu(self.menu)
         self.tray.activated.connect(self._activated)
-        self.tray.messageClicked.connect(self._notification_clicked)
+        self.notifier = Notifier(
+            self.tray, self.prefs, open_chat=self.open_chat, chat_in_front=self._chat_in_front
+        )
         self.rebuild_menu()
 
     # ------------------------------------------------------------------ life cycle
@@ -123,7 +117,7 @@ class DesktopApp(QObject):
             except MoltisError as exc:
                 self._set_state("error", exc.message)
                 self.tray.show()
-                self.tray.showMessage("Moltis could not start", exc.message, app_icon("error"))
+                self.notifier.message("Moltis could not start", exc.message, state="error")
                 if not exc.message.startswith("cannot listen"):
                     raise
                 with contextlib.suppress(Exception):
@@ -137,7 +131,9 @@ class DesktopApp(QObject):
         from moltis_desktop.desktop.voice_menu import VoiceMenu
 
         self.voice_menu = VoiceMenu(
-            self.gateway, set_tray_state=self._voice_state, notify=self._notify
+            self.gateway,
+            set_tray_state=self._voice_state,
+            notify=lambda title, text: self.notifier.message(title, text, msecs=8000),
         )
         self.voice_menu.start()
         self._set_state("idle")
@@ -242,9 +238,6 @@ class DesktopApp(QObject):
         elif state == "error":
             self._set_state("error", error)
 
-    def _notify(self, title: str, text: str) -> None:
-        self.tray.showMessage(title, text, app_icon(), 8000)
-
     def _on_event(self, event: str, payload: Any) -> None:
         if self._pair_dialog is not None and self._pair_dialog.isVisible():
             self._pair_dialog.on_event(event, payload)
@@ -259,17 +252,11 @@ class DesktopApp(QObject):
         elif event == "chat" and isinstance(payload, dict) and payload.get("state") == "final":
             if self.state == "error":  # a reply went through: the problem is over
                 self._set_state("working" if self.running else "idle")
-            self._reply_finished(payload)
+            self.notifier.reply_finished(payload)
         elif event == "device.pair.requested" and isinstance(payload, dict):
             who = payload.get("displayName") or str(payload.get("deviceId", ""))[:12]
             self._set_state("attention", f"{who} wants to pair")
-            self.tray.showMessage(
-                "Pairing request",
-                f"{who} wants to pair as {payload.get('role', 'operator')}. Approve it from "
-                "the tray menu (Pairing Requests).",
-                app_icon("attention"),
-                15000,
-            )
+            self.notifier.pairing_requested(who, payload.get("role", "operator"))
         elif event == "device.pair.resolved":
             if self.state == "attention" and not self._pending_requests():
                 self._set_state("working" if self.running else "idle")
@@ -278,22 +265,13 @@ class DesktopApp(QObject):
             # a reply goes through.
             self._set_state("error", str(payload.get("errorMessage") or "a reply failed"))
 
-    def _reply_finished(self, payload: dict[str, Any]) -> None:
-        if not self.notify_replies:
-            return
-        if self._chat is not None and self._chat.isVisible() and self._chat.isActiveWindow():
-            return
-        content = (payload.get("message") or {}).get("content") or []
-        text = "".join(b.get("text", "") for b in content if isinstance(b, dict)).strip()
-        if not text:
-            return
-        note = Notification("Moltis replied", text[:160], str(payload.get("sessionKey", "")))
-        self.notifications.append(note)
-        self.tray.showMessage(note.title, note.text, app_icon(), 8000)
+    @property
+    def notifications(self) -> list[Notification]:
+        """The notifications kept (the last one is what a click on a message opens)."""
+        return self.notifier.notifications
 
-    def _notification_clicked(self) -> None:
-        if self.notifications:
-            self.open_chat(self.notifications[-1].session_key)
+    def _chat_in_front(self) -> bool:
+        return self._chat is not None and self._chat.isVisible() and self._chat.isActiveWindow()
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
@@ -449,7 +427,7 @@ class DesktopApp(QObject):
         if self._onboarding is None or not self._onboarding.isVisible():
             self._onboarding = OnboardingDialog(self.runtime, self.ollama_url)
             self._onboarding.saved.connect(
-                lambda ref: self.tray.showMessage("Moltis is set up", f"Model: {ref}", app_icon())
+                lambda ref: self.notifier.message("Moltis is set up", f"Model: {ref}")
             )
             self._onboarding_load = asyncio.ensure_future(self._onboarding.load())
         self._onboarding.show()
@@ -527,7 +505,7 @@ class DesktopApp(QObject):
 
     @property
     def notify_replies(self) -> bool:
-        return self.prefs.value("notifications/replies", True, type=bool) is not False
+        return self.notifier.replies_on
 
     @property
     def shortcut_text(self) -> str:
@@ -543,8 +521,7 @@ class DesktopApp(QObject):
         return problem
 
     def set_notify_replies(self, on: bool) -> None:
-        self.prefs.setValue("notifications/replies", on)
-        self.prefs.sync()
+        self.notifier.set_replies_on(on)
 
     def open_logs(self) -> None:
         folder = self.runtime.paths.log_dir
@@ -558,7 +535,7 @@ class DesktopApp(QObject):
             else:
                 self.autostart.disable()
         except OSError as exc:
-            self.tray.showMessage("Start at login", f"could not change it: {exc}", app_icon())
+            self.notifier.message("Start at login", f"could not change it: {exc}")
 
     def show_about(self) -> QMessageBox:
         box = QMessageBox(

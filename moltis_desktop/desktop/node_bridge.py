@@ -150,8 +150,8 @@ class DesktopNode:
     async def system_notify(self, params: dict[str, Any]) -> dict[str, Any]:
         """`{title, body?}` → `{ok: true, delivered}`: a tray notification, unless the user
         turned notifications off (Settings) or the desktop shows none."""
-        from moltis_desktop.desktop.app import Notification
         from moltis_desktop.desktop.icons import app_icon
+        from moltis_desktop.desktop.notifications import Notification
 
         title = str(params.get("title") or "Moltis")[:200]
         body = str(params.get("body") or "")[:1000]
