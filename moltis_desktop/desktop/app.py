@@ -25,6 +25,7 @@ from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.desktop.autostart import Autostart
 from moltis_desktop.desktop.icons import app_icon
 from moltis_desktop.desktop.notifications import Notification, Notifier
+from moltis_desktop.desktop.tray_menu import TrayMenu
 from moltis_desktop.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ STATES = {
     "attention": "waiting for you",
     "error": "needs attention",
 }
-_RECENT = 8
 
 
 class DesktopApp(QObject):
@@ -96,9 +96,8 @@ class DesktopApp(QObject):
         self._quit = asyncio.Event()
         self.voice_menu: VoiceMenu | None = None
         self.tray = QSystemTrayIcon(app_icon(), self)
-        self.menu = QMenu()
-        self.menu.aboutToShow.connect(self.rebuild_menu)
-        self.tray.setContextMenu(self.menu)
+        self.tray_menu = TrayMenu(self)
+        self.tray.setContextMenu(self.tray_menu.menu)
         self.tray.activated.connect(self._activated)
         self.notifier = Notifier(
             self.tray, self.prefs, open_chat=self.open_chat, chat_in_front=self._chat_in_front
@@ -258,7 +257,7 @@ class DesktopApp(QObject):
             self._set_state("attention", f"{who} wants to pair")
             self.notifier.pairing_requested(who, payload.get("role", "operator"))
         elif event == "device.pair.resolved":
-            if self.state == "attention" and not self._pending_requests():
+            if self.state == "attention" and not self.pending_requests():
                 self._set_state("working" if self.running else "idle")
         elif event == "chat" and isinstance(payload, dict) and payload.get("state") == "error":
             # A provider problem (a bad key, an unreachable server): the icon shows it until
@@ -279,86 +278,22 @@ class DesktopApp(QObject):
 
     # ------------------------------------------------------------------ menu
 
+    @property
+    def menu(self) -> QMenu:
+        return self.tray_menu.menu
+
     def status_line(self) -> str:
-        gw = self.gateway
-        if gw is None:
-            return "Gateway starting…" if not self.error else f"Gateway stopped: {self.error}"
-        clients = sum(1 for c in gw.connections if c.role)
-        devices = sum(1 for c in gw.connections if c.device_id)
-        health = "ready" if gw.ready and not gw.draining else "not ready"
-        if gw.config.error is not None:
-            health = "config error"
-        return (
-            f"Gateway {health} · {gw.host}:{gw.port} · {clients} client"
-            f"{'' if clients == 1 else 's'} · {devices} device{'' if devices == 1 else 's'}"
-        )
+        return self.tray_menu.status_line()
 
     def rebuild_menu(self) -> None:
         """The menu as things are now (called each time it opens)."""
-        menu = self.menu
-        menu.clear()
-        status = menu.addAction(self.status_line())
-        status.setEnabled(False)
-        menu.addSeparator()
-        self._add(menu, "Open Chat", lambda: self.open_chat())  # noqa: PLW0108 - drops `checked`
-        self._add(menu, "Canvas", self.show_canvas)
-        self._add(menu, "New Chat", self.new_chat)
-        recent = menu.addMenu("Recent Sessions")
-        sessions = self.recent_sessions()
-        for key, title in sessions:
-            self._add(recent, title, lambda k=key: self.open_chat(k))
-        if not sessions:
-            recent.addAction("No sessions yet").setEnabled(False)
-        menu.addSeparator()
-        pending = self._pending_requests()
-        if pending:
-            requests = menu.addMenu(f"Pairing Requests ({len(pending)})")
-            for req in pending:
-                who = req.get("displayName") or str(req["deviceId"])[:12]
-                self._add(
-                    requests,
-                    f"Approve {who} as {req.get('role')}",
-                    lambda _=False, rid=req["requestId"]: self.decide_pairing(rid, True),
-                )
-                self._add(
-                    requests,
-                    f"Reject {who}",
-                    lambda _=False, rid=req["requestId"]: self.decide_pairing(rid, False),
-                )
-            menu.addSeparator()
-        if self.voice_menu is not None:
-            self.voice_menu.build(menu)
-        pair = self._add(menu, "Pair a Phone…", self.open_pair_dialog)
-        pair.setEnabled(self.gateway is not None)
-        self._add(menu, "Set Up a Provider…", self.open_onboarding)
-        self._add(menu, "Settings…", self.open_settings)
-        self._add(menu, "Open Logs Folder", self.open_logs)
-        login = self._add(menu, "Start at Login", self.toggle_autostart)
-        login.setCheckable(True)
-        login.setChecked(self.autostart.enabled())
-        self._add(menu, "About Moltis", self.show_about)
-        menu.addSeparator()
-        self._add(menu, "Quit Moltis", self.request_quit)
-
-    def _add(self, menu: QMenu, text: str, slot: Any) -> QAction:
-        action = menu.addAction(text)
-        action.triggered.connect(slot)
-        return action
+        self.tray_menu.rebuild()
 
     def action(self, text: str) -> QAction:
         """The menu's action with this text (for scripts and tests)."""
-        self.rebuild_menu()
-        for action in self.menu.actions():
-            if action.text() == text:
-                return action
-            sub = action.menu()
-            if isinstance(sub, QMenu):
-                for inner in sub.actions():
-                    if inner.text() == text:
-                        return inner
-        raise KeyError(text)
+        return self.tray_menu.action(text)
 
-    def _pending_requests(self) -> list[dict[str, Any]]:
+    def pending_requests(self) -> list[dict[str, Any]]:
         if self.gateway is None:
             return []
         self.gateway.pairing.prune()
@@ -369,17 +304,6 @@ class DesktopApp(QObject):
 
         if self.gateway is not None:
             decide(self.gateway, request_id, approve)
-
-    def recent_sessions(self) -> list[tuple[str, str]]:
-        services = self.runtime.services
-        if services is None:
-            return []
-        out = []
-        for entry in services.chat.sessions.list(limit=_RECENT):
-            label = entry.get("label") or entry.get("displayName")
-            tail = entry.key.split(":", 2)[-1]
-            out.append((entry.key, str(label or ("Main chat" if tail == "main" else tail))))
-        return out
 
     # ------------------------------------------------------------------ actions
 
