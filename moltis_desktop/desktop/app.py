@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, QTimer, QUrl
@@ -269,6 +270,11 @@ class DesktopApp(QObject):
         """The notifications kept (the last one is what a click on a message opens)."""
         return self.notifier.notifications
 
+    def show_notification(self, title: str, text: str) -> bool:
+        """A notification kept without a session (a node's `system.notify`); whether the
+        desktop can show it."""
+        return self.notifier.keep(Notification(title, text, ""))
+
     def _chat_in_front(self) -> bool:
         return self._chat is not None and self._chat.isVisible() and self._chat.isActiveWindow()
 
@@ -387,6 +393,25 @@ class DesktopApp(QObject):
         except Exception:
             _LOGGER.exception("the desktop node could not start")
 
+    async def get_canvas(self, wait_s: float) -> DesktopCanvas | None:
+        """The canvas, waiting up to `wait_s` while the agent side attaches it; made here when
+        that failed. None while it is still being attached, or without a gateway."""
+        task = self._canvas_task
+        if self.canvas is None and task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), wait_s)
+        if self.canvas is None:
+            gw = self.gateway
+            if gw is None or (task is not None and not task.done()):
+                return None
+            from moltis_desktop.desktop.canvas import DesktopCanvas
+            from moltis_desktop.gateway.canvas_host import canvas_dir
+
+            self.canvas = DesktopCanvas(
+                lambda: gw.http_url, lambda: canvas_dir(gw), self.runtime.paths.state_dir
+            )
+        return self.canvas
+
     def show_canvas(self) -> None:
         if self.canvas is not None:
             self._canvas_shown = asyncio.ensure_future(self.canvas.present())
@@ -426,6 +451,10 @@ class DesktopApp(QObject):
     def open_voice(self) -> None:
         """The web app's Voice page (listening, voices, wake words, model downloads)."""
         self.chat_window().open("#/voice")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.runtime.paths.state_dir
 
     @property
     def notify_replies(self) -> bool:

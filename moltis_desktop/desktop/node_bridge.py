@@ -14,11 +14,10 @@ import base64
 import contextlib
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
-from PySide6.QtWidgets import QSystemTrayIcon
 
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.node.client import NodeClient
@@ -27,8 +26,12 @@ from moltis_desktop.node.errors import NodeAuthError
 from moltis_desktop.node.handshake import CLIENT_ID, CLIENT_MODE, ROLE
 
 if TYPE_CHECKING:
-    from moltis_desktop.desktop.app import DesktopApp
+    from pathlib import Path
+
     from moltis_desktop.desktop.canvas import DesktopCanvas
+    from moltis_desktop.gateway.auth import SharedSecret
+    from moltis_desktop.gateway.nodes import NodeRegistry
+    from moltis_desktop.pairing.store import PairingStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,11 +48,56 @@ def display_name() -> str:
     return f"Moltis Desktop ({socket.gethostname() or 'this computer'})"
 
 
+class NodeGateway(Protocol):
+    """What the node uses of the app's gateway (a GatewayServer is one)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def shared_secret(self) -> SharedSecret: ...
+    @property
+    def tls_fingerprint(self) -> str | None: ...
+    @property
+    def pairing(self) -> PairingStore: ...
+    @property
+    def nodes(self) -> NodeRegistry: ...
+
+
+class NodeHost(Protocol):
+    """What the node uses of the app (DesktopApp is one)."""
+
+    @property
+    def gateway(self) -> NodeGateway | None:
+        """The running gateway (None before it starts)."""
+        ...
+
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def notify_replies(self) -> bool:
+        """Whether notifications are on (Settings)."""
+        ...
+
+    def show_notification(self, title: str, text: str) -> bool:
+        """Show a tray notification (and keep it); whether the desktop can show it."""
+        ...
+
+    @property
+    def canvas(self) -> DesktopCanvas | None:
+        """The canvas, once attached or made."""
+        ...
+
+    async def get_canvas(self, wait_s: float) -> DesktopCanvas | None:
+        """The canvas, waiting up to `wait_s` while the agent side attaches it, made when
+        that failed; None while it is still being attached or without a gateway."""
+        ...
+
+
 class DesktopNode:
     """The app's own node connection: `start()` once the gateway listens, `stop()` at quit."""
 
-    def __init__(self, app: DesktopApp) -> None:
-        self.app = app
+    def __init__(self, host: NodeHost) -> None:
+        self.host = host
         self.client: NodeClient | None = None
         self.task: asyncio.Future[None] | None = None
 
@@ -57,14 +105,14 @@ class DesktopNode:
 
     def start(self) -> None:
         """Connect to the app's gateway (in the background); failures are only logged."""
-        gw = self.app.gateway
+        gw = self.host.gateway
         if gw is None or self.task is not None:
             return
         secret = gw.shared_secret
         token = secret.token or secret.password or _NO_AUTH_TOKEN
         try:
             client = NodeClient(
-                self.app.runtime.paths.state_dir / STATE_SUBDIR,
+                self.host.state_dir / STATE_SUBDIR,
                 url=gw.url,
                 token=token,
                 tls_sha256=gw.tls_fingerprint or None,
@@ -94,7 +142,7 @@ class DesktopNode:
         must never wait for approval, even with `auto_approve_loopback_devices` off. A
         surface missing some of its commands (an older app) is forgotten, so the commands
         it declares now are approved at connect."""
-        gw = self.app.gateway
+        gw = self.host.gateway
         assert gw is not None
         store, identity = gw.pairing, client.identity
         reason = store.upgrade_reason(client.node_id, identity.public_key, (ROLE,), ())
@@ -150,41 +198,21 @@ class DesktopNode:
     async def system_notify(self, params: dict[str, Any]) -> dict[str, Any]:
         """`{title, body?}` → `{ok: true, delivered}`: a tray notification, unless the user
         turned notifications off (Settings) or the desktop shows none."""
-        from moltis_desktop.desktop.icons import app_icon
-        from moltis_desktop.desktop.notifications import Notification
-
         title = str(params.get("title") or "Moltis")[:200]
         body = str(params.get("body") or "")[:1000]
-        app = self.app
         _LOGGER.info("notification from a node.invoke: %s", title)
-        if not app.notify_replies:
+        if not self.host.notify_replies:
             return {"ok": True, "delivered": False}
-        tray = app.tray
-        delivered = tray.isVisible() and QSystemTrayIcon.supportsMessages()
-        app.notifications.append(Notification(title, body, ""))
-        tray.showMessage(title, body, app_icon(), 8000)
-        return {"ok": True, "delivered": bool(delivered)}
+        return {"ok": True, "delivered": self.host.show_notification(title, body)}
 
     # ------------------------------------------------------------------ canvas.*
 
     async def _canvas(self) -> DesktopCanvas:
-        """The app's canvas; made here when the agent side (which attaches it) failed."""
-        app = self.app
-        task = app._canvas_task
-        if app.canvas is None and task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(task), CANVAS_WAIT_S)
-        if app.canvas is None:
-            gw = app.gateway
-            if gw is None or (task is not None and not task.done()):
-                raise CommandError("UNAVAILABLE", "the canvas is not ready yet")
-            from moltis_desktop.desktop.canvas import DesktopCanvas
-            from moltis_desktop.gateway.canvas_host import canvas_dir
-
-            app.canvas = DesktopCanvas(
-                lambda: gw.http_url, lambda: canvas_dir(gw), app.runtime.paths.state_dir
-            )
-        return app.canvas
+        """The app's canvas; made by the app when the agent side (which attaches it) failed."""
+        canvas = await self.host.get_canvas(CANVAS_WAIT_S)
+        if canvas is None:
+            raise CommandError("UNAVAILABLE", "the canvas is not ready yet")
+        return canvas
 
     async def canvas_present(self, params: dict[str, Any]) -> dict[str, Any]:
         """`{url?}`: show the canvas window (at `url`, else the canvas home) and raise it."""
@@ -203,7 +231,7 @@ class DesktopNode:
         return {"ok": True}
 
     async def canvas_hide(self, params: dict[str, Any]) -> dict[str, Any]:
-        canvas = self.app.canvas
+        canvas = self.host.canvas
         if canvas is not None:
             await canvas.hide()
         return {"ok": True}
