@@ -1,4 +1,9 @@
-"""The composition root: builds config, logging, secrets and the gateway, and runs them."""
+"""The composition root: builds config, logging, secrets, voice, the gateway and the agent
+side as one typed `Services`, and starts and stops them through one `AsyncExitStack`.
+
+Adding a capability (channels, cron, memory, …) is one package, one
+`gateway/methods/<area>.py`, and one line here (`docs/ARCHITECTURE.md` has the recipe).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,17 @@ import os
 import secrets as _secrets
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from moltis_desktop.config.secrets import SecretStore, SecretStoreError, terminal_passphrase
-from moltis_desktop.config.settings import AgentSettings, Settings
+from moltis_desktop.config.settings import Settings
 from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.core.logging import REDACTOR, configure_logging
 from moltis_desktop.core.paths import AppPaths
 from moltis_desktop.gateway.auth import SharedSecret
@@ -24,6 +32,9 @@ from moltis_desktop.gateway.server import GatewayServer
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.services import AgentServices
+    from moltis_desktop.media.attachments import Transcribe
+    from moltis_desktop.voice.models import ModelManager
+    from moltis_desktop.voice.service import VoiceService
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +47,22 @@ def log_file_for(paths: AppPaths, settings: Settings) -> Path:
     if settings.logging.file:
         return Path(settings.logging.file).expanduser()
     return paths.log_dir / "moltis.log"
+
+
+@dataclass
+class Services:
+    """Everything the runtime built, typed."""
+
+    config: ConfigStore
+    secrets: SecretStore
+    shared: ServiceMap
+    """Services by typed key, for tools and method handlers (what capabilities add)."""
+    gateway: GatewayServer
+    voice: VoiceService | None
+    voice_models: ModelManager | None
+    agent: AgentServices | None = None
+    """The agent side (plugins, tools, models, sessions, chat), once loaded: it loads just
+    after the gateway listens."""
 
 
 class Runtime:
@@ -55,17 +82,29 @@ class Runtime:
         self.overrides = dict(overrides or {})
         self.console = console
         self.prompt = prompt
-        self.config: ConfigStore | None = None
-        self.secrets: SecretStore | None = None
-        self.gateway: GatewayServer | None = None
-        self.services: AgentServices | None = None
-        self.provider_specs: list[Any] = []
-        self._retired: list[Any] = []
-        self.auth: Any = None
-        """The OAuth sign-in manager, made on first need."""
+        self.services: Services | None = None
+        """What `start` built (None before it)."""
+        self._stack = contextlib.AsyncExitStack()
         self._agent_task: asyncio.Task[None] | None = None
         self._voice_task: asyncio.Task[None] | None = None
         self.ephemeral_secret = False
+
+    @property
+    def config(self) -> ConfigStore | None:
+        return self.services.config if self.services is not None else None
+
+    @property
+    def secrets(self) -> SecretStore | None:
+        return self.services.secrets if self.services is not None else None
+
+    @property
+    def gateway(self) -> GatewayServer | None:
+        return self.services.gateway if self.services is not None else None
+
+    @property
+    def agent(self) -> AgentServices | None:
+        """The agent side, once loaded."""
+        return self.services.agent if self.services is not None else None
 
     def _configure_logging(self, settings: Settings) -> None:
         log = settings.logging
@@ -81,60 +120,114 @@ class Runtime:
         """Load everything and start the gateway; returns it once it accepts clients."""
         self.paths.ensure()
         self._configure_logging(Settings())
-        self.config = ConfigStore(self.paths.config_file, env=self.env, overrides=self.overrides)
-        settings = self.config.current.settings
+        config = ConfigStore(self.paths.config_file, env=self.env, overrides=self.overrides)
+        settings = config.current.settings
         self._configure_logging(settings)
-        self.secrets = SecretStore(
+        secrets = SecretStore(
             self.paths.state_dir, backend=settings.secrets.backend, env=self.env, prompt=self.prompt
         )
-        shared = self.resolve_shared_secret(settings)
-        self.gateway = GatewayServer(
-            self.config,
-            shared_secret=shared,
+        shared = ServiceMap()
+        voice, voice_models = self._voice(config)
+        gateway = GatewayServer(
+            config,
+            shared_secret=self.resolve_shared_secret(settings, secrets),
             log_file=log_file_for(self.paths, settings),
             state_dir=self.paths.state_dir,
-            secrets=self.secrets,
+            secrets=secrets,
+            voice=voice,
+            voice_models=voice_models,
+            services=shared,
         )
-        self.config.subscribe(self._on_config_changed)
-        self._init_voice(settings)
-        await self.gateway.start()
+        self.services = Services(config, secrets, shared, gateway, voice, voice_models)
+        config.subscribe(self._on_config_changed)
+        self._stack = contextlib.AsyncExitStack()
+        # The providers close last (a reply may still be streaming until the gateway has
+        # stopped); the gateway stops even when its listener could not bind.
+        self._stack.push_async_callback(self._close_models)
+        self._stack.push_async_callback(gateway.stop)
+        await gateway.start()
         # The agent side (providers, sessions, tools) loads once the gateway answers: its
         # imports would otherwise double the start-up time. Until then its methods answer
         # OpenClaw's retryable "starting" error.
-        self.gateway.agent_loading = True
+        gateway.state.agent_loading = True
         self._agent_task = asyncio.get_running_loop().create_task(self._load_agent(settings))
-        return self.gateway
+        return gateway
 
     async def _load_agent(self, settings: Settings) -> None:
+        services = self.services
+        assert services is not None
         try:
-            services = await asyncio.to_thread(self._agent_services, settings)
+            agent = await asyncio.to_thread(self._build_agent, settings)
         except Exception:
             _LOGGER.exception("the agent could not start; chat is unavailable")
-            if self.gateway is not None:
-                self.gateway.agent_loading = False
-            return
-        self.services = services
-        assert self.gateway is not None
-        self.gateway.attach_services(services)
-        # Everything loaded so far lives as long as the process: keep it out of the garbage
-        # collector's full passes, which otherwise stall the loop (~100 ms) mid-stream.
-        import gc
+            services.gateway.state.agent_loading = False
+            agent = None
+        if agent is not None:
+            self._stack.push_async_callback(agent.chat.close)  # replies in flight stop
+            services.agent = agent
+            services.gateway.attach_agent(agent)
+            # Everything loaded so far lives as long as the process: keep it out of the
+            # garbage collector's full passes, which otherwise stall the loop (~100 ms)
+            # mid-stream.
+            import gc
 
-        gc.collect()
-        gc.freeze()
-        self._connect_voice(services)
+            gc.collect()
+            gc.freeze()
+        if services.voice is not None:
+            # Voice stops first: it must not ask the agent while the rest shuts down.
+            self._stack.push_async_callback(services.voice.models.aclose)
+            self._stack.push_async_callback(services.voice.stop)
+            if services.config.current.settings.voice.enabled and agent is not None:
+                self._voice_task = asyncio.get_running_loop().create_task(
+                    self._start_voice(services.voice)
+                )
 
-    def _init_voice(self, settings: Settings) -> None:
+    async def _close_models(self) -> None:
+        if self.agent is not None:
+            await self.agent.models.close()
+
+    def _build_agent(self, settings: Settings) -> AgentServices:
+        """Plugins, tools, models, sessions and the chat service (in a worker thread)."""
+        from moltis_desktop.agent.service import ChatService
+        from moltis_desktop.gateway.services import AgentServices
+        from moltis_desktop.plugins.manager import load
+        from moltis_desktop.providers.models import Models
+        from moltis_desktop.sessions.store import SessionStore
+
+        services = self.services
+        assert services is not None
+        plugins = load()
+        models = Models(
+            settings,
+            specs=plugins.providers,
+            secrets=services.secrets,
+            env=self.env,
+            state_dir=self.paths.state_dir,
+        )
+        sessions = SessionStore(
+            self.paths.state_dir, settings=settings.session, default_agent=settings.agents.default
+        )
+        config = services.config
+        chat = ChatService(
+            settings=lambda: config.current.settings,
+            sessions=sessions,
+            models=models,
+            tools=plugins.tools,
+            tool_services=services.shared,
+            state_dir=self.paths.state_dir,
+            config_dir=self.paths.config_dir,
+            transcribe=_transcriber(services.voice) if services.voice is not None else None,
+        )
+        return AgentServices(chat, models, plugins.report)
+
+    # ------------------------------------------------------------------ voice
+
+    def _voice(self, config: ConfigStore) -> tuple[VoiceService, ModelManager]:
         """The voice model manager and service (light: engines load on first use)."""
-        from functools import partial
-
-        from moltis_desktop.gateway.voice_chat import voice_event_to_gateway
         from moltis_desktop.voice.models import ModelManager
         from moltis_desktop.voice.service import VoiceService
 
-        assert self.gateway is not None
-        assert self.config is not None
-        config = self.config
+        settings = config.current.settings
         mirror = self.env.get("MOLTIS_MODEL_MIRROR") or settings.voice.model_mirror
         models = ModelManager(self.paths.cache_dir / "voice", mirror=mirror)
         voice = VoiceService(
@@ -142,18 +235,41 @@ class Runtime:
             settings=lambda: config.current.settings.voice,
             openai_credentials=self._openai_credentials,
             recordings_dir=self.paths.state_dir / "voice" / "recordings",
+            ask=self._voice_ask,
         )
-        voice.observers.append(partial(voice_event_to_gateway, self.gateway))
-        self.gateway.voice_models = models
-        self.gateway.voice = voice
+        return voice, models
+
+    async def _voice_ask(self, text: str) -> str:
+        """A spoken question, through the same path as typed chat (every chat window shows
+        the turn); the reply's text comes back to be spoken."""
+        from moltis_desktop.agent.ask import ask
+        from moltis_desktop.voice.errors import VoiceError
+
+        agent = self.agent
+        if agent is None or self.services is None:
+            raise VoiceError("the assistant is still starting; ask again in a moment")
+        talk = self.services.config.current.settings.voice.talk
+        reply = await ask(
+            agent.chat,
+            text,
+            session_key=talk.session_key,
+            run_id=f"voice-{uuid.uuid4()}",
+            timeout_s=talk.reply_timeout_s,
+            channel="voice",
+        )
+        if reply.status == "timeout":
+            raise VoiceError("the assistant did not answer in time")
+        if reply.status == "error":
+            raise VoiceError(f"the assistant could not answer: {reply.error}")
+        return reply.text if reply.status == "ok" else ""
 
     def _openai_credentials(self) -> tuple[str | None, str]:
         """(API key, base URL) of the provider OpenAI speech uses (`voice.tts.openai_provider`)."""
-        if self.services is None:
+        agent = self.agent
+        if agent is None or self.services is None:
             return None, ""
-        registry = self.services.registry
-        assert self.config is not None
-        provider = self.config.current.settings.voice.tts.openai_provider
+        registry = agent.models.registry
+        provider = self.services.config.current.settings.voice.tts.openai_provider
         try:
             key = registry.resolve_key(provider)
             base_url = registry.config(provider).base_url
@@ -161,31 +277,9 @@ class Runtime:
             return None, ""
         return (key.value if key else None), base_url
 
-    def _connect_voice(self, services: AgentServices) -> None:
-        """Voice notes in chat are transcribed, spoken questions reach the assistant, and
-        listening starts when the config says so."""
-        from functools import partial
-
-        from moltis_desktop.gateway.voice_chat import ask_assistant
-
-        gateway = self.gateway
-        assert gateway is not None
-        voice = gateway.voice
-        if voice is None:
-            return
-
-        async def transcribe(data: bytes, mime: str) -> str:
-            return str((await voice.transcribe_audio(data)).text)
-
-        services.chat.transcribe = transcribe
-        voice.ask = partial(ask_assistant, gateway)
-        if gateway.settings.voice.enabled:
-            self._voice_task = asyncio.get_running_loop().create_task(self._start_voice())
-
-    async def _start_voice(self) -> None:
-        assert self.gateway is not None
+    async def _start_voice(self, voice: VoiceService) -> None:
         try:
-            await self.gateway.voice.start()
+            await voice.start()
         except MoltisError as exc:
             _LOGGER.error("voice is on in the config but cannot start: %s", exc)
         except Exception:
@@ -196,65 +290,7 @@ class Runtime:
         if self._agent_task is not None:
             await asyncio.shield(self._agent_task)
 
-    def _agent_services(self, settings: Settings) -> AgentServices:
-        """Plugins, tools, providers, models, sessions and the chat service."""
-        from moltis_desktop.agent.service import ChatService
-        from moltis_desktop.agent.tools import ToolRegistry
-        from moltis_desktop.gateway.services import AgentServices
-        from moltis_desktop.plugins.manager import collect, load_plugins, plugin_names
-        from moltis_desktop.sessions.store import SessionStore
-
-        pm, errors = load_plugins()
-        self.provider_specs = collect(pm, "register_providers")
-        tools = ToolRegistry(collect(pm, "register_tools"))
-        registry, catalog = self._models(settings)
-        sessions = SessionStore(
-            self.paths.state_dir, settings=settings.session, default_agent=settings.agents.default
-        )
-        assert self.config is not None
-        config = self.config
-        chat = ChatService(
-            settings=lambda: config.current.settings,
-            sessions=sessions,
-            catalog=catalog,
-            default_model=registry.default_model,
-            tools=tools,
-            state_dir=self.paths.state_dir,
-            config_dir=self.paths.config_dir,
-        )
-        chat.refresh_credentials = self._refresh_credentials
-        return AgentServices(chat, catalog, registry, plugin_names(pm), errors)
-
-    async def _refresh_credentials(self, agent: AgentSettings) -> None:
-        """Before a turn of an agent signed in with OAuth: refresh its access token when it
-        is about to expire, and have the provider use the fresh one."""
-        assert self.config is not None
-        assert self.secrets is not None
-        assert self.services is not None
-        profile = self.config.current.settings.auth_profiles.get(agent.auth_profile)
-        if profile is None or profile.kind != "oauth":
-            return
-        if self.auth is None:
-            from moltis_desktop.providers.oauth import AuthManager
-
-            self.auth = AuthManager(
-                self.secrets,
-                self.config.current.settings.auth_profiles,
-                state_dir=self.paths.state_dir,
-                env=self.env,
-            )
-        token = await self.auth.access_token(agent.auth_profile)
-        self.services.registry.use_credential(profile.provider, agent.auth_profile, token)
-
-    def _models(self, settings: Settings) -> tuple[Any, Any]:
-        from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry
-
-        registry = ProviderRegistry(
-            settings, specs=self.provider_specs, secrets=self.secrets, env=self.env
-        )
-        return registry, ModelCatalog(registry)
-
-    def resolve_shared_secret(self, settings: Settings) -> SharedSecret:
+    def resolve_shared_secret(self, settings: Settings, secrets: SecretStore) -> SharedSecret:
         """The token/password clients must present, from the environment or the secret store.
 
         A token is created on first start. When no secret store is usable (no keyring, no
@@ -262,7 +298,6 @@ class Runtime:
         this run only; the log says how to make it permanent.
         """
         auth = settings.gateway.auth
-        assert self.secrets is not None
         self.ephemeral_secret = False
         if auth.mode == "none":
             return SharedSecret("none")
@@ -270,7 +305,7 @@ class Runtime:
             password = self.env.get(PASSWORD_ENV)
             if not password:
                 try:
-                    password = self.secrets.get(auth.password_secret)
+                    password = secrets.get(auth.password_secret)
                 except SecretStoreError as exc:
                     _LOGGER.error("cannot read the gateway password: %s", exc)
             if not password:
@@ -287,7 +322,7 @@ class Runtime:
             REDACTOR.add(token)
             return SharedSecret("token", token=token)
         try:
-            token = self.secrets.get_or_create(auth.token_secret)
+            token = secrets.get_or_create(auth.token_secret)
         except SecretStoreError as exc:
             token = _secrets.token_urlsafe(32)
             REDACTOR.add(token)
@@ -326,51 +361,37 @@ class Runtime:
         self._update_gateway(old, new)
 
     def _update_agent(self, old: Settings, new: Settings) -> None:
-        services = self.services
-        if services is None:
+        agent = self.agent
+        if agent is None:
             return
-        services.chat.sessions.update_settings(new.session, new.agents.default)
-        if self.auth is not None:
-            self.auth.update_profiles(new.auth_profiles)
-        model_inputs = ("providers", "auth_profiles", "models")
-        if (
-            any(getattr(old, n) != getattr(new, n) for n in model_inputs)
-            or old.agents.model != new.agents.model
-        ):
-            registry, catalog = self._models(new)
-            self._retired.append(services.catalog)
-            services.registry, services.catalog = registry, catalog
-            services.chat.catalog = catalog
-            services.chat.default_model = registry.default_model
-            _LOGGER.info("providers reconfigured: %s", ", ".join(registry.configs) or "none")
+        agent.chat.sessions.update_settings(new.session, new.agents.default)
+        agent.models.reconfigure(new)
 
     def _update_gateway(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
         if old.settings.logging != new.settings.logging:
             self._configure_logging(new.settings)
-        if old.settings.gateway.auth != new.settings.gateway.auth and self.gateway is not None:
-            self.gateway.shared_secret = self.resolve_shared_secret(new.settings)
+        services = self.services
+        if old.settings.gateway.auth != new.settings.gateway.auth and services is not None:
+            secret = self.resolve_shared_secret(new.settings, services.secrets)
+            services.gateway.state.shared_secret = secret
             _LOGGER.info("gateway auth settings changed (mode %s)", new.settings.gateway.auth.mode)
 
     async def stop(self) -> None:
-        """Stop replies in flight, then the gateway (clients get `shutdown`, then close
-        1012), then the providers' connections."""
+        """Stop voice and the replies in flight, then the gateway (clients get `shutdown`,
+        then close 1012), then the providers' connections: the start in reverse."""
         if self._agent_task is not None:
             with contextlib.suppress(Exception):
                 await self._agent_task
-        if self.gateway is not None and self.gateway.voice is not None:
-            await self.gateway.voice.stop()
-            await self.gateway.voice.models.aclose()
-        if self.services is not None:
-            await self.services.chat.close()
-        if self.gateway is not None:
-            await self.gateway.stop()
-        if self.services is not None:
-            # Replaced catalogues (and their providers) are kept until now: a reply may
-            # still have been streaming through them.
-            for catalog in [*self._retired, self.services.catalog]:
-                await catalog.close()
-                await catalog.registry.close()
-            self._retired.clear()
+        await self._stack.aclose()
+
+
+def _transcriber(voice: VoiceService) -> Transcribe:
+    """Voice notes in chat, as text, by the voice service's transcriber."""
+
+    async def transcribe(data: bytes, mime: str) -> str:
+        return str((await voice.transcribe_audio(data)).text)
+
+    return transcribe
 
 
 async def serve_until_signalled(runtime: Runtime, stop: asyncio.Event | None = None) -> int:

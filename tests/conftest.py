@@ -77,7 +77,7 @@ class GatewayHandle:
 
     @property
     def log_file(self) -> Path:
-        return self.gateway.log_file
+        return self.gateway.state.log_file
 
 
 StartGateway = Callable[..., Awaitable[GatewayHandle]]

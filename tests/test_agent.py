@@ -116,6 +116,25 @@ async def test_a_reply_streams(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_the_model_is_offered_the_plugins_tools_that_can_work_here(
+    kind: str, start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
+) -> None:
+    chat = await start_chat(start_gateway, make_client, fake, kind)
+    await chat.turn("which tools do you have?")
+    tools = chat.bodies()[-1]["tools"]
+    names = sorted(t["name"] if kind == "anthropic" else t["function"]["name"] for t in tools)
+    # The built-in plugin registers `canvas` too, but a headless gateway has no canvas (the
+    # desktop app provides one: tests/test_desktop.py drives the tool there).
+    assert names == ["current_time", "sessions_history", "sessions_list", "sessions_send"]
+    agent = chat.gw.runtime.agent
+    assert agent is not None
+    assert agent.chat.tools.origins["canvas"] == "moltis_desktop.tools.builtin"
+    provided = agent.plugins.provided
+    assert ("moltis_desktop.tools.builtin", "tool", "current_time") in provided
+    assert ("moltis_desktop.providers.builtin", "provider", "openai") in provided
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_three_tool_calls_two_in_parallel(
     kind: str, start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
 ) -> None:
@@ -329,6 +348,85 @@ compaction_keep_recent_tokens = 150
     last = chat.bodies()[-1]
     assert "Summary of the earlier conversation" in json.dumps(last)
     assert "question 0" not in json.dumps(last["messages"])
+
+
+async def test_every_run_reaches_the_hub_whoever_started_it(
+    start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
+) -> None:
+    """The run manager publishes every run's events to its observers once (a failing
+    observer harms nothing), and `agent.ask` is the same path as the WebSocket's chat."""
+    from moltis_desktop.agent.ask import ask
+
+    chat = await start_chat(start_gateway, make_client, fake, "openai")
+    agent = chat.gw.runtime.agent
+    assert agent is not None
+    seen: list[tuple[str, str]] = []
+
+    def broken(ref: Any, event: Any) -> None:
+        raise RuntimeError("an observer's bug")
+
+    unsubscribe_broken = agent.chat.runs.subscribe(broken)
+    unsubscribe = agent.chat.runs.subscribe(
+        lambda ref, e: seen.append((ref.run_id, type(e).__name__))
+    )
+    fake.script(Turn(text="typed answer"), Turn(text="asked answer"))
+    typed_run = await chat.send("typed question")
+    final = (await chat.events(typed_run))[-1]
+    assert (final["state"], final["message"]["content"][0]["text"]) == ("final", "typed answer")
+    reply = await ask(agent.chat, "asked question", session_key="main", timeout_s=20)
+    assert (reply.status, reply.text, reply.session_key) == (
+        "ok",
+        "asked answer",
+        "agent:main:main",
+    )
+    # Clients see the asked turn stream too, through the same bridge.
+    asked = await chat.events(reply.run_id)
+    assert asked[-1]["message"]["content"][0]["text"] == "asked answer"
+    command = await ask(agent.chat, "/status")
+    assert command.status == "ok" and command.stop_reason == "command"
+    assert "Session: agent:main:main" in command.text
+    for run_id in (typed_run, reply.run_id):
+        kinds = [kind for rid, kind in seen if rid == run_id]
+        assert kinds[0] == "RunStarted" and kinds[-1] == "RunFinished", kinds
+        assert kinds.count("RunFinished") == 1
+    assert (command.run_id, "DirectReply") in seen
+    unsubscribe()
+    unsubscribe_broken()
+    count = len(seen)
+    fake.script(Turn(text="unobserved"))
+    await chat.turn("after unsubscribing")
+    assert len(seen) == count
+
+
+async def test_typed_commands_announce_session_changes_to_other_clients(
+    start_gateway: StartGateway, make_client: MakeClient, fake: FakeLLM
+) -> None:
+    """`/reset`, `/new`, `/think` and `/model` typed in one client change the session's
+    entry; every other client hears `sessions.changed`, as a `sessions.*` method would
+    make them (docs/PROTOCOL.md), whoever made the change."""
+    chat = await start_chat(start_gateway, make_client, fake, "openai")
+    await chat.turn("hello")  # the session exists, with a message
+    watcher = make_client(chat.gw.url)
+    res = await watcher.connect(token=chat.gw.token, scopes=["operator.read"])
+    assert res["ok"], res
+
+    async def announced() -> tuple[str, str]:
+        payload = (await watcher.next_event("sessions.changed", timeout=10))["payload"]
+        return payload["sessionKey"], payload["reason"]
+
+    await chat.turn("/reset")
+    assert await announced() == ("agent:main:main", "reset")
+    await chat.turn("/think high")
+    assert await announced() == ("agent:main:main", "patch")
+    await chat.turn("/model fake/fake-model-2")
+    assert await announced() == ("agent:main:main", "patch")
+    await chat.turn("/new", session="agent:main:other")
+    assert await announced() == ("agent:main:other", "reset")
+    # A plain message changes no settings: nothing more is announced (a request's answer
+    # comes after every event sent before it, so the watcher has read them all).
+    await chat.turn("and now?")
+    await watcher.call("health")
+    assert not [f for f in watcher.events if f["event"] == "sessions.changed"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -549,8 +647,8 @@ async def test_stopping_closes_every_provider_connection(
 
     async def used_client() -> Any:
         await chat.turn("hi")
-        assert runtime.services is not None
-        return await runtime.services.registry.get("fake").client()
+        assert runtime.services is not None and runtime.services.agent is not None
+        return await runtime.services.agent.models.registry.get("fake").client()
 
     first = await used_client()
     # A provider change swaps the registry; the old one's clients close at stop (not at

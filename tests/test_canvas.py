@@ -13,7 +13,7 @@ from tests.conftest import GatewayHandle, MakeClient
 async def test_canvas_pages_are_served_sandboxed_with_live_reload(
     gateway: GatewayHandle, http_session: aiohttp.ClientSession, make_client: MakeClient
 ) -> None:
-    folder = canvas_dir(gateway.gateway)
+    folder = canvas_dir(gateway.gateway.state)
     base = gateway.http + PREFIX
     # Nothing yet: a friendly empty page, not an error.
     async with http_session.get(base + "/") as resp:

@@ -68,7 +68,7 @@ async def test_set_requires_and_checks_base_hash(
     assert result["ok"] is True
     assert result["config"]["logging"]["level"] == "debug"
     assert handle.config_file.read_text() == new
-    assert handle.gateway.settings.logging.level == "debug"  # applied at once
+    assert handle.gateway.state.settings.logging.level == "debug"  # applied at once
 
 
 async def test_concurrent_sets_with_the_same_base_hash(
@@ -143,7 +143,7 @@ async def test_apply_with_a_new_port_rebinds(
 ) -> None:
     first, second = free_port(), free_port()
     handle = await start_gateway(f"[gateway]\nport = {first}\n", port=None)
-    assert handle.gateway.port == first
+    assert handle.gateway.state.port == first
     client = await _admin(handle, make_client)
     base = (await client.call("config.get"))["hash"]
     result = await client.call(
@@ -157,10 +157,10 @@ async def test_apply_with_a_new_port_rebinds(
         "mode": "rebind",
     }
     for _ in range(100):
-        if handle.gateway.port == second:
+        if handle.gateway.state.port == second:
             break
         await asyncio.sleep(0.05)
-    assert handle.gateway.port == second
+    assert handle.gateway.state.port == second
     fresh = make_client(f"ws://127.0.0.1:{second}")
     assert (await fresh.connect(token=handle.token))["ok"]
     assert (await client.call("health"))["ok"]  # the open connection survived the move
@@ -181,7 +181,7 @@ async def test_broken_file_while_running(
     assert config["valid"] is False
     assert config["key"] == "gateway.tick_interval_ms"
     assert "Expected `int`" in config["error"]
-    assert handle.gateway.settings.gateway.tick_interval_ms == 30000  # the last good one
+    assert handle.gateway.state.settings.gateway.tick_interval_ms == 30000  # the last good one
     snap = await client.call("config.get")
     assert snap["valid"] is False
     assert snap["issues"][0]["path"] == "gateway.tick_interval_ms"

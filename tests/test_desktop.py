@@ -95,7 +95,7 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
             )
             await app.start()
             await runtime.agent_ready()
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None
             assert app.tray.isVisible()
             assert app.tray.toolTip() == "Moltis: ready"
@@ -291,9 +291,11 @@ def _has(app: DesktopApp) -> Callable[[], Awaitable[bool]]:
 
 
 async def _send(gw: Any, key: str, text: str) -> bool:
-    chat = gw.services.chat
-    outcome = await chat.send(key, text, run_id=f"run-{key}", sink=gw.chat_bridge)
-    return outcome.run is not None
+    from moltis_desktop.agent.ask import submit
+
+    turn = await submit(gw.agent.chat, text, session_key=key, run_id=f"run-{key}")
+    turn.close()
+    return turn.run is not None
 
 
 def test_start_at_login_writes_and_removes_the_autostart_entry(
@@ -476,7 +478,7 @@ def test_a_taken_port_is_reported_and_another_offered(qapp: QApplication, tmp_pa
             use.click()
             await starting
             try:
-                assert app.gateway is not None and app.gateway.port == offered != taken
+                assert app.gateway is not None and app.gateway.state.port == offered != taken
                 assert app.state == "idle"
             finally:
                 await app.shutdown()
@@ -495,8 +497,7 @@ def test_the_agent_presents_evaluates_and_snapshots_the_canvas(
             app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
             await app.start()
             try:
-                assert app._canvas_task is not None
-                await app._canvas_task
+                await runtime.agent_ready()
                 canvas = app.canvas
                 assert canvas is not None
                 folder = canvas.folder
@@ -512,7 +513,7 @@ def test_the_agent_presents_evaluates_and_snapshots_the_canvas(
                     Turn(tool_calls=[("canvas", {"action": "snapshot"})]),
                     Turn(text="Here it is."),
                 )
-                gw = app.gateway
+                gw = app.gateway_state
                 assert gw is not None
                 await _send(gw, "agent:main:main", "show me the sales page")
 
@@ -595,7 +596,7 @@ def test_a_pairing_request_asks_for_attention_and_is_approved_from_the_tray(
         )
         app = DesktopApp(qapp, runtime, autostart=Autostart(env=runtime.env))
         await app.start()
-        gw = app.gateway
+        gw = app.gateway_state
         assert gw is not None
         key = Ed25519PrivateKey.generate()
         try:

@@ -53,7 +53,7 @@ def test_the_desktop_app_serves_canvas_and_notify_as_a_node(
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home")
         async with running_app(qapp, runtime) as app:
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None and app.node is not None
             async with aiohttp.ClientSession() as http:
                 op = ProtoClient(http, gw.url, FrameValidator())
@@ -165,7 +165,7 @@ def test_the_desktop_node_is_the_same_node_after_a_restart(
     async def once() -> str:
         runtime = make_runtime(home, "[gateway]\nauto_approve_loopback_devices = false\n")
         async with running_app(qapp, runtime) as app:
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None and app.node is not None and app.node.client is not None
             client = app.node.client
             await asyncio.wait_for(client.connected.wait(), 20)

@@ -37,7 +37,7 @@ def test_voice_menu_tray_states_and_no_microphone(qapp: QApplication, tmp_path: 
             )
             async with running_app(qapp, runtime) as app:
                 await runtime.agent_ready()
-                gw = app.gateway
+                gw = app.gateway_state
                 assert gw is not None and gw.voice is not None
                 menu = _voice_menu(app)
                 texts = [a.text() for a in menu.actions() if not a.isSeparator()]

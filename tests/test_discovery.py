@@ -271,7 +271,7 @@ async def test_records_follow_config_changes(
     handle = await start_gateway(
         f'[gateway.tls]\nenabled = true\n[discovery.mdns]\nmode = "full"\nname = "{first}"\n'
     )
-    gw, config = handle.gateway, handle.runtime.config
+    gw, config = handle.gateway.state, handle.runtime.config
     assert config is not None
     await browser.wait(ServiceStateChange.Added, first)
     txt = (await browser.resolve(first)).decoded_properties
@@ -293,8 +293,8 @@ async def test_records_follow_config_changes(
     config.patch({"gateway": {"tls": {"enabled": False}}})
     async with asyncio.timeout(STEP_S):
         while True:
-            assert gw.mdns is not None
-            await gw.mdns.settle()
+            assert handle.gateway.mdns is not None
+            await handle.gateway.mdns.settle()
             props = (await browser.resolve(second)).decoded_properties
             if "gatewayTls" not in props and "lanHost" not in props:
                 break

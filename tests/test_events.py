@@ -133,4 +133,4 @@ async def test_shutdown_event_then_close_1012(
     assert event["seq"] >= 1
     assert await client.expect_close() == (1012, "service restart")
     await stopping
-    assert not handle.gateway.ready
+    assert not handle.gateway.state.ready

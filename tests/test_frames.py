@@ -172,14 +172,14 @@ async def test_client_close_codes_are_handled(
     # OpenClaw clients close with 4000 when ticks stop arriving; the gateway cleans up.
     app = make_client(gateway.url)
     await app.connect(token=gateway.token, client_id="openclaw-linux", mode="ui")
-    assert len(gateway.gateway.connections) == 2
+    assert len(gateway.gateway.state.connections) == 2
     assert app.ws is not None
     await app.ws.close(code=4000, message=b"tick timeout")
     for _ in range(100):
-        if len(gateway.gateway.connections) == 1:
+        if len(gateway.gateway.state.connections) == 1:
             break
         await asyncio.sleep(0.02)
-    assert len(gateway.gateway.connections) == 1
+    assert len(gateway.gateway.state.connections) == 1
     modes = [e["mode"] for e in await operator.call("system-presence")]
     assert modes == ["gateway"]
 

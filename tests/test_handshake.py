@@ -66,7 +66,7 @@ async def test_every_advertised_method_is_in_the_published_schema(
 ) -> None:
     from tests.support.schema import method_scope
 
-    for spec in gateway.gateway.registry:
+    for spec in gateway.gateway.state.methods:
         if not spec.advertised:
             continue
         published = method_scope(spec.name)

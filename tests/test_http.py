@@ -31,13 +31,13 @@ async def test_healthz_and_readyz_need_no_auth(
 async def test_readyz_is_503_while_stopping(
     gateway: GatewayHandle, http_session: aiohttp.ClientSession
 ) -> None:
-    gateway.gateway.draining = True
+    gateway.gateway.state.draining = True
     try:
         async with http_session.get(f"{gateway.http}/readyz") as resp:
             assert resp.status == 503
             assert "gateway-draining" in (await resp.json())["failing"]
     finally:
-        gateway.gateway.draining = False
+        gateway.gateway.state.draining = False
 
 
 async def test_cors_is_same_origin_by_default(

@@ -54,3 +54,14 @@ print(",".join(heavy) or "none")
 
 def test_headless_start_never_imports_qt_or_heavy_sdks(tmp_path: Path) -> None:
     assert run_python(HEADLESS, str(tmp_path)) == "none"
+
+
+def test_no_package_may_grow_an_import_circle() -> None:
+    # The acyclic_siblings contract covers every package at every depth (lint-imports runs it
+    # in test_import_contracts_hold): server.py importing its own handlers, a dialog and its
+    # rows importing each other, are the circles it exists to keep out.
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (acyclic,) = [c for c in contracts["contracts"] if c["type"] == "acyclic_siblings"]
+    assert acyclic["ancestors"] == ["moltis_desktop"]
+    assert "skip_descendants" not in acyclic and "ignore_imports" not in acyclic
+    assert acyclic.get("depth", 10) >= 10

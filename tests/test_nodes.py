@@ -204,5 +204,5 @@ async def test_wake_words_reach_nodes(gateway: GatewayHandle, make_client: MakeC
     assert set_ == {"triggers": ["Hey Moltis"]}
     changed = await node.next_event("voicewake.changed")
     assert changed["payload"] == {"triggers": ["Hey Moltis"]}
-    saved = json.loads((gateway.gateway.state_dir / "voicewake.json").read_text())
+    saved = json.loads((gateway.gateway.state.state_dir / "voicewake.json").read_text())
     assert saved == {"triggers": ["Hey Moltis"]}

@@ -414,7 +414,7 @@ async def test_a_client_leaving_mid_stream_stops_the_run(
     await asyncio.wait_for(fake.hanging.wait(), T)
     await asyncio.wait_for(stream.close(), T)
     await asyncio.wait_for(fake.disconnected.wait(), T)  # the provider stream was closed
-    services = handle.gateway.services
+    services = handle.gateway.state.agent
     assert services is not None
     run = services.chat.runs.get(run_id)
     assert run is not None

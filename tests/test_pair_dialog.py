@@ -125,7 +125,7 @@ def test_the_tray_shows_a_scannable_code_that_counts_down_and_regenerates(
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", LAN)
         async with running_app(qapp, runtime) as app:
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None
             app.action("Pair a Phone…").trigger()
             dialog = app._pair_dialog
@@ -254,7 +254,7 @@ def test_requests_are_answered_inline_and_the_window_closes_once_the_phone_is_pa
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", LAN)
         async with running_app(qapp, runtime) as app:
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None
             laptop, phone = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
             dialog = app.open_pair_dialog()
@@ -283,7 +283,7 @@ def test_requests_are_answered_inline_and_the_window_closes_once_the_phone_is_pa
                 assert (await laptop_connect())["ok"]
 
                 # Another window's code completing is not this one's.
-                gw.broadcast(
+                gw.events.broadcast(
                     "device.pair.setup.completed",
                     {"setupId": "someone-else", "deviceId": "ab" * 32, "access": "full", "ts": 1},
                     scope=Scope.PAIRING,
@@ -333,7 +333,7 @@ def test_a_phone_approved_silently_closes_the_window_when_it_has_its_tokens(
         # learns of it from `device.pair.setup.completed`.
         runtime = make_runtime(tmp_path / "home", '[gateway]\nbind = "lan"\n')
         async with running_app(qapp, runtime) as app:
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None
             dialog = app.open_pair_dialog()
             code = decode(dialog.code_text())
@@ -354,7 +354,7 @@ def test_a_loopback_only_gateway_is_opened_to_the_network_from_the_window(
     async def body() -> None:
         runtime = make_runtime(tmp_path / "home", "[providers.ollama]\n")
         async with running_app(qapp, runtime) as app:
-            gw = app.gateway
+            gw = app.gateway_state
             assert gw is not None and gw.host == "127.0.0.1"
             dialog = app.open_pair_dialog()
             assert dialog.state == "lan-disabled"

@@ -448,12 +448,16 @@ def test_prices_and_costs() -> None:
 
 
 def test_the_builtin_plugin_registers_both_wire_kinds() -> None:
-    from moltis_desktop.plugins.manager import collect, load_plugins
+    from moltis_desktop.plugins.manager import Contributions, collect, load_plugins
 
     pm, errors = load_plugins(builtins=("moltis_desktop.providers.builtin",), entry_points=False)
     assert errors == []
-    specs = collect(pm, "register_providers")
+    registered = Contributions()
+    assert collect(pm, "register_providers", registered.register) == []
+    specs = registered.values()
     assert sorted(s.kind for s in specs) == ["anthropic", "openai"]
+    # Each item is recorded with the plugin that registered it.
+    assert {plugin for plugin, _ in registered.items} == {"moltis_desktop.providers.builtin"}
     registry = ProviderRegistry(
         Settings(providers={"xai": ProviderSettings()}), specs=specs, env={}
     )

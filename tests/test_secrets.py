@@ -94,13 +94,13 @@ async def test_gateway_token_is_created_once_and_kept(tmp_path: Path) -> None:
     env = {"MOLTIS_HOME": str(tmp_path), "MOLTIS_SECRETS_PASSPHRASE": "pp-123456"}
     first = Runtime(env=env, overrides={"gateway": {"port": 0}}, console=None, prompt=None)
     gateway = await first.start()
-    token = gateway.shared_secret.token
+    token = gateway.state.shared_secret.token
     assert token
     assert len(token) >= 40
     await first.stop()
     second = Runtime(env=env, overrides={"gateway": {"port": 0}}, console=None, prompt=None)
     gateway = await second.start()
-    assert gateway.shared_secret.token == token
+    assert gateway.state.shared_secret.token == token
     await second.stop()
     # Neither the token nor the passphrase reached the log or the config.
     log_text = (tmp_path / "logs" / "moltis.log").read_text()
@@ -118,12 +118,12 @@ async def test_unusable_store_gives_a_run_only_token_and_says_so(tmp_path: Path)
     )
     gateway = await runtime.start()
     assert runtime.ephemeral_secret is True
-    assert gateway.shared_secret.token
+    assert gateway.state.shared_secret.token
     await runtime.stop()
     log_text = (tmp_path / "logs" / "moltis.log").read_text()
     assert "cannot be kept" in log_text
     assert "MOLTIS_SECRETS_PASSPHRASE" in log_text
-    assert gateway.shared_secret.token not in log_text
+    assert gateway.state.shared_secret.token not in log_text
 
 
 def test_log_redaction(tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ async def test_a_phone_pairs_with_a_setup_code(
     assert again["error"]["details"]["code"] == "AUTH_BOOTSTRAP_TOKEN_INVALID"
     assert again["error"]["details"]["reason"] == "used"
     # Tokens never reach the log.
-    log = handle.gateway.log_file.read_text()
+    log = handle.gateway.state.log_file.read_text()
     assert code.bootstrap_token not in log and auth["deviceToken"] not in log
 
 
@@ -140,7 +140,7 @@ async def test_bad_setup_codes_are_refused(
     assert other["error"]["details"]["reason"] == "other-device"
     # Expired after 10 minutes.
     late = decode((await setup_code(operator, handle))["setupCode"]).bootstrap_token
-    for entry in handle.gateway.bootstrap.entries.values():
+    for entry in handle.gateway.state.bootstrap.entries.values():
         entry["expiresAtMs"] = 0
     res = await with_code(make_client(handle.url), Ed25519PrivateKey.generate(), late)
     assert res["error"]["details"]["reason"] == "expired"
@@ -331,4 +331,4 @@ async def test_pairing_requests_are_rate_limited(
         codes.append(res["error"]["details"]["code"])
     assert codes == ["PAIRING_REQUIRED", "PAIRING_REQUIRED", "PAIRING_RATE_LIMITED"]
     # A device asking again for its existing request is not a new request.
-    assert len(handle.gateway.pairing.pending) == 2
+    assert len(handle.gateway.state.pairing.pending) == 2

@@ -171,7 +171,7 @@ async def test_turning_tls_on_and_off_rebinds_on_the_same_port(
     start_gateway: StartGateway, make_client: MakeClient
 ) -> None:
     handle = await start_gateway()
-    gw, config = handle.gateway, handle.runtime.config
+    gw, config = handle.gateway.state, handle.runtime.config
     assert config is not None
     port = gw.port
     assert gw.tls_fingerprint is None

@@ -52,7 +52,7 @@ def _wav(pcm: np.ndarray) -> bytes:
 
 def _transcribe_back(handle: GatewayHandle, pcm: np.ndarray, rate: int) -> str:
     """Whisper's reading of some audio (the reply that was spoken, say)."""
-    transcriber = handle.gateway.voice.transcriber()
+    transcriber = handle.gateway.state.voice.transcriber()
     return str(transcriber.transcribe_pcm(resample(pcm, rate, SAMPLE_RATE)).text)
 
 
@@ -78,7 +78,7 @@ async def test_hey_jarvis_question_goes_through_chat_send_and_the_reply_is_spoke
 ) -> None:
     handle, client = await _voice_gateway(start_gateway, make_client, fake)
     fake.script(Turn(text=REPLY))
-    voice = handle.gateway.voice
+    voice = handle.gateway.state.voice
     events: list[tuple[str, dict[str, Any]]] = []
     voice.observers.append(lambda kind, data: events.append((kind, data)))
     sink = MemorySink()
@@ -129,7 +129,7 @@ async def test_a_voice_directive_is_applied_and_never_spoken(
         start_gateway, make_client, fake, extra="[voice]\nkeep_audio = true\n"
     )
     fake.script(Turn(text='{"speed": 1.5, "voice": "en_US-joe-medium"}\n' + REPLY))
-    voice = handle.gateway.voice
+    voice = handle.gateway.state.voice
     sink = MemorySink()
     pipeline = await asyncio.to_thread(
         voice.build_pipeline, WavSource(_wav(speech.wake_then_question(QUESTION))), sink
@@ -178,7 +178,7 @@ async def test_no_wake_word_no_question(
         ),
     }[kind]
     events: list[str] = []
-    voice = handle.gateway.voice
+    voice = handle.gateway.state.voice
     voice.observers.append(lambda k, d: events.append(k))
     pipeline = await asyncio.to_thread(voice.build_pipeline, WavSource(_wav(audio)), MemorySink())
     async with asyncio.timeout(STEP_S):
@@ -192,7 +192,7 @@ async def test_push_to_talk_and_talk_mode_loop_until_stop(
 ) -> None:
     handle, client = await _voice_gateway(start_gateway, make_client, fake)
     fake.script(Turn(text="It is sunny."), Turn(text="Twenty degrees."))
-    voice = handle.gateway.voice
+    voice = handle.gateway.state.voice
     events: list[tuple[str, dict[str, Any]]] = []
     voice.observers.append(lambda k, d: events.append((k, d)))
     q1 = speech.read(speech.espeak("what is the weather today", speed=120, pitch=45))
@@ -238,7 +238,7 @@ async def test_barge_in_stops_playback_within_200_ms(
     )
     handle, _client = await _voice_gateway(start_gateway, make_client, fake)
     fake.script(Turn(text=long_reply), Turn(text="Okay."))
-    voice = handle.gateway.voice
+    voice = handle.gateway.state.voice
     events: list[tuple[float, str]] = []
     loop = asyncio.get_running_loop()
     voice.observers.append(lambda k, d: events.append((loop.time(), k)))
@@ -514,7 +514,7 @@ async def test_a_model_missing_on_first_use_is_downloaded_with_progress(
             f'[voice]\nmodel_mirror = "http://127.0.0.1:{port}"\n[voice.stt]\nmodel = "base.en"\n'
         )
         handle, client = await _voice_gateway(start_gateway, make_client, fake, extra)
-        voice = handle.gateway.voice
+        voice = handle.gateway.state.voice
         assert voice.missing_models() == ["whisper/base.en"]
         fake.script(Turn(text=REPLY))
         events: list[tuple[str, dict[str, Any]]] = []
@@ -554,7 +554,7 @@ async def test_the_reply_heard_back_by_the_microphone_does_not_interrupt_itself(
     )
     handle, _client = await _voice_gateway(start_gateway, make_client, fake)
     fake.script(Turn(text=long_reply), Turn(text="Okay."))
-    voice = handle.gateway.voice
+    voice = handle.gateway.state.voice
     events: list[str] = []
     voice.observers.append(lambda k, d: events.append(k))
     question = speech.wake_then_question(QUESTION)

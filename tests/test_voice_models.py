@@ -364,7 +364,7 @@ async def test_cli_list_download_remove_through_the_mirror(
 async def test_gateway_methods_download_with_progress_events(
     gateway: GatewayHandle, make_client: MakeClient, server: ModelServer, tmp_path: Path
 ) -> None:
-    gateway.gateway.voice_models = ModelManager(
+    gateway.gateway.state.voice_models = ModelManager(
         tmp_path / "gw-cache", catalog=make_catalog(), mirror=server.mirror
     )
     admin = make_client(gateway.url)
@@ -414,7 +414,7 @@ async def test_gateway_methods_download_with_progress_events(
 async def test_gateway_download_error_is_an_event(
     gateway: GatewayHandle, operator: ProtoClient, server: ModelServer, tmp_path: Path
 ) -> None:
-    gateway.gateway.voice_models = ModelManager(
+    gateway.gateway.state.voice_models = ModelManager(
         tmp_path / "gw-cache", catalog=make_catalog(pinned="f" * 64), mirror=server.mirror
     )
     assert (await operator.call("moltis.voice.models.download", {"id": MODEL_ID}))["started"]
@@ -431,7 +431,7 @@ async def test_gateway_download_error_is_an_event(
 async def test_gateway_without_a_model_manager_is_unavailable(
     gateway: GatewayHandle, operator: ProtoClient
 ) -> None:
-    gateway.gateway.voice_models = None
+    gateway.gateway.state.voice_models = None
     for method, params in (
         ("moltis.voice.models.list", None),
         ("moltis.voice.models.remove", {"id": "x"}),

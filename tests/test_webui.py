@@ -16,7 +16,8 @@ import jsonschema
 import pytest
 
 from moltis_desktop.core.clock import ManualClock
-from moltis_desktop.gateway.webui import CSP, TICKET_TTL_MS, UiTickets, load_assets
+from moltis_desktop.gateway.tickets import TICKET_TTL_MS, UiTickets
+from moltis_desktop.gateway.webui import CSP, load_assets
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.fake_llm import FakeLLM, Turn, Usage, agent_config
 
@@ -169,7 +170,7 @@ async def test_methods_json_describes_every_method_with_a_valid_example(
 ) -> None:
     async with http_session.get(gateway.http + "/ui/methods.json") as resp:
         methods = (await resp.json())["methods"]
-    assert [m["name"] for m in methods] == gateway.gateway.methods_advertised
+    assert [m["name"] for m in methods] == gateway.gateway.state.methods_advertised
     by_name = {m["name"]: m for m in methods}
     assert by_name["config.set"]["scope"] == "operator.admin"
     assert by_name["sessions.preview"]["example"] == {"keys": ["…"]}

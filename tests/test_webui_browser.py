@@ -575,7 +575,7 @@ async def test_reconnects_after_the_gateway_restarts(
     runtime = Runtime(env=env, overrides={"gateway": {"port": 0}}, console=None, prompt=None)
     gateway = await runtime.start()
     await runtime.agent_ready()
-    port = gateway.port
+    port = gateway.state.port
     http = f"http://127.0.0.1:{port}"
     fake.script(Turn(text="before the restart"), Turn(text="after the restart"))
     try:
@@ -608,7 +608,7 @@ async def test_tick_watchdog_reconnects_a_silent_link(
     chromium: Chromium, start_gateway: StartGateway
 ) -> None:
     handle = await start_gateway("[gateway]\ntick_interval_ms = 1000\n")
-    proxy = await FreezableProxy(handle.gateway.port).start()
+    proxy = await FreezableProxy(handle.gateway.state.port).start()
     try:
         http = f"http://127.0.0.1:{proxy.port}"
         page = await chromium.page()
@@ -616,7 +616,7 @@ async def test_tick_watchdog_reconnects_a_silent_link(
         await expect(page.locator("[data-testid=conn-state]")).to_have_attribute(
             "data-state", "connected"
         )
-        before = {c.conn_id for c in handle.gateway.connections}
+        before = {c.conn_id for c in handle.gateway.state.connections}
         # The link goes silent without closing: two missed ticks and the page notices,
         # says so, and connects again (through the same proxy, working again).
         proxy.freeze()
@@ -627,7 +627,7 @@ async def test_tick_watchdog_reconnects_a_silent_link(
         await expect(page.locator("[data-testid=conn-state]")).to_have_attribute(
             "data-state", "connected", timeout=15_000
         )
-        after = {c.conn_id for c in handle.gateway.connections}
+        after = {c.conn_id for c in handle.gateway.state.connections}
         assert after - before, "no new connection after the watchdog fired"
     finally:
         await proxy.close()

@@ -122,7 +122,7 @@ async def test_a_device_asks_is_approved_renamed_rotated_revoked_and_removed(
     device = paired.first
     await expect(device.locator("[data-testid=device-name]")).to_have_text("Pixel 8")
     await expect(device).to_have_attribute("data-device", device_id(key))
-    assert device_id(key) in handle.gateway.pairing.paired
+    assert device_id(key) in handle.gateway.state.pairing.paired
 
     # It connects again and gets its token: the page shows it in use.
     first = await connect_device(make_client(handle.url), key, token=handle.token)
@@ -208,7 +208,7 @@ async def test_reject_and_a_stale_request_says_what_happened(
     assert (await handle_list(handle, make_client))["paired"] == []
     # Decided elsewhere meanwhile (the CLI, the tray): the page's Approve fails inline,
     # with the reason, and the list catches up.
-    handle.gateway.pairing.reject(stale)
+    handle.gateway.state.pairing.reject(stale)
     await rows.first.get_by_role("button", name="Approve Old tablet").click()
     await expect(page.locator("[data-testid=pending] .banner.error")).to_contain_text(
         "unknown or expired"
@@ -240,7 +240,7 @@ async def test_pairing_code_shows_a_qr_that_scans_to_the_code_and_completes(
     for png in (base64.b64decode(src.split(",", 1)[1]), await qr.screenshot()):
         assert qr_text(png).removeprefix(LINK_PREFIX) == code
     setup = decode(code)
-    assert setup.bootstrap_token and f":{handle.gateway.port}" in setup.url
+    assert setup.bootstrap_token and f":{handle.gateway.state.port}" in setup.url
     await expect(page.locator("[data-testid=pair-url]")).to_contain_text(setup.url)
     await shot(page, "devices-pair-code-desktop-light")
 
@@ -361,7 +361,7 @@ async def _fill(handle: GatewayHandle, make_client: MakeClient) -> None:
     """A page worth looking at: one request waiting, two paired devices (one connected,
     one with a revoked token)."""
     await ask_to_pair(handle, make_client, Ed25519PrivateKey.generate(), "Galaxy Tab S9")
-    store = handle.gateway.pairing
+    store = handle.gateway.state.pairing
     for name, revoke in (("Anna's iPhone", False), ("Work laptop", True)):
         key = Ed25519PrivateKey.generate()
         request_id = await ask_to_pair(handle, make_client, key, name)

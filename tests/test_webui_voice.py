@@ -340,7 +340,7 @@ async def test_voice_page_provider_wake_words_and_models(
 async def test_listening_without_a_microphone_says_why(
     chromium: Chromium, ui_gateway: GatewayHandle
 ) -> None:
-    gateway_voice = ui_gateway.gateway.voice
+    gateway_voice = ui_gateway.gateway.state.voice
     page = await open_voice(chromium, ui_gateway)
     listen = page.get_by_role("switch", name="Listen for the wake word")
     await expect(listen).not_to_be_checked()
@@ -366,7 +366,7 @@ async def test_voice_page_screenshots_and_axe(
     page = await open_voice(chromium, ui_gateway, viewport=viewport, color_scheme=theme)
     await expect(page.locator("[data-testid=wake-word]").first).to_be_visible()
     if (
-        ui_gateway.gateway.voice_models is not None
+        ui_gateway.gateway.state.voice_models is not None
         and await page.locator("[data-testid=voice-models-unavailable]").count() == 0
     ):
         await expect(page.locator("[data-testid=model-row]").first).to_be_visible()

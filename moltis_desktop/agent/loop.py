@@ -22,6 +22,7 @@ from moltis_desktop.agent.transcript import (
     usage_dict,
 )
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.providers.base import (
     Completed,
     CompletionRequest,
@@ -187,7 +188,8 @@ class TurnSpec:
     tools_deny: tuple[str, ...] = ()
     reserve_tokens: int = 16_384
     keep_recent_tokens: int = 20_000
-    tool_services: Mapping[str, Any] = field(default_factory=dict)
+    tool_services: ServiceMap = field(default_factory=ServiceMap)
+    """What the turn's tools may use, by typed key."""
     auth_profile: str = ""
     """The agent's auth profile (credentials used for its model calls)."""
 
@@ -254,7 +256,7 @@ class AgentLoop:
             spec.session_key,
             to_entries(Message("user", (TextPart(spec.message), *spec.images))),
         )
-        tools = tuple(self.tools.specs(spec.tools_allow, spec.tools_deny))
+        tools = tuple(self.tools.specs(spec.tools_allow, spec.tools_deny, spec.tool_services))
         try:
             for _ in range(spec.max_iterations):
                 entries = await self._io(self.store.history, spec.session_key)

@@ -2,17 +2,15 @@
 
 It picks the agent, the model (session override > agent > defaults), the thinking level,
 builds the system prompt, applies directives and commands, and hands the turn to the run
-manager. The gateway's `chat.*`, `agent*` and `sessions.*` methods and the OpenAI-compatible
-HTTP endpoint all come through here.
+manager, which publishes its events. Every ingress (the WebSocket chat, the OpenAI HTTP
+endpoint, voice, the session tools) reaches it through `agent.ask`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,11 +18,13 @@ from typing import Any, Protocol
 from moltis_desktop.agent.directives import HELP_TEXT, ParsedMessage, exec_options, parse
 from moltis_desktop.agent.loop import AgentError, AgentLoop, Compacted, TurnSpec
 from moltis_desktop.agent.prompt import PromptContext, build_system_prompt
-from moltis_desktop.agent.runs import EventSink, Run, RunManager
+from moltis_desktop.agent.runs import DirectReply, Run, RunManager, RunRef
 from moltis_desktop.agent.tools import ToolRegistry
+from moltis_desktop.agent.transcript import assistant_text_entry
 from moltis_desktop.config.settings import AgentSettings, PriceSettings, Settings
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
-from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.keys import ServiceKey, ServiceMap
+from moltis_desktop.media.attachments import Attachment, Transcribe, prepare
 from moltis_desktop.providers.base import (
     THINKING_LEVELS,
     ImagePart,
@@ -34,18 +34,21 @@ from moltis_desktop.providers.base import (
     Usage,
 )
 from moltis_desktop.providers.pricing import cost
-from moltis_desktop.sessions.store import SessionStore
+from moltis_desktop.sessions.keys import main_session_key
+from moltis_desktop.sessions.store import SESSIONS, SessionStore
 from moltis_desktop.sessions.usage import UsageTotals
 
 _LOGGER = logging.getLogger(__name__)
 
-MAX_IMAGE_BYTES = 6 * 1024 * 1024
 
-
-class Catalog(Protocol):
-    """What the service needs of the model catalogue."""
+class ModelSource(Protocol):
+    """What the service needs of the models in effect (`providers.models.Models`)."""
 
     def resolve(self, ref: str, *, auth_profile: str = "") -> tuple[Provider, ModelInfo]: ...
+
+    def default_model(self) -> str: ...
+
+    async def ensure_credentials(self, auth_profile: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -54,43 +57,9 @@ class SendOutcome:
 
     session_key: str
     agent_id: str
+    run_id: str
     run: Run | None = None
     reply: str | None = None
-
-
-@dataclass(frozen=True)
-class Attachment:
-    """An attachment of a message: images go to the model as images, text files as text
-    after the message; anything else is refused with a message saying so."""
-
-    mime_type: str
-    data: str
-    """Base64."""
-    name: str = ""
-    """The file's name, when the client gave one."""
-
-    @property
-    def b64(self) -> str:
-        """The data without a `data:…;base64,` prefix."""
-        return self.data.split(",", 1)[1] if self.data.startswith("data:") else self.data
-
-    def decoded(self, what: str) -> bytes:
-        """The bytes; `what` names the attachment in the error when they are not base64."""
-        try:
-            return base64.b64decode(self.b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise AgentError(f"{what} is not valid base64") from None
-
-
-class _Resolver:
-    """The loop's model resolver: whatever catalogue the service holds now (it is replaced
-    when the providers' config changes)."""
-
-    def __init__(self, service: ChatService) -> None:
-        self._service = service
-
-    def resolve(self, ref: str, *, auth_profile: str = "") -> tuple[Provider, ModelInfo]:
-        return self._service.catalog.resolve(ref, auth_profile=auth_profile)
 
 
 def totals_cost(model: str, totals: UsageTotals, prices: Mapping[str, PriceSettings]) -> float:
@@ -114,32 +83,29 @@ class ChatService:
         *,
         settings: Callable[[], Settings],
         sessions: SessionStore,
-        catalog: Catalog,
-        default_model: Callable[[], str],
+        models: ModelSource,
         tools: ToolRegistry,
         state_dir: Path,
         config_dir: Path,
+        tool_services: ServiceMap | None = None,
+        transcribe: Transcribe | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._settings = settings
         self.sessions = sessions
-        self.catalog = catalog
-        self.default_model = default_model
+        self.models = models
         self.state_dir = state_dir
         self.config_dir = config_dir
-        self._clock = clock
+        self.clock = clock
         self.tools = tools
-        self.extra_tool_services: dict[str, Any] = {}
-        """Services the host adds for its tools (the desktop app's `canvas`)."""
-        self.runs = RunManager(AgentLoop(_Resolver(self), sessions, tools), clock=clock)
-        self.default_sink: EventSink = lambda run, event: None
-        """Where events of runs nobody asked for go (e.g. `sessions_send`)."""
-        self.refresh_credentials: Callable[[AgentSettings], Awaitable[None]] | None = None
-        self.transcribe: Callable[[bytes, str], Awaitable[str]] | None = None
-        """Turns a voice note (audio bytes, MIME type) into text; set by the runtime when
-        voice is installed."""
-        """Makes the agent's credentials fresh before a turn (OAuth refresh); the runtime
-        sets it."""
+        self.tool_services = tool_services if tool_services is not None else ServiceMap()
+        """What tools may use, by typed key; the service adds itself and the session store,
+        the host adds the rest (the desktop app's canvas)."""
+        self.tool_services[CHAT] = self
+        self.tool_services[SESSIONS] = sessions
+        self.transcribe = transcribe
+        """Turns a voice note into text (None without voice)."""
+        self.runs = RunManager(AgentLoop(models, sessions, tools), clock=clock)
 
     # ------------------------------------------------------------------ lookups
 
@@ -159,10 +125,9 @@ class ChatService:
 
     def session_key(self, key: str | None, agent_id: str | None = None) -> str:
         """The canonical key (`main` → `agent:<default>:main`, empty → the agent's main)."""
-        settings = self.settings
         agent = self.agent(agent_id)
         if not key:
-            return f"agent:{agent.id.lower()}:{settings.session.main_key}"
+            return main_session_key(agent.id, self.settings.session.main_key)
         return str(self.sessions.parse(key))
 
     def agent_of(self, session_key: str) -> AgentSettings:
@@ -177,7 +142,7 @@ class ChatService:
         """`provider/model`: a session override, else the agent's, else the default."""
         ref = override or agent.model or self.settings.agents.model
         if not ref:
-            ref = self.default_model()
+            ref = self.models.default_model()
         if not ref:
             raise AgentError(
                 "no model is configured: set agents.model, or a provider "
@@ -187,18 +152,17 @@ class ChatService:
 
     def check_model(self, ref: str, agent: AgentSettings) -> str:
         """`ref` resolved to `provider/model` (raises with what to do when unknown)."""
-        _provider, info = self.catalog.resolve(ref, auth_profile=agent.auth_profile)
+        _provider, info = self.models.resolve(ref, auth_profile=agent.auth_profile)
         return info.ref
 
     # ------------------------------------------------------------------ sending
 
     async def send(
         self,
-        session_key: str,
+        key: str,
         message: str,
         *,
         run_id: str | None = None,
-        sink: EventSink | None = None,
         thinking: str | None = None,
         model: str | None = None,
         attachments: Sequence[Attachment] = (),
@@ -206,29 +170,27 @@ class ChatService:
         extra_system_prompt: str = "",
         interpret_commands: bool = True,
     ) -> SendOutcome:
-        """Handle one message: directives, commands, then (if text is left) a run."""
-        key = self.session_key(session_key)
+        """Handle one message for the session `key` (canonical: see `session_key`, which
+        `agent.ask` applies): directives, commands, then (if text is left) a run. An answer
+        given without the model is published as a `DirectReply`."""
         agent = self.agent_of(key)
+        run_id = run_id or str(uuid.uuid4())
         entry = self.sessions.get_or_reset(key)
         parsed = parse(message) if interpret_commands else ParsedMessage(message)
         replies: list[str] = list(parsed.errors)
-        run_text = parsed.text
         if parsed.directive_only:
             replies.extend(self._persist_directives(key, agent, parsed))
         for command in parsed.commands:
             replies.append(await self._command(key, agent, command.name, command.value))
-        images = tuple(_image(a) for a in attachments if a.mime_type.startswith("image/"))
-        for attachment in attachments:
-            if attachment.mime_type.startswith("audio/"):
-                run_text = await self._with_transcript(run_text, attachment)
-        run_text += "".join(
-            _text_file(a) for a in attachments if not a.mime_type.startswith(("image/", "audio/"))
-        )
-        if not run_text.strip() and not images:
-            return SendOutcome(key, agent.id, None, "\n".join(r for r in replies if r) or None)
+        prepared = await prepare(parsed.text, attachments, self.transcribe)
+        if not prepared.text.strip() and not prepared.images:
+            answer = "\n".join(r for r in replies if r) or None
+            if answer is not None:
+                self.runs.publish(RunRef(run_id, key, agent.id), DirectReply(answer))
+            return SendOutcome(key, agent.id, run_id, None, answer)
         entry = self.sessions.entry(key) or entry
-        if self.refresh_credentials is not None and agent.auth_profile:
-            await self.refresh_credentials(agent)
+        if agent.auth_profile:
+            await self.models.ensure_credentials(agent.auth_profile)
         turn_model = parsed.value("model") or model
         if turn_model:
             turn_model = self.check_model(turn_model, agent)
@@ -236,40 +198,24 @@ class ChatService:
         spec = self._spec(
             key,
             agent,
-            run_text,
-            run_id or str(uuid.uuid4()),
+            prepared.text,
+            run_id,
             model=turn_model or self.model_for(agent, entry.model_override),
             thinking=_level(level),
-            images=images,
+            images=tuple(ImagePart(i.mime_type, i.data) for i in prepared.images),
             channel=channel,
             extra=extra_system_prompt,
         )
-        run = self.runs.start(spec, sink or self.default_sink)
-        return SendOutcome(key, agent.id, run, "\n".join(replies) or None)
+        run = self.runs.start(spec)
+        return SendOutcome(key, agent.id, run_id, run, "\n".join(replies) or None)
 
-    async def _with_transcript(self, text: str, attachment: Attachment) -> str:
-        """A voice note (audio attachment) transcribed into the turn, as OpenClaw's audio
-        understanding does: the transcript alone when there is no text, else after it."""
-        name = attachment.name or "voice note"
-        if self.transcribe is None:
-            raise AgentError(
-                f"{name} is audio, and voice transcription is not available here (install "
-                "moltis-desktop[voice])"
-            )
-        raw = attachment.decoded(f"the attachment {name}")
-        if len(raw) > MAX_AUDIO_ATTACHMENT_BYTES:
-            raise AgentError(
-                f"{name} is {len(raw) // 1024 // 1024} MiB; voice notes are limited to "
-                f"{MAX_AUDIO_ATTACHMENT_BYTES // 1024 // 1024} MiB"
-            )
-        try:
-            transcript = (await self.transcribe(raw, attachment.mime_type)).strip()
-        except MoltisError as exc:
-            raise AgentError(f"{name} could not be transcribed: {exc}") from None
-        _LOGGER.info("transcribed %s (%d bytes) to %d characters", name, len(raw), len(transcript))
-        if not text.strip():
-            return transcript
-        return f"{text}\n\n[Audio] {name}\nTranscript: {transcript}"
+    def deliver(self, key: str, text: str, *, run_id: str) -> str:
+        """Put `text` into the session `key` as the assistant's (a delivery: `send` to a
+        session) and publish it like a command's answer; returns the message id."""
+        self.sessions.get_or_create(key)
+        message_id = self.sessions.append(key, assistant_text_entry(text, delivered=True))
+        self.runs.publish(RunRef(run_id, key, self.agent_of(key).id), DirectReply(text))
+        return message_id
 
     def _spec(
         self,
@@ -316,24 +262,9 @@ class ChatService:
             tools_deny=agent.tools_deny,
             reserve_tokens=settings.session.compaction_reserve_tokens,
             keep_recent_tokens=settings.session.compaction_keep_recent_tokens,
-            tool_services={
-                "sessions": self.sessions,
-                "send_to_session": self._send_to_session,
-                **self.extra_tool_services,
-            },
+            tool_services=self.tool_services,
             auth_profile=agent.auth_profile,
         )
-
-    async def _send_to_session(self, session_key: str, message: str, *, origin: str) -> str:
-        outcome = await self.send(
-            session_key,
-            message,
-            extra_system_prompt=(f"This message was sent by the agent of session {origin}."),
-            interpret_commands=False,
-        )
-        if outcome.run is None:
-            raise AgentError("the message was empty")
-        return outcome.run.run_id
 
     # ------------------------------------------------------------------ directives
 
@@ -450,45 +381,5 @@ def _level(value: str | None) -> ThinkingLevel:
     return "off"
 
 
-def _image(attachment: Attachment) -> ImagePart:
-    size = len(attachment.decoded("an image attachment"))
-    if size > MAX_IMAGE_BYTES:
-        raise AgentError(
-            f"an image attachment is {size // 1024} KiB; the limit is "
-            f"{MAX_IMAGE_BYTES // 1024 // 1024} MiB"
-        )
-    return ImagePart(attachment.mime_type, attachment.b64)
-
-
-_TEXT_TYPES = ("application/json", "application/xml", "application/x-yaml", "application/toml")
-MAX_TEXT_ATTACHMENT_BYTES = 512 * 1024
-MAX_AUDIO_ATTACHMENT_BYTES = 25 * 1024 * 1024
-
-
-def _text_file(attachment: Attachment) -> str:
-    """A text attachment as a fenced block appended to the message."""
-    mime = attachment.mime_type.split(";")[0].strip().lower()
-    name = attachment.name or "attachment"
-    if not (mime.startswith("text/") or mime in _TEXT_TYPES or mime.endswith("+json")):
-        raise AgentError(f"{name} is {mime}; only images and text files can be attached for now")
-    raw = attachment.decoded(f"the attachment {name}")
-    if len(raw) > MAX_TEXT_ATTACHMENT_BYTES:
-        raise AgentError(
-            f"{name} is {len(raw) // 1024} KiB; text attachments are limited to "
-            f"{MAX_TEXT_ATTACHMENT_BYTES // 1024} KiB"
-        )
-    text = raw.decode("utf-8", errors="replace")
-    fence = "````" if "```" in text else "```"
-    return f"\n\n{name}:\n{fence}\n{text.rstrip()}\n{fence}"
-
-
-def attachments_from(raw: Sequence[Mapping[str, Any]] | None) -> list[Attachment]:
-    """`chat.send` / `agent` attachments (`{type, mimeType, content}`) that carry data."""
-    out = []
-    for item in raw or ():
-        mime = str(item.get("mimeType") or item.get("type") or "")
-        content = item.get("content") or item.get("data")
-        name = str(item.get("fileName") or item.get("name") or "")
-        if isinstance(content, str) and "/" in mime:
-            out.append(Attachment(mime, content, name))
-    return out
+CHAT: ServiceKey[ChatService] = ServiceKey("the chat service")
+"""For tools that hand a message to another session (`sessions_send`)."""

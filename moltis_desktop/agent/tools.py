@@ -8,37 +8,37 @@ import inspect
 import json
 import logging
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
+from moltis_desktop.core.keys import ServiceKey, ServiceMap
 from moltis_desktop.providers.base import ToolCall, ToolResult, ToolSpec
 
 _LOGGER = logging.getLogger(__name__)
 
 ToolHandler = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
 
 
 @dataclass
 class ToolContext:
-    """What a tool knows about the turn that called it; the runtime fills in the services."""
+    """What a tool knows about the turn that called it, and the services it may use."""
 
     agent_id: str
     session_key: str
     run_id: str
-    services: Mapping[str, Any] = field(default_factory=dict)
-    """Named services (e.g. `sessions`, `send_to_session`) wired by the runtime."""
+    services: ServiceMap = field(default_factory=ServiceMap)
+    """Services by typed key (the session store, the chat service, the canvas, …)."""
 
-    def service(self, name: str) -> Any:
+    def service(self, key: ServiceKey[T]) -> T:
         """A service, or an error saying the tool cannot work here."""
-        try:
-            return self.services[name]
-        except KeyError:
-            raise ToolError(
-                f"this tool needs the {name!r} service, which is not available here"
-            ) from None
+        value = self.services.get(key)
+        if value is None:
+            raise ToolError(f"this tool needs {key.name}, which is not available here")
+        return value
 
 
 class ToolError(Exception):
@@ -56,6 +56,9 @@ class Tool:
     handler: ToolHandler
     timeout_s: float | None = None
     """Overrides `agents.tool_timeout_s` for this tool."""
+    requires: tuple[ServiceKey[Any], ...] = ()
+    """Services the tool cannot work without: it is offered only where they all exist
+    (the canvas tool needs the desktop app's canvas)."""
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -82,7 +85,11 @@ def _json_schema(struct: type) -> dict[str, Any]:
 
 
 def tool(
-    name: str | None = None, *, description: str | None = None, timeout_s: float | None = None
+    name: str | None = None,
+    *,
+    description: str | None = None,
+    timeout_s: float | None = None,
+    requires: tuple[ServiceKey[Any], ...] = (),
 ) -> Callable[[ToolHandler], Tool]:
     """Make a tool from `async def handler(ctx: ToolContext, arg: type = default, ...)`.
 
@@ -105,7 +112,7 @@ def tool(
             f"{tool_name}_args", fields, forbid_unknown_fields=True, kw_only=True
         )
         doc = inspect.cleandoc(fn.__doc__ or "")
-        return Tool(tool_name, description or doc, struct, fn, timeout_s)
+        return Tool(tool_name, description or doc, struct, fn, timeout_s, requires)
 
     return decorate
 
@@ -118,23 +125,47 @@ def _allowed(name: str, allow: Iterable[str], deny: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in allow)
 
 
+def _usable(item: Tool, services: ServiceMap | None) -> bool:
+    return services is None or all(key in services for key in item.requires)
+
+
 class ToolRegistry:
-    """The tools available to agents (built-ins and plugins register the same way)."""
+    """The tools available to agents (built-ins and plugins register the same way), and
+    which plugin gave each."""
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self.origins: dict[str, str] = {}
+        """The plugin that registered each tool, by tool name."""
         for item in tools:
             self.register(item)
 
-    def register(self, item: Tool) -> None:
+    def register(self, item: Tool, *, plugin: str = "") -> None:
         if item.name in self._tools:
-            raise ValueError(f"tool {item.name!r} is registered twice")
+            raise ValueError(
+                f"tool {item.name!r} is registered twice (by {self.origins[item.name] or '?'} "
+                f"and {plugin or '?'})"
+            )
         self._tools[item.name] = item
+        self.origins[item.name] = plugin
 
-    def specs(self, allow: Iterable[str] = ("*",), deny: Iterable[str] = ()) -> list[ToolSpec]:
-        """The tools an agent may use, as the model sees them."""
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def specs(
+        self,
+        allow: Iterable[str] = ("*",),
+        deny: Iterable[str] = (),
+        services: ServiceMap | None = None,
+    ) -> list[ToolSpec]:
+        """The tools an agent may use, as the model sees them (without those whose
+        services are missing from `services`, when given)."""
         allow, deny = tuple(allow), tuple(deny)
-        return [t.spec() for n, t in sorted(self._tools.items()) if _allowed(n, allow, deny)]
+        return [
+            t.spec()
+            for n, t in sorted(self._tools.items())
+            if _allowed(n, allow, deny) and _usable(t, services)
+        ]
 
     async def run(
         self,
@@ -148,7 +179,11 @@ class ToolRegistry:
     ) -> ToolResult:
         """Run one call; every failure becomes an error result the model can read."""
         item = self._tools.get(call.name)
-        if item is None or not _allowed(call.name, tuple(allow), tuple(deny)):
+        if (
+            item is None
+            or not _allowed(call.name, tuple(allow), tuple(deny))
+            or not _usable(item, ctx.services)
+        ):
             return ToolResult(
                 call.id, call.name, f"error: there is no tool named {call.name!r}", is_error=True
             )

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from moltis_desktop.desktop.settings_dialog import SettingsDialog
     from moltis_desktop.desktop.voice_menu import VoiceMenu
     from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class DesktopApp(QObject):
 
         self.shortcut = GlobalShortcut(self.open_chat)
         self.canvas: DesktopCanvas | None = None
-        self._canvas_task: asyncio.Future[None] | None = None
+        """What the agent's `canvas` tool and the node's canvas.* commands drive."""
         self._canvas_shown: asyncio.Future[str] | None = None
         self.node: DesktopNode | None = None
         """The app's own node connection to its gateway (canvas.*, system.notify)."""
@@ -127,11 +128,12 @@ class DesktopApp(QObject):
                     raise
                 gateway = dict(self.runtime.overrides.get("gateway") or {})
                 self.runtime.overrides["gateway"] = {**gateway, "port": port}
-        self.gateway.listeners.append(self._on_event)
+        state = self.gateway.state
+        state.events.listeners.append(self._on_event)
         from moltis_desktop.desktop.voice_menu import VoiceMenu
 
         self.voice_menu = VoiceMenu(
-            self.gateway,
+            state,
             set_tray_state=self._voice_state,
             notify=lambda title, text: self.notifier.message(title, text, msecs=8000),
         )
@@ -140,7 +142,7 @@ class DesktopApp(QObject):
         self.tray.show()
         if self.first_run():
             self.open_onboarding()
-        self._canvas_task = asyncio.ensure_future(self._attach_canvas())
+        self._attach_canvas(state)
         self._start_node()
         problem = self.set_shortcut(self.shortcut_text)
         if problem:
@@ -189,8 +191,9 @@ class DesktopApp(QObject):
     async def shutdown(self) -> None:
         """Stop taking work, end the runs, send `shutdown` (clients close with 1012),
         flush sessions, remove the tray icon and the windows."""
-        if self.gateway is not None and self._on_event in self.gateway.listeners:
-            self.gateway.listeners.remove(self._on_event)
+        listeners = self.gateway_state.events.listeners if self.gateway_state is not None else []
+        if self._on_event in listeners:
+            listeners.remove(self._on_event)
         if self.voice_menu is not None:
             self.voice_menu.stop()
         if self.node is not None:
@@ -207,8 +210,6 @@ class DesktopApp(QObject):
         if self._pair_dialog is not None:
             self._pair_dialog.close()
         self.shortcut.stop()
-        if self._canvas_task is not None and not self._canvas_task.done():
-            self._canvas_task.cancel()
         if self.canvas is not None:
             self.canvas.dispose()
             self.canvas = None
@@ -300,16 +301,17 @@ class DesktopApp(QObject):
         return self.tray_menu.action(text)
 
     def pending_requests(self) -> list[dict[str, Any]]:
-        if self.gateway is None:
+        if self.gateway_state is None:
             return []
-        self.gateway.pairing.prune()
-        return sorted(self.gateway.pairing.pending.values(), key=lambda r: int(r.get("ts", 0)))
+        store = self.gateway_state.pairing
+        store.prune()
+        return sorted(store.pending.values(), key=lambda r: int(r.get("ts", 0)))
 
     def decide_pairing(self, request_id: str, approve: bool) -> None:
         from moltis_desktop.gateway.methods.devices import decide
 
-        if self.gateway is not None:
-            decide(self.gateway, request_id, approve)
+        if self.gateway_state is not None:
+            decide(self.gateway_state, request_id, approve)
 
     # ------------------------------------------------------------------ actions
 
@@ -317,11 +319,11 @@ class DesktopApp(QObject):
         if self._chat is None:
             from moltis_desktop.desktop.chat_window import ChatWindow
 
-            gw = self.gateway
-            assert gw is not None, "the gateway is not running"
+            state = self.gateway_state
+            assert state is not None, "the gateway is not running"
             self._chat = ChatWindow(
-                lambda: gw.http_url,
-                gw.ui_tickets.mint,
+                lambda: state.http_url,
+                state.ui_tickets.mint,
                 self.runtime.paths.state_dir,
                 self.open_url,
             )
@@ -339,8 +341,8 @@ class DesktopApp(QObject):
         import time
 
         agent = "main"
-        if self.gateway is not None:
-            agent = self.gateway.settings.agents.default
+        if self.gateway_state is not None:
+            agent = self.gateway_state.settings.agents.default
         self.open_chat(f"agent:{agent}:web-{_base36(int(time.time() * 1000))}")
 
     def first_run(self) -> bool:
@@ -364,24 +366,17 @@ class DesktopApp(QObject):
         self._onboarding.raise_()
         return self._onboarding
 
-    async def _attach_canvas(self) -> None:
-        """Give the agent the canvas (its `canvas` tool), once the agent side is loaded."""
-        from moltis_desktop.agent.canvas_tool import canvas as canvas_tool
+    def _attach_canvas(self, state: GatewayState) -> None:
+        """Make the canvas and provide it under `CANVAS`: the agent's `canvas` tool is
+        offered from then on (its window opens on first use)."""
         from moltis_desktop.desktop.canvas import DesktopCanvas
         from moltis_desktop.gateway.canvas_host import canvas_dir
+        from moltis_desktop.tools.canvas import CANVAS
 
-        await self.runtime.agent_ready()
-        services, gw = self.runtime.services, self.gateway
-        if services is None or gw is None:
-            return
         self.canvas = DesktopCanvas(
-            lambda: gw.http_url,
-            lambda: canvas_dir(gw),
-            self.runtime.paths.state_dir,
+            lambda: state.http_url, lambda: canvas_dir(state), self.runtime.paths.state_dir
         )
-        services.chat.extra_tool_services["canvas"] = self.canvas
-        with contextlib.suppress(ValueError):  # already there (a restart of the gateway)
-            services.chat.tools.register(canvas_tool)
+        state.services[CANVAS] = self.canvas
 
     def _start_node(self) -> None:
         """Connect to the gateway as a node of its own (a failure is only logged)."""
@@ -393,24 +388,10 @@ class DesktopApp(QObject):
         except Exception:
             _LOGGER.exception("the desktop node could not start")
 
-    async def get_canvas(self, wait_s: float) -> DesktopCanvas | None:
-        """The canvas, waiting up to `wait_s` while the agent side attaches it; made here when
-        that failed. None while it is still being attached, or without a gateway."""
-        task = self._canvas_task
-        if self.canvas is None and task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(task), wait_s)
-        if self.canvas is None:
-            gw = self.gateway
-            if gw is None or (task is not None and not task.done()):
-                return None
-            from moltis_desktop.desktop.canvas import DesktopCanvas
-            from moltis_desktop.gateway.canvas_host import canvas_dir
-
-            self.canvas = DesktopCanvas(
-                lambda: gw.http_url, lambda: canvas_dir(gw), self.runtime.paths.state_dir
-            )
-        return self.canvas
+    @property
+    def gateway_state(self) -> GatewayState | None:
+        """The running gateway's state (None before it starts)."""
+        return self.gateway.state if self.gateway is not None else None
 
     def show_canvas(self) -> None:
         if self.canvas is not None:
@@ -438,9 +419,9 @@ class DesktopApp(QObject):
         """The Pair a Phone window (one; raised when it is already open)."""
         from moltis_desktop.desktop.pair_dialog import PairDialog
 
-        assert self.gateway is not None, "the gateway is not running"
-        if self._pair_dialog is None or self._pair_dialog.gateway is not self.gateway:
-            self._pair_dialog = PairDialog(self.gateway)
+        assert self.gateway_state is not None, "the gateway is not running"
+        if self._pair_dialog is None or self._pair_dialog.gateway is not self.gateway_state:
+            self._pair_dialog = PairDialog(self.gateway_state)
         self._pair_dialog.present()
         return self._pair_dialog
 

@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 STATE_SUBDIR = "desktop-node"
-CANVAS_WAIT_S = 30.0
-"""How long a canvas command waits for the app to attach the canvas (after start-up)."""
 STOP_WAIT_S = 5.0
 _NO_AUTH_TOKEN = "moltis-desktop-loopback"  # not a secret: auth mode `none`
 """What the node presents when the gateway asks for no secret (the client needs one)."""
@@ -49,7 +47,7 @@ def display_name() -> str:
 
 
 class NodeGateway(Protocol):
-    """What the node uses of the app's gateway (a GatewayServer is one)."""
+    """What the node uses of the app's gateway (its `GatewayState` is one)."""
 
     @property
     def url(self) -> str: ...
@@ -67,8 +65,8 @@ class NodeHost(Protocol):
     """What the node uses of the app (DesktopApp is one)."""
 
     @property
-    def gateway(self) -> NodeGateway | None:
-        """The running gateway (None before it starts)."""
+    def gateway_state(self) -> NodeGateway | None:
+        """The running gateway's state (None before it starts)."""
         ...
 
     @property
@@ -84,12 +82,7 @@ class NodeHost(Protocol):
 
     @property
     def canvas(self) -> DesktopCanvas | None:
-        """The canvas, once attached or made."""
-        ...
-
-    async def get_canvas(self, wait_s: float) -> DesktopCanvas | None:
-        """The canvas, waiting up to `wait_s` while the agent side attaches it, made when
-        that failed; None while it is still being attached or without a gateway."""
+        """The canvas (made when the gateway starts)."""
         ...
 
 
@@ -105,7 +98,7 @@ class DesktopNode:
 
     def start(self) -> None:
         """Connect to the app's gateway (in the background); failures are only logged."""
-        gw = self.host.gateway
+        gw = self.host.gateway_state
         if gw is None or self.task is not None:
             return
         secret = gw.shared_secret
@@ -142,7 +135,7 @@ class DesktopNode:
         must never wait for approval, even with `auto_approve_loopback_devices` off. A
         surface missing some of its commands (an older app) is forgotten, so the commands
         it declares now are approved at connect."""
-        gw = self.host.gateway
+        gw = self.host.gateway_state
         assert gw is not None
         store, identity = gw.pairing, client.identity
         reason = store.upgrade_reason(client.node_id, identity.public_key, (ROLE,), ())
@@ -208,8 +201,8 @@ class DesktopNode:
     # ------------------------------------------------------------------ canvas.*
 
     async def _canvas(self) -> DesktopCanvas:
-        """The app's canvas; made by the app when the agent side (which attaches it) failed."""
-        canvas = await self.host.get_canvas(CANVAS_WAIT_S)
+        """The app's canvas."""
+        canvas = self.host.canvas
         if canvas is None:
             raise CommandError("UNAVAILABLE", "the canvas is not ready yet")
         return canvas

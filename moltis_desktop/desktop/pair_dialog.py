@@ -34,7 +34,7 @@ from moltis_desktop.protocol.frames import GatewayError
 
 if TYPE_CHECKING:
     from moltis_desktop.core.clock import Clock
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class PairDialog(QDialog):
     loopback only), `waiting` (moving onto the network), `error`, `paired`.
     """
 
-    def __init__(self, gateway: GatewayServer, *, clock: Clock | None = None) -> None:
+    def __init__(self, gateway: GatewayState, *, clock: Clock | None = None) -> None:
         super().__init__()
         self.gateway = gateway
         self.clock: Clock = clock or gateway.clock
@@ -395,7 +395,7 @@ class PairDialog(QDialog):
         return True
 
     async def _regenerate_when_listening(self) -> None:
-        from moltis_desktop.gateway.server import resolve_bind
+        from moltis_desktop.gateway.state import resolve_bind
 
         gw = self.gateway
         loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QMenu
 if TYPE_CHECKING:
     from moltis_desktop.desktop.autostart import Autostart
     from moltis_desktop.desktop.voice_menu import VoiceMenu
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
     from moltis_desktop.runtime import Runtime
 
 _RECENT = 8
@@ -22,7 +22,7 @@ class MenuHost(Protocol):
     """What the menu shows and what its items do (DesktopApp is one)."""
 
     @property
-    def gateway(self) -> GatewayServer | None: ...
+    def gateway_state(self) -> GatewayState | None: ...
     @property
     def error(self) -> str: ...
     @property
@@ -54,7 +54,7 @@ class TrayMenu:
         self.menu.aboutToShow.connect(self.rebuild)
 
     def status_line(self) -> str:
-        gw = self.host.gateway
+        gw = self.host.gateway_state
         if gw is None:
             error = self.host.error
             return "Gateway starting…" if not error else f"Gateway stopped: {error}"
@@ -104,7 +104,7 @@ class TrayMenu:
         if host.voice_menu is not None:
             host.voice_menu.build(menu)
         pair = _add(menu, "Pair a Phone…", host.open_pair_dialog)
-        pair.setEnabled(host.gateway is not None)
+        pair.setEnabled(host.gateway_state is not None)
         _add(menu, "Set Up a Provider…", host.open_onboarding)
         _add(menu, "Settings…", host.open_settings)
         _add(menu, "Open Logs Folder", host.open_logs)
@@ -130,11 +130,11 @@ class TrayMenu:
 
     def recent_sessions(self) -> list[tuple[str, str]]:
         """The latest sessions, as (key, title)."""
-        services = self.host.runtime.services
-        if services is None:
+        agent = self.host.runtime.agent
+        if agent is None:
             return []
         out = []
-        for entry in services.chat.sessions.list(limit=_RECENT):
+        for entry in agent.chat.sessions.list(limit=_RECENT):
             label = entry.get("label") or entry.get("displayName")
             tail = entry.key.split(":", 2)[-1]
             out.append((entry.key, str(label or ("Main chat" if tail == "main" else tail))))

@@ -16,7 +16,7 @@ from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.desktop.shortcut import GlobalShortcut
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
     from moltis_desktop.voice.service import VoiceService
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class VoiceMenu:
 
     def __init__(
         self,
-        gateway: GatewayServer,
+        gateway: GatewayState,
         *,
         set_tray_state: Callable[[str, str], None],
         notify: Callable[[str, str], None],

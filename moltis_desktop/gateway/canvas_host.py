@@ -14,12 +14,10 @@ import asyncio
 import contextlib
 import mimetypes
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 
 PREFIX = "/__openclaw__/canvas"
 CANVAS_CSP = (
@@ -47,7 +45,7 @@ color:#5b6170;background:#f7f7f9}</style></head>
 _POLL_S = 0.4
 
 
-def canvas_dir(gateway: GatewayServer) -> Path:
+def canvas_dir(gateway: GatewayState) -> Path:
     """The default agent's `canvas/` folder."""
     settings = gateway.settings
     agent_id = settings.agents.default
@@ -73,9 +71,7 @@ def _headers() -> dict[str, str]:
 
 
 async def serve(request: web.Request) -> web.StreamResponse:
-    from moltis_desktop.gateway.server import GATEWAY_KEY
-
-    gateway = request.app[GATEWAY_KEY]
+    gateway = request.app[STATE_KEY]
     rel = request.match_info.get("path", "")
     if rel == "__live.js":
         return web.Response(text=LIVE_SCRIPT, content_type="text/javascript", headers=_headers())
@@ -113,7 +109,7 @@ def _stamp(folder: Path) -> tuple[tuple[str, int, int], ...]:
         return ()
 
 
-async def live(request: web.Request, gateway: GatewayServer) -> web.StreamResponse:
+async def live(request: web.Request, gateway: GatewayState) -> web.StreamResponse:
     """Sends `reload` whenever a file under the canvas folder changes."""
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)

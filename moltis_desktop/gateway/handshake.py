@@ -48,7 +48,7 @@ from moltis_desktop.protocol.frames import ErrorShape
 _LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 _BROWSER_CLIENTS = frozenset(
     {
@@ -98,13 +98,13 @@ def check_origin(
     return "origin not allowed"
 
 
-def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admission:
+def admit(state: GatewayState, raw_params: Any, req: HandshakeRequest) -> Admission:
     """Decide on a `connect`; raise `HandshakeRejectedError` with the answer OpenClaw gives."""
     try:
         params = parse_connect_params(raw_params)
     except ConnectParamsError as exc:
         raise HandshakeRejectedError(ErrorShape(ErrorCode.INVALID_REQUEST, str(exc))) from None
-    admission = _admit(server, params, req)
+    admission = _admit(state, params, req)
     if admission.role != Role.NODE:
         return admission
     surface = {
@@ -116,7 +116,7 @@ def admit(server: GatewayServer, raw_params: Any, req: HandshakeRequest) -> Admi
     return dataclasses.replace(admission, node_surface=surface)
 
 
-def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) -> Admission:
+def _admit(state: GatewayState, params: ConnectParams, req: HandshakeRequest) -> Admission:
     protocol = negotiate(params.min_protocol, params.max_protocol)
     if protocol is None:
         raise HandshakeRejectedError(
@@ -136,7 +136,7 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
         )
     if params.role not in (Role.OPERATOR, Role.NODE):
         raise HandshakeRejectedError(ErrorShape(ErrorCode.INVALID_REQUEST, "invalid role"))
-    settings = server.settings.gateway
+    settings = state.settings.gateway
     local = is_loopback(req.remote_ip)
     browser = req.origin is not None or params.client.id in _BROWSER_CLIENTS
     if browser:
@@ -164,29 +164,29 @@ def _admit(server: GatewayServer, params: ConnectParams, req: HandshakeRequest) 
     auth = params.auth
     has_secret = bool(auth and (auth.token or auth.password))
     if auth and auth.bootstrap_token and not has_secret:
-        return admit_bootstrap(server, params, req, local, protocol)
+        return admit_bootstrap(state, params, req, local, protocol)
     if auth and auth.device_token and not has_secret:
-        return admit_device_token(server, params, req, local, protocol)
+        return admit_device_token(state, params, req, local, protocol)
     token_scopes: tuple[str, ...] | None = None
     try:
-        check_shared_secret(server, params, req, local, browser)
+        check_shared_secret(state, params, req, local, browser)
     except HandshakeRejectedError:
         # Not the shared secret: maybe this device's own token (a paired device).
         if params.device is None or not (auth and auth.token):
             raise
-        token_scopes = device_token_scopes(server, params, req, local)
+        token_scopes = device_token_scopes(state, params, req, local)
         if token_scopes is None:
-            if server.pairing.has_token(params.device.id, params.role):
+            if state.pairing.has_token(params.device.id, params.role):
                 raise device_token_error(params, local) from None
             raise
-    device_id = check_device(params, req, server.clock.now_ms(), local)
+    device_id = check_device(params, req, state.clock.now_ms(), local)
     client = client_dict(params)
     issued = None
     if device_id is not None and token_scopes is not None:
-        require_paired(server, params, req, device_id, (params.role,), requested, local,
+        require_paired(state, params, req, device_id, (params.role,), requested, local,
                        token_scopes=token_scopes)  # fmt: skip
     elif device_id is not None:
-        issued = pairing_check(server, params, req, device_id, local, requested)
+        issued = pairing_check(state, params, req, device_id, local, requested)
     if token_scopes is not None:
         granted = requested if requested else token_scopes
         return Admission(protocol, params.role, granted, client, device_id)

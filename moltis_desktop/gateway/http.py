@@ -1,4 +1,5 @@
-"""HTTP on the gateway's port: probes, CORS, and the WebSocket upgrade at `/`."""
+"""HTTP on the gateway's port: the probes, CORS, and what every HTTP route shares (the
+security headers, loopback and Bearer checks). Routes are assembled in `routes.py`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from aiohttp import web
 
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.gateway.handshake import origin_listed
-from moltis_desktop.gateway.server import GATEWAY_KEY, GatewayServer
+from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.protocol.frames import encode_json
 
 SECURITY_HEADERS = {
@@ -49,7 +50,7 @@ def is_direct_loopback(request: web.Request) -> bool:
     return is_loopback(request.remote) and "X-Forwarded-For" not in request.headers
 
 
-def bearer_matches(gateway: GatewayServer, request: web.Request) -> bool:
+def bearer_matches(gateway: GatewayState, request: web.Request) -> bool:
     """`Authorization: Bearer` carries the gateway's token (or password, in password mode),
     compared in constant time. Never true in auth mode `none`: there is nothing to match."""
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -59,7 +60,7 @@ def bearer_matches(gateway: GatewayServer, request: web.Request) -> bool:
     return secret.check(given.strip()) is None
 
 
-def _may_see_details(gateway: GatewayServer, request: web.Request) -> bool:
+def _may_see_details(gateway: GatewayState, request: web.Request) -> bool:
     return is_direct_loopback(request) or bearer_matches(gateway, request)
 
 
@@ -68,7 +69,7 @@ async def readyz(request: web.Request) -> web.Response:
     guard = _probe_guard(request)
     if guard is not None:
         return guard
-    gateway = request.app[GATEWAY_KEY]
+    gateway = request.app[STATE_KEY]
     ready = gateway.ready and not gateway.draining
     if not _may_see_details(gateway, request):
         return _json(200 if ready else 503, {"ready": ready})
@@ -81,7 +82,7 @@ async def readyz(request: web.Request) -> web.Response:
         # The agent side loads just after the listener is up; its methods answer "retry
         # shortly" meanwhile, so it does not hold readiness back.
         "agent": "ready"
-        if gateway.services is not None
+        if gateway.agent is not None
         else "starting"
         if gateway.agent_loading
         else "off",
@@ -93,38 +94,7 @@ async def readyz(request: web.Request) -> web.Response:
     return _json(200 if ready else 503, body)
 
 
-async def root(request: web.Request) -> web.StreamResponse:
-    """`/`: the WebSocket endpoint (OpenClaw clients connect here), and the web app for a
-    browser."""
-    gateway = request.app[GATEWAY_KEY]
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        from moltis_desktop.gateway.ws import websocket_handler
-
-        return await websocket_handler(gateway, request)
-    from moltis_desktop.gateway.webui import index
-
-    return await index(request)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the gateway's HTTP routes."""
-    for path in ("/healthz", "/health"):
-        app.router.add_route("*", path, healthz)
-    for path in ("/readyz", "/ready"):
-        app.router.add_route("*", path, readyz)
-    app.router.add_route("GET", "/", root)
-    from moltis_desktop.gateway.openai_http import add_openai_routes
-
-    add_openai_routes(app)
-    from moltis_desktop.gateway.webui import add_webui_routes
-
-    add_webui_routes(app)
-    from moltis_desktop.gateway.canvas_host import add_canvas_routes
-
-    add_canvas_routes(app)
-
-
-def _allowed_origin(gateway: GatewayServer, request: web.Request, origin: str) -> bool:
+def _allowed_origin(gateway: GatewayState, request: web.Request, origin: str) -> bool:
     normalized = origin.rstrip("/").lower()
     if origin_listed(normalized, gateway.settings.gateway.cors.allowed_origins):
         return True
@@ -141,7 +111,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     lists more. (WebSocket upgrades are not subject to CORS; their Origin is checked at
     `connect`.)"""
     origin = request.headers.get("Origin")
-    gateway = request.app[GATEWAY_KEY]
+    gateway = request.app[STATE_KEY]
     if origin is None or request.headers.get("Upgrade", "").lower() == "websocket":
         return await handler(request)
     allowed = _allowed_origin(gateway, request, origin)

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,9 +29,11 @@ from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, encode_event_body
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.admission.common import Admission
+    from moltis_desktop.config.settings import Settings
+    from moltis_desktop.core.clock import Clock
+    from moltis_desktop.gateway.broadcast import EventSink
     from moltis_desktop.gateway.connection import Connection
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.pairing.store import PairingStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -128,20 +131,31 @@ class NodeSession:
 class NodeRegistry:
     """Connected nodes, their surfaces, `node.invoke` calls in flight, wake words."""
 
-    def __init__(self, gateway: GatewayServer) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        *,
+        settings: Callable[[], Settings],
+        pairing: PairingStore,
+        events: EventSink,
+        clock: Clock,
+        state_dir: Path,
+    ) -> None:
+        self._settings = settings
+        self._pairing = pairing
+        self._events = events
+        self._clock = clock
         self.sessions: dict[str, NodeSession] = {}
         self.pending_surfaces: dict[str, dict[str, Any]] = {}
         """`node.pair.*` requests: commands a node declared beyond its approved surface."""
         self._invokes: dict[str, tuple[str, asyncio.Future[dict[str, Any]]]] = {}
-        self._voicewake_path = Path(gateway.state_dir) / "voicewake.json"
+        self._voicewake_path = Path(state_dir) / "voicewake.json"
         self.voicewake_triggers: list[str] = self._load_triggers()
 
     # ------------------------------------------------------------------ policy
 
     def allowed(self, platform: str | None) -> frozenset[str]:
         """Commands a node on `platform` may run (defaults + allow - deny)."""
-        settings = self.gateway.settings.gateway.nodes
+        settings = self._settings().gateway.nodes
         base = PLATFORM_DEFAULT_COMMANDS.get(platform_key(platform), frozenset(_CANVAS))
         return (base | frozenset(settings.allow_commands)) - frozenset(settings.deny_commands)
 
@@ -154,13 +168,20 @@ class NodeRegistry:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def connected(self, conn: Connection, admission: Admission) -> None:
-        """Register a node that just said hello (and tell it the wake words)."""
-        client = admission.client
-        declared = admission.node_surface or {"caps": [], "commands": [], "permissions": {}}
-        node_id = admission.device_id or str(client.get("instanceId") or conn.conn_id)
+    def connected(
+        self,
+        conn: Connection,
+        *,
+        client: dict[str, Any],
+        device_id: str | None,
+        surface: dict[str, Any] | None,
+    ) -> None:
+        """Register a node that just said hello (its `client` block, its device id when it
+        proved one, the caps/commands/permissions it declared), and tell it the wake words."""
+        declared = surface or {"caps": [], "commands": [], "permissions": {}}
+        node_id = device_id or str(client.get("instanceId") or conn.conn_id)
         conn.node_id = node_id
-        commands = self._effective_commands(node_id, admission, declared)
+        commands = self._effective_commands(node_id, client, device_id, declared)
         previous = self.sessions.get(node_id)
         if previous is not None and previous.conn is not conn:
             previous.conn.close_soon(1008, "replaced by a newer connection of this node")
@@ -170,7 +191,7 @@ class NodeRegistry:
             client=client,
             declared=declared,
             commands=commands,
-            connected_at_ms=self.gateway.clock.now_ms(),
+            connected_at_ms=self._clock.now_ms(),
             remote_ip=conn.remote_ip,
         )
         _LOGGER.info(
@@ -186,13 +207,17 @@ class NodeRegistry:
         )
 
     def _effective_commands(
-        self, node_id: str, admission: Admission, declared: dict[str, Any]
+        self,
+        node_id: str,
+        client: dict[str, Any],
+        device_id: str | None,
+        declared: dict[str, Any],
     ) -> list[str]:
         wanted = [str(c) for c in declared.get("commands", [])]
-        allowed = self.allowed(admission.client.get("platform"))
+        allowed = self.allowed(client.get("platform"))
         permitted = [c for c in wanted if c in allowed]
-        store = self.gateway.pairing
-        device = store.paired.get(node_id) if admission.device_id else None
+        store = self._pairing
+        device = store.paired.get(node_id) if device_id else None
         if device is None:
             # A node without a device identity holds the shared secret: the owner's own.
             return permitted
@@ -203,7 +228,7 @@ class NodeRegistry:
             surface = {
                 "caps": list(declared.get("caps", [])),
                 "commands": permitted,
-                "approvedAtMs": self.gateway.clock.now_ms(),
+                "approvedAtMs": self._clock.now_ms(),
             }
             device["nodeSurface"] = surface
             store.save()
@@ -211,18 +236,21 @@ class NodeRegistry:
         approved = set(surface.get("commands", []))
         extra = [c for c in permitted if c not in approved]
         if extra:
-            self._request_surface(node_id, admission, declared, permitted)
+            self._request_surface(node_id, client, declared, permitted)
         return [c for c in permitted if c in approved]
 
     def _request_surface(
-        self, node_id: str, admission: Admission, declared: dict[str, Any], commands: list[str]
+        self,
+        node_id: str,
+        client: dict[str, Any],
+        declared: dict[str, Any],
+        commands: list[str],
     ) -> None:
         self._prune_pending()
         for existing in self.pending_surfaces.values():
             if existing["nodeId"] == node_id:
                 existing.update(commands=commands, caps=list(declared.get("caps", [])))
                 return
-        client = admission.client
         request = {
             "requestId": str(uuid.uuid4()),
             "nodeId": node_id,
@@ -236,17 +264,17 @@ class NodeRegistry:
             "commands": commands,
             "requiredApproveScopes": self.approve_scopes(commands),
             "silent": False,
-            "ts": self.gateway.clock.now_ms(),
+            "ts": self._clock.now_ms(),
         }
         request = {k: v for k, v in request.items() if v is not None}
         self.pending_surfaces[str(request["requestId"])] = request
         _LOGGER.info(
             "node %s asks for new commands (request %s)", node_id[:12], request["requestId"]
         )
-        self.gateway.broadcast("node.pair.requested", request, scope=Scope.PAIRING)
+        self._events.broadcast("node.pair.requested", request, scope=Scope.PAIRING)
 
     def _prune_pending(self) -> None:
-        now = self.gateway.clock.now_ms()
+        now = self._clock.now_ms()
         for key in [k for k, r in self.pending_surfaces.items() if now - r["ts"] > _PENDING_TTL_MS]:
             del self.pending_surfaces[key]
 
@@ -258,21 +286,21 @@ class NodeRegistry:
             return None
         node_id = request["nodeId"]
         if approve:
-            device = self.gateway.pairing.paired.get(node_id)
+            device = self._pairing.paired.get(node_id)
             if device is not None:
                 surface = device.setdefault("nodeSurface", {"commands": [], "caps": []})
                 surface["commands"] = sorted({*surface.get("commands", []), *request["commands"]})
                 surface["caps"] = sorted({*surface.get("caps", []), *request["caps"]})
-                surface["approvedAtMs"] = self.gateway.clock.now_ms()
-                self.gateway.pairing.save()
+                surface["approvedAtMs"] = self._clock.now_ms()
+                self._pairing.save()
             session = self.sessions.get(node_id)
             if session is not None:
                 session.commands = list(request["commands"])
         decision = "approved" if approve else "rejected"
-        self.gateway.broadcast(
+        self._events.broadcast(
             "node.pair.resolved",
             {"requestId": request_id, "nodeId": node_id, "decision": decision,
-             "ts": self.gateway.clock.now_ms()},
+             "ts": self._clock.now_ms()},
             scope=Scope.PAIRING,
         )  # fmt: skip
         _LOGGER.info("node surface request %s %s", request_id, decision)
@@ -286,9 +314,9 @@ class NodeRegistry:
         if session is None or session.conn is not conn:
             return
         del self.sessions[node_id]
-        device = self.gateway.pairing.paired.get(node_id)
+        device = self._pairing.paired.get(node_id)
         if device is not None:
-            device["lastSeenAtMs"] = self.gateway.clock.now_ms()
+            device["lastSeenAtMs"] = self._clock.now_ms()
             device["lastSeenReason"] = "disconnect"
         for invoke_id, (target, future) in list(self._invokes.items()):
             if target == node_id and not future.done():
@@ -308,7 +336,7 @@ class NodeRegistry:
     def entry(self, node_id: str) -> dict[str, Any] | None:
         """A node as `node.list` shows it (connected or paired), or None."""
         session = self.sessions.get(node_id)
-        device = self.gateway.pairing.paired.get(node_id)
+        device = self._pairing.paired.get(node_id)
         if session is None and (device is None or "node" not in device.get("roles", [])):
             return None
         out: dict[str, Any] = {"nodeId": node_id}
@@ -327,7 +355,7 @@ class NodeRegistry:
                 permissions=dict(session.declared.get("permissions") or {}),
                 remoteIp=session.remote_ip,
                 connectedAtMs=session.connected_at_ms,
-                lastSeenAtMs=self.gateway.clock.now_ms(),
+                lastSeenAtMs=self._clock.now_ms(),
                 lastSeenReason="connected",
             )
         if device is not None:
@@ -351,7 +379,7 @@ class NodeRegistry:
 
     def list_nodes(self) -> list[dict[str, Any]]:
         ids = list(self.sessions)
-        for device_id, device in self.gateway.pairing.paired.items():
+        for device_id, device in self._pairing.paired.items():
             if "node" in device.get("roles", []) and device_id not in self.sessions:
                 ids.append(device_id)
         entries = [e for e in (self.entry(i) for i in ids) if e is not None]
@@ -372,7 +400,7 @@ class NodeRegistry:
         """Run `command` on a node and return `{ok, nodeId, command, payload}`."""
         session = self.sessions.get(node_id) or self._by_name(node_id)
         if session is None:
-            known = self.gateway.pairing.paired.get(node_id)
+            known = self._pairing.paired.get(node_id)
             hint = "it is paired but not connected" if known else "no such node (`node.list`)"
             raise GatewayError(
                 ErrorCode.UNAVAILABLE,
@@ -380,7 +408,7 @@ class NodeRegistry:
                 details={"code": "NODE_NOT_CONNECTED"},
                 retryable=bool(known),
             )
-        if command in self.gateway.settings.gateway.nodes.deny_commands:
+        if command in self._settings().gateway.nodes.deny_commands:
             raise GatewayError.invalid(
                 f"{command} is denied by gateway.nodes.deny_commands",
                 details={"code": "COMMAND_DENIED"},
@@ -397,7 +425,7 @@ class NodeRegistry:
                 f"node {session.node_id[:12]} cannot run {command}: {why}",
                 details={"code": "COMMAND_NOT_ALLOWED", "commands": session.commands},
             )
-        default_ms = self.gateway.settings.gateway.nodes.invoke_timeout_ms
+        default_ms = self._settings().gateway.nodes.invoke_timeout_ms
         timeout = min(max(timeout_ms if timeout_ms is not None else default_ms, 100), 600_000)
         invoke_id = str(uuid.uuid4())
         request: dict[str, Any] = {
@@ -499,5 +527,5 @@ class NodeRegistry:
         self.voicewake_triggers = cleaned[:32] or list(DEFAULT_VOICEWAKE_TRIGGERS)
         self._voicewake_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self._voicewake_path, json.dumps({"triggers": self.voicewake_triggers}))
-        self.gateway.broadcast("voicewake.changed", {"triggers": self.voicewake_triggers})
+        self._events.broadcast("voicewake.changed", {"triggers": self.voicewake_triggers})
         return self.voicewake_triggers

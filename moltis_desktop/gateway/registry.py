@@ -5,18 +5,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from moltis_desktop.protocol.constants import ErrorCode, Role, Scope
 from moltis_desktop.protocol.frames import GatewayError
 
-if TYPE_CHECKING:
-    from moltis_desktop.gateway.context import MethodContext
-
-Handler = Callable[["MethodContext", Any], Any]
-AsyncHandler = Callable[["MethodContext", Any], Awaitable[Any]]
+Handler = Callable[[Any, Any], Any]
+"""`handler(ctx: MethodContext, params)`: the context is typed where handlers are written
+(`gateway.context`, which sits above this module)."""
+AsyncHandler = Callable[[Any, Any], Awaitable[Any]]
 
 ANY_OPERATOR = "any"
 """Scope marker: any authenticated operator may call the method, even with no scopes."""
@@ -47,10 +46,12 @@ class EmptyParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class MethodTable:
-    """A set of methods declared with the `@table.method(...)` decorator."""
+    """A set of methods declared with the `@table.method(...)` decorator, and the events
+    its area emits (`hello-ok.features.events`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, events: Iterable[str] = ()) -> None:
         self._specs: dict[str, MethodSpec] = {}
+        self.events: list[str] = list(events)
 
     def method(
         self,
@@ -94,9 +95,10 @@ class MethodTable:
         self._specs[spec.name] = spec
 
     def extend(self, other: MethodTable) -> None:
-        """Add every method of `other`."""
+        """Add every method and event of `other`."""
         for spec in other:
             self.add(spec)
+        self.events.extend(e for e in other.events if e not in self.events)
 
     def get(self, name: str) -> MethodSpec | None:
         return self._specs.get(name)

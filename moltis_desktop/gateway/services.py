@@ -1,21 +1,18 @@
-"""What the gateway's agent methods use, wired by the runtime."""
+"""The agent side as the gateway sees it, once the runtime has loaded it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from moltis_desktop.agent.service import ChatService
+from moltis_desktop.plugins.manager import PluginReport
+from moltis_desktop.providers.models import Models
 
 
-@dataclass
+@dataclass(frozen=True)
 class AgentServices:
-    """The agent side of the gateway (absent in a gateway built without it)."""
+    """The chat service, the models in effect and what the plugins gave."""
 
     chat: ChatService
-    catalog: Any
-    """The model catalogue (`providers.registry.ModelCatalog`)."""
-    registry: Any
-    """The provider registry (`providers.registry.ProviderRegistry`)."""
-    plugins: list[str] = field(default_factory=list)
-    plugin_errors: list[dict[str, Any]] = field(default_factory=list)
+    models: Models
+    plugins: PluginReport

@@ -16,21 +16,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import mimetypes
-import secrets
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
-from moltis_desktop.core.clock import Clock
+from moltis_desktop.gateway.http import bearer_matches, is_direct_loopback
+from moltis_desktop.gateway.registry import MethodTable
+from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.protocol.frames import encode_json
-
-if TYPE_CHECKING:
-    from moltis_desktop.gateway.registry import MethodTable
-    from moltis_desktop.gateway.server import GatewayServer
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -46,8 +43,6 @@ PAGE_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), geolocation=(), microphone=(self)",
 }
-TICKET_TTL_MS = 60_000
-_MAX_TICKETS = 64
 _COMPRESSIBLE = (".html", ".js", ".mjs", ".css", ".json", ".svg", ".txt", ".md")
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/javascript", ".js")
@@ -92,35 +87,11 @@ def compress_assets(assets: dict[str, Asset]) -> None:
             asset.gzipped = gzip.compress(asset.body, compresslevel=9, mtime=0)
 
 
-class UiTickets:
-    """One-time, short-lived tickets a page trades for the gateway credential."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._tickets: dict[str, int] = {}
-
-    def mint(self) -> str:
-        now = self._clock.now_ms()
-        self._tickets = {t: exp for t, exp in self._tickets.items() if exp > now}
-        while len(self._tickets) >= _MAX_TICKETS:
-            self._tickets.pop(next(iter(self._tickets)))
-        ticket = secrets.token_urlsafe(24)
-        self._tickets[ticket] = now + TICKET_TTL_MS
-        return ticket
-
-    def redeem(self, ticket: str) -> bool:
-        """True once for a live ticket; it is gone afterwards."""
-        expires = self._tickets.pop(ticket, None)
-        return expires is not None and expires > self._clock.now_ms()
-
-
 ASSETS_KEY: web.AppKey[dict[str, Asset]] = web.AppKey("webui-assets")
 
 
-def _gateway(request: web.Request) -> GatewayServer:
-    from moltis_desktop.gateway.server import GATEWAY_KEY
-
-    return request.app[GATEWAY_KEY]
+def _gateway(request: web.Request) -> GatewayState:
+    return request.app[STATE_KEY]
 
 
 def serve_asset(request: web.Request, path: str) -> web.Response:
@@ -165,8 +136,6 @@ def same_origin(request: web.Request) -> bool:
 async def mint_ticket(request: web.Request) -> web.Response:
     """`POST /ui/ticket` with `Authorization: Bearer <credential>`: a one-time sign-in
     ticket for `/#ticket=…` (what `moltis dashboard` opens)."""
-    from moltis_desktop.gateway.http import bearer_matches, is_direct_loopback
-
     gateway = _gateway(request)
     allowed = bearer_matches(gateway, request) or (
         gateway.shared_secret.mode == "none" and is_direct_loopback(request)
@@ -277,7 +246,7 @@ def describe_methods(table: MethodTable, advertised: list[str]) -> list[dict[str
 async def methods_json(request: web.Request) -> web.Response:
     """`GET /ui/methods.json`: what the method explorer prefills its editor from."""
     gateway = _gateway(request)
-    return _json(200, {"methods": describe_methods(gateway.registry, gateway.methods_advertised)})
+    return _json(200, {"methods": describe_methods(gateway.methods, gateway.methods_advertised)})
 
 
 async def _compress_in_background(app: web.Application) -> None:

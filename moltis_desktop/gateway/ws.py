@@ -15,6 +15,7 @@ from moltis_desktop.gateway.admission.common import (
     HandshakeRejectedError,
     HandshakeRequest,
 )
+from moltis_desktop.gateway.broadcast import CAPABILITIES
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import admit
@@ -25,7 +26,7 @@ from moltis_desktop.gateway.registry import (
     missing_scope,
     operator_may,
 )
-from moltis_desktop.gateway.server import CAPABILITIES, EVENTS, GatewayServer
+from moltis_desktop.gateway.state import GatewayState
 from moltis_desktop.protocol.constants import PREAUTH_MAX_PAYLOAD, CloseCode, ErrorCode, Role, Scope
 from moltis_desktop.protocol.frames import (
     INVALID_REQUEST_ID,
@@ -40,6 +41,7 @@ from moltis_desktop.protocol.frames import (
     encode_json,
     encode_ok,
 )
+from moltis_desktop.sessions.keys import main_session_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ _UNAUTHORIZED_ROLE_LIMIT = 10
 _HEARTBEAT_S = 25.0
 
 
-async def websocket_handler(gateway: GatewayServer, request: web.Request) -> web.StreamResponse:
+async def websocket_handler(gateway: GatewayState, request: web.Request) -> web.StreamResponse:
     """Serve one WebSocket client from upgrade to close."""
     ip = request.remote or ""
     if gateway.draining:
@@ -105,7 +107,7 @@ def _offered_protocols(request: web.Request) -> tuple[str, ...]:
 
 
 async def _handshake(
-    gateway: GatewayServer, conn: Connection, request: web.Request
+    gateway: GatewayState, conn: Connection, request: web.Request
 ) -> Admission | None:
     nonce, ts = str(uuid.uuid4()), gateway.clock.now_ms()
     conn.send(encode_event_body("connect.challenge", {"nonce": nonce, "ts": ts}))
@@ -159,7 +161,7 @@ async def _handshake(
     return admission
 
 
-def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> dict[str, Any]:
+def _hello(gateway: GatewayState, conn: Connection, admission: Admission) -> dict[str, Any]:
     settings = gateway.settings
     reads = operator_may(admission.role, frozenset(admission.scopes), Scope.READ)
     default_agent = settings.agents.default
@@ -170,12 +172,12 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
         "server": {"version": gateway.version, "bootId": gateway.boot_id, "connId": conn.conn_id},
         "features": {
             "methods": gateway.methods_advertised,
-            "events": list(EVENTS),
+            "events": gateway.events_advertised,
             "capabilities": list(CAPABILITIES),
         },
         "snapshot": {
             "presence": gateway.presence.entries() if reads else [],
-            "health": gateway.health_snapshot_raw(),
+            "health": gateway.health.snapshot_raw(),
             "stateVersion": gateway.state_version(),
             "uptimeMs": gateway.uptime_ms(),
             "configPath": str(gateway.config.path),
@@ -184,8 +186,7 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
             "sessionDefaults": {
                 "defaultAgentId": default_agent,
                 "mainKey": main_key,
-                # The canonical form (the session store lowercases keys).
-                "mainSessionKey": f"agent:{default_agent.lower()}:{main_key.lower()}",
+                "mainSessionKey": main_session_key(default_agent, main_key),
                 "scope": "per-sender",
             },
         },
@@ -198,7 +199,7 @@ def _hello(gateway: GatewayServer, conn: Connection, admission: Admission) -> di
     }
 
 
-def _register(gateway: GatewayServer, conn: Connection, admission: Admission) -> None:
+def _register(gateway: GatewayState, conn: Connection, admission: Admission) -> None:
     conn.role = admission.role
     conn.scopes = frozenset(admission.scopes)
     conn.device_id = admission.device_id
@@ -223,10 +224,15 @@ def _register(gateway: GatewayServer, conn: Connection, admission: Admission) ->
     ):
         gateway.broadcast_presence()
     if admission.role == Role.NODE:
-        gateway.nodes.connected(conn, admission)
+        gateway.nodes.connected(
+            conn,
+            client=admission.client,
+            device_id=admission.device_id,
+            surface=admission.node_surface,
+        )
 
 
-def _unregister(gateway: GatewayServer, conn: Connection) -> None:
+def _unregister(gateway: GatewayState, conn: Connection) -> None:
     gateway.connections.discard(conn)
     if conn.role == Role.NODE:
         gateway.nodes.disconnected(conn)
@@ -236,7 +242,7 @@ def _unregister(gateway: GatewayServer, conn: Connection) -> None:
         gateway.broadcast_presence()
 
 
-async def _serve(gateway: GatewayServer, conn: Connection) -> None:
+async def _serve(gateway: GatewayState, conn: Connection) -> None:
     ws = conn.ws
     streak = 0
     unauthorized = [0]
@@ -290,9 +296,9 @@ def _refuse(
 
 
 async def _dispatch(
-    gateway: GatewayServer, conn: Connection, frame: RequestFrame, unauthorized: list[int]
+    gateway: GatewayState, conn: Connection, frame: RequestFrame, unauthorized: list[int]
 ) -> None:
-    spec = gateway.registry.get(frame.method)
+    spec = gateway.methods.get(frame.method)
     error, for_role = _refuse(conn, frame, spec)
     if error is not None:
         conn.send(encode_error(frame.id, error.shape))
@@ -344,7 +350,7 @@ async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> N
         params = convert_params(spec, raw_params)
         key = _idempotency_key(spec, raw_params)
         if key is not None:
-            earlier = ctx.gateway.dedupe.claim(spec.name, key)
+            earlier = ctx.state.dedupe.claim(spec.name, key)
             if earlier is not None:
                 conn.send(_replay(ctx.request_id, await earlier))
                 return
@@ -354,22 +360,22 @@ async def _run_async(ctx: MethodContext, spec: MethodSpec, raw_params: Any) -> N
         data = encode_ok(ctx.request_id, result)
         conn.send(data)
         if key is not None:
-            ctx.gateway.dedupe.resolve(spec.name, key, data)
+            ctx.state.dedupe.resolve(spec.name, key, data)
     except (GatewayError, MoltisError) as exc:
         error = _gateway_error(exc)
         data = encode_error(ctx.request_id, error.shape, error.payload)
         conn.send(data)
         if key is not None:
-            ctx.gateway.dedupe.resolve(spec.name, key, data)
+            ctx.state.dedupe.resolve(spec.name, key, data)
     except asyncio.CancelledError:
         if key is not None:
-            ctx.gateway.dedupe.forget(spec.name, key)
+            ctx.state.dedupe.forget(spec.name, key)
         raise
     except Exception:
         _LOGGER.exception("method %s failed", spec.name)
         conn.send(encode_error(ctx.request_id, _internal_error(spec.name)))
         if key is not None:
-            ctx.gateway.dedupe.forget(spec.name, key)
+            ctx.state.dedupe.forget(spec.name, key)
     finally:
         conn.inflight.release()
 

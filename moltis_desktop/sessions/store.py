@@ -16,6 +16,7 @@ import msgspec
 
 from moltis_desktop.config.settings import SessionSettings
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.keys import ServiceKey
 from moltis_desktop.core.paths import sessions_dir
 from moltis_desktop.sessions.entry import (
     COUNTERS,
@@ -55,6 +56,9 @@ _USAGE_COUNTERS = (
 )
 
 Update = Callable[[dict[str, Any]], None]
+SessionObserver = Callable[[str, str], None]
+"""Called with (canonical key, reason: `patch`, `reset` or `delete`) after an entry
+changed, on the thread that changed it; must not block or raise."""
 
 
 def _entry(key: str, agent_id: str, record: Mapping[str, Any]) -> SessionEntry:
@@ -104,6 +108,27 @@ class SessionStore:
         self._lock_timeout_s = lock_timeout_s
         self._agents: dict[str, AgentSessions] = {}
         self._agents_lock = threading.Lock()
+        self._observers: builtins.list[SessionObserver] = []
+
+    # ------------------------------------------------------------------ observers
+
+    def subscribe(self, observer: SessionObserver) -> Callable[[], None]:
+        """Tell `observer` of every entry patched, reset or deleted (whoever did it: a
+        method, a typed `/reset`, a directive); returns the unsubscriber."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    def _announce(self, key: str, reason: str) -> None:
+        for observer in tuple(self._observers):
+            try:
+                observer(key, reason)
+            except Exception:  # an observer's bug must not undo a saved change
+                _LOGGER.exception("a session observer failed on %s %s", reason, key)
 
     def update_settings(self, settings: SessionSettings, default_agent: str | None = None) -> None:
         """Apply reloaded config (main key, reset policy, default agent)."""
@@ -215,7 +240,9 @@ class SessionStore:
                 else:
                     record[name] = value
 
-        return self._update(key, update)[0]
+        entry = self._update(key, update)[0]
+        self._announce(entry.key, "patch")
+        return entry
 
     def add_usage(
         self, key: str, model: str, provider: str, usage: Mapping[str, Any]
@@ -397,8 +424,11 @@ class SessionStore:
             if canonical not in index:
                 record = self._create(agent, index, canonical, parsed, None)
                 agent.save(index)
-                return str(record["sessionId"])
-            return self._restart(agent, index, canonical)
+                session_id = str(record["sessionId"])
+            else:
+                session_id = self._restart(agent, index, canonical)
+        self._announce(canonical, "reset")
+        return session_id
 
     def needs_reset(self, entry: SessionEntry, now_ms: int | None = None) -> bool:
         """Whether the reset policy (`session.reset`) says `entry` should start over."""
@@ -413,6 +443,7 @@ class SessionStore:
         if not self.needs_reset(entry):
             return entry
         canonical, agent, _ = self._resolve(key)
+        restarted = False
         with agent.locked():
             index = agent.load()
             current = index.get(canonical)
@@ -429,6 +460,9 @@ class SessionStore:
                     agent.save(index)
                 else:
                     self._restart(agent, index, canonical)
+                    restarted = True
+        if restarted:
+            self._announce(canonical, "reset")
         result = self.entry(canonical)
         assert result is not None
         return result
@@ -448,6 +482,7 @@ class SessionStore:
                 agent.delete_transcript(record["sessionId"])
             else:
                 agent.archive_transcript(record["sessionId"], "deleted", self._clock.now_ms())
+        self._announce(canonical, "delete")
         return True
 
     # ------------------------------------------------------------------ listing
@@ -492,3 +527,7 @@ class SessionStore:
                 found.append(_entry(key, agent_name, record))
         found.sort(key=lambda e: e.updated_at, reverse=True)
         return found[:limit] if limit is not None else found
+
+
+SESSIONS: ServiceKey[SessionStore] = ServiceKey("the session store")
+"""For tools that read sessions (`sessions_list`, `sessions_history`)."""

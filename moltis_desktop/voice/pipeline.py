@@ -250,9 +250,7 @@ class VoicePipeline:
                 self.transcriber.transcribe(audio)
             )
             # A speculation overtaken by more speech is dropped, never awaited.
-            self._speculation.add_done_callback(
-                lambda t: None if t.cancelled() else t.exception()
-            )
+            self._speculation.add_done_callback(lambda t: None if t.cancelled() else t.exception())
 
     def _turn_source(self) -> str:
         return self._turn.source if self._turn else ""

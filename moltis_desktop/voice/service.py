@@ -39,6 +39,7 @@ class VoiceService:
         settings: Callable[[], VoiceSettings] = VoiceSettings,
         openai_credentials: Callable[[], tuple[str | None, str]] | None = None,
         recordings_dir: Path | None = None,
+        ask: Ask | None = None,
     ) -> None:
         self.models = models
         self.settings = settings
@@ -46,8 +47,8 @@ class VoiceService:
         self.recordings_dir = recordings_dir
         self.observers: list[EventCallback] = []
         """Called with every pipeline event (kind, data); must not block."""
-        self.ask: Ask | None = None
-        """Sends a transcript to the assistant and returns the reply (set by the runtime)."""
+        self.ask = ask
+        """Sends a transcript to the assistant and returns the reply (the runtime's)."""
         self.pipeline: VoicePipeline | None = None
         self._task: asyncio.Task[None] | None = None
         self._transcribers: dict[tuple[str, str, str, int], Transcriber] = {}

@@ -24,11 +24,11 @@ from moltis_desktop.protocol.frames import ErrorShape
 _LOGGER = logging.getLogger("moltis_desktop.gateway.handshake")
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 
 def admit_bootstrap(
-    server: GatewayServer,
+    state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
     local: bool,
@@ -46,13 +46,13 @@ def admit_bootstrap(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    throttled(server, req, params, local)
-    device_id = check_device(params, req, server.clock.now_ms(), local)
+    throttled(state, req, params, local)
+    device_id = check_device(params, req, state.clock.now_ms(), local)
     assert device_id is not None
     try:
-        entry = server.bootstrap.check(params.auth.bootstrap_token, device_id)
+        entry = state.bootstrap.check(params.auth.bootstrap_token, device_id)
     except BootstrapError as exc:
-        delay = server.auth_throttle.record_failure(req.remote_ip)
+        delay = state.auth_throttle.record_failure(req.remote_ip)
         _LOGGER.warning("device %s: setup code refused (%s)", device_id[:12], exc.reason)
         raise HandshakeRejectedError(
             ErrorShape(
@@ -62,13 +62,13 @@ def admit_bootstrap(
                     "code": "AUTH_BOOTSTRAP_TOKEN_INVALID",
                     "authReason": "bootstrap_token_invalid",
                     "reason": exc.reason,
-                    "canRetryWithDeviceToken": server.pairing.has_token(device_id, params.role),
+                    "canRetryWithDeviceToken": state.pairing.has_token(device_id, params.role),
                     "recommendedNextStep": "update_auth_credentials",
                 },
             ),
             delay_s=delay,
         ) from None
-    server.auth_throttle.record_success(req.remote_ip)
+    state.auth_throttle.record_success(req.remote_ip)
     profile = PROFILES[entry["profile"]]
     requested = tuple(params.scopes or ())
     if params.role not in profile or not set(requested) <= set(profile[params.role]):
@@ -82,13 +82,13 @@ def admit_bootstrap(
         )
     roles = tuple(sorted(profile))
     all_scopes = tuple(sorted({s for scopes in profile.values() for s in scopes}))
-    require_paired(server, params, req, device_id, roles, all_scopes, local,
+    require_paired(state, params, req, device_id, roles, all_scopes, local,
                    setup_id=entry["setupId"])  # fmt: skip
-    store = server.pairing
+    store = state.pairing
     issued_all = tuple(store.issue(device_id, role, profile[role]) for role in roles)
     mine = next(i for i in issued_all if i.role == params.role)
     name = params.client.display_name or params.client.id
-    completion = server.bootstrap.complete(entry["setupId"], device_id, name)
+    completion = state.bootstrap.complete(entry["setupId"], device_id, name)
     _LOGGER.info(
         "device %s paired through setup code %s (%s): tokens for %s",
         device_id[:12],
@@ -96,7 +96,7 @@ def admit_bootstrap(
         entry["profile"],
         ", ".join(roles),
     )
-    server.broadcast("device.pair.setup.completed", completion, scope=Scope.PAIRING)
+    state.events.broadcast("device.pair.setup.completed", completion, scope=Scope.PAIRING)
     granted = requested if requested else profile[params.role]
     return Admission(protocol, params.role, granted, client_dict(params), device_id, mine,
                      issued_all)  # fmt: skip

@@ -17,7 +17,7 @@ from moltis_desktop.protocol.frames import ErrorShape
 _LOGGER = logging.getLogger("moltis_desktop.gateway.handshake")
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 _CLOSE_REASON_MAX_BYTES = 120
 
@@ -124,9 +124,9 @@ def auth_error(
     )
 
 
-def throttled(server: GatewayServer, req: HandshakeRequest, params: ConnectParams, local: bool
+def throttled(state: GatewayState, req: HandshakeRequest, params: ConnectParams, local: bool
               ) -> None:  # fmt: skip
-    retry_after = server.auth_throttle.retry_after_ms(req.remote_ip)
+    retry_after = state.auth_throttle.retry_after_ms(req.remote_ip)
     if retry_after is not None:
         raise HandshakeRejectedError(auth_error("rate_limited", params, local, retry_after))
 

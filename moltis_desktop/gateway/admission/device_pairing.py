@@ -16,11 +16,11 @@ from moltis_desktop.protocol.frames import ErrorShape
 _LOGGER = logging.getLogger("moltis_desktop.gateway.handshake")
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 
 def require_paired(  # noqa: PLR0917 - one connect's state
-    server: GatewayServer,
+    state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
     device_id: str,
@@ -35,7 +35,7 @@ def require_paired(  # noqa: PLR0917 - one connect's state
     roles and scopes; loopback devices are paired silently when allowed. A device token
     asking for more than it carries is a scope upgrade too."""
     assert params.device is not None
-    store = server.pairing
+    store = state.pairing
     reason = store.upgrade_reason(device_id, params.device.public_key, roles, scopes)
     if reason is None and token_scopes is not None and not set(scopes) <= set(token_scopes):
         reason = "scope-upgrade"
@@ -59,18 +59,18 @@ def require_paired(  # noqa: PLR0917 - one connect's state
     if setup_id:
         device["setupId"] = setup_id
     device = {k: v for k, v in device.items() if v is not None}
-    if local and server.settings.gateway.auto_approve_loopback_devices and token_scopes is None:
+    if local and state.settings.gateway.auto_approve_loopback_devices and token_scopes is None:
         store.approve_directly(device)
         store.seen(device_id)
         _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], ", ".join(roles))
-        server.broadcast(
+        state.events.broadcast(
             "device.pair.resolved",
             {"requestId": f"silent-{device_id[:16]}", "deviceId": device_id,
-             "decision": "approved", "ts": server.clock.now_ms()},
+             "decision": "approved", "ts": state.clock.now_ms()},
             scope=Scope.PAIRING,
         )  # fmt: skip
         return
-    if not store.has_pending(device_id, params.role) and not server.pairing_requests.allow(
+    if not store.has_pending(device_id, params.role) and not state.pairing_requests.allow(
         req.remote_ip
     ):
         _LOGGER.warning("pairing request from %s refused: too many requests", req.remote_ip)
@@ -93,7 +93,9 @@ def require_paired(  # noqa: PLR0917 - one connect's state
         reason,
     )
     if new:
-        server.broadcast("device.pair.requested", _requested_event(entry), scope=Scope.PAIRING)
+        state.events.broadcast(
+            "device.pair.requested", _requested_event(entry), scope=Scope.PAIRING
+        )
     details: dict[str, Any] = {
         "code": "PAIRING_REQUIRED",
         "requestId": entry["requestId"],

@@ -23,11 +23,11 @@ from moltis_desktop.protocol.frames import ErrorShape
 _LOGGER = logging.getLogger("moltis_desktop.gateway.handshake")
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 
 def admit_device_token(
-    server: GatewayServer,
+    state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
     local: bool,
@@ -43,34 +43,34 @@ def admit_device_token(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    throttled(server, req, params, local)
-    token_scopes = device_token_scopes(server, params, req, local)
+    throttled(state, req, params, local)
+    token_scopes = device_token_scopes(state, params, req, local)
     if token_scopes is None:
-        delay = server.auth_throttle.record_failure(req.remote_ip)
+        delay = state.auth_throttle.record_failure(req.remote_ip)
         error = device_token_error(params, local)
         error.delay_s = delay
         raise error
-    server.auth_throttle.record_success(req.remote_ip)
+    state.auth_throttle.record_success(req.remote_ip)
     device_id = params.device.id
     requested = tuple(params.scopes or ())
-    require_paired(server, params, req, device_id, (params.role,), requested, local,
+    require_paired(state, params, req, device_id, (params.role,), requested, local,
                    token_scopes=token_scopes)  # fmt: skip
     granted = requested if requested else token_scopes
     return Admission(protocol, params.role, granted, client_dict(params), device_id)
 
 
 def device_token_scopes(
-    server: GatewayServer, params: ConnectParams, req: HandshakeRequest, local: bool
+    state: GatewayState, params: ConnectParams, req: HandshakeRequest, local: bool
 ) -> tuple[str, ...] | None:
     """The scopes of the device token this connect carries (with a valid device proof)."""
     auth = params.auth
     token = (auth.device_token or auth.token or "") if auth else ""
     if params.device is None or not token:
         return None
-    device_id = check_device(params, req, server.clock.now_ms(), local)
+    device_id = check_device(params, req, state.clock.now_ms(), local)
     if device_id is None:
         return None
-    scopes = server.pairing.check_token(device_id, params.role, token)
+    scopes = state.pairing.check_token(device_id, params.role, token)
     _LOGGER.info(
         "device %s: device token %s for role %s",
         device_id[:12],

@@ -17,13 +17,13 @@ from moltis_desktop.protocol.constants import ErrorCode
 from moltis_desktop.protocol.frames import ErrorShape
 
 if TYPE_CHECKING:
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
 
 def check_shared_secret(
-    server: GatewayServer, params: ConnectParams, req: HandshakeRequest, local: bool, browser: bool
+    state: GatewayState, params: ConnectParams, req: HandshakeRequest, local: bool, browser: bool
 ) -> None:
-    secret = server.shared_secret
+    secret = state.shared_secret
     auth = params.auth
     token = auth.token if auth else None
     password = auth.password if auth else None
@@ -39,7 +39,7 @@ def check_shared_secret(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    throttle = server.browser_throttle if browser else server.auth_throttle
+    throttle = state.browser_throttle if browser else state.auth_throttle
     key = f"origin:{req.origin}" if browser and local and req.origin else req.remote_ip
     retry_after = throttle.retry_after_ms(key)
     if retry_after is not None:
@@ -55,7 +55,7 @@ def check_shared_secret(
 
 
 def pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's state
-    server: GatewayServer,
+    state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
     device_id: str,
@@ -64,8 +64,8 @@ def pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's sta
 ) -> Any:
     """A device with the shared secret must be paired (loopback ones are, silently); a
     paired device without a token for its role gets one (returned, for `hello-ok`)."""
-    require_paired(server, params, req, device_id, (params.role,), requested, local)
-    store = server.pairing
+    require_paired(state, params, req, device_id, (params.role,), requested, local)
+    store = state.pairing
     if store.has_token(device_id, params.role):
         return None
     return store.issue(device_id, params.role, requested)

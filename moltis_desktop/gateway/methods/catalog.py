@@ -19,8 +19,7 @@ TABLE = MethodTable()
 @TABLE.method("agents.list", scope=Scope.READ, params=EmptyParams)
 def agents_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """The configured agents (`agents.list` in the config; `main` by default)."""
-    gateway = ctx.gateway
-    settings = gateway.settings.agents
+    settings = ctx.settings.agents
     agents = []
     for agent in settings.list:
         entry: dict[str, Any] = {
@@ -28,7 +27,7 @@ def agents_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
             "workspace": str(
                 Path(agent.workspace).expanduser()
                 if agent.workspace
-                else gateway.state_dir / "workspace" / agent.id
+                else ctx.state.state_dir / "workspace" / agent.id
             ),
             "workspaceGit": False,
         }
@@ -41,7 +40,7 @@ def agents_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
         "defaultId": settings.default,
         "ownership": "sole",
         "selectionRequired": len(agents) > 1,
-        "mainKey": gateway.settings.session.main_key,
+        "mainKey": ctx.settings.session.main_key,
         "scope": "per-sender",
         "agents": agents,
     }
@@ -61,12 +60,13 @@ class ModelsListParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel
 async def models_list(ctx: MethodContext, params: ModelsListParams) -> dict[str, Any]:
     """The published model catalogue: the providers' models (discovered, cached, refreshed
     in the background) merged with `models.catalog` and the providers' configured models."""
-    services = ctx.gateway.services
+    services = ctx.state.agent
     if services is None:
         return {"models": _config_models(ctx)}
+    catalog = services.models.catalog
     if params.refresh:
-        await services.catalog.refresh(force=True)
-    models = services.catalog.entries()
+        await catalog.refresh(force=True)
+    models = catalog.entries()
     seen = {(m["provider"], m["id"]) for m in models}
     models += [m for m in _config_models(ctx) if (m["provider"], m["id"]) not in seen]
     return {"models": models}
@@ -74,7 +74,7 @@ async def models_list(ctx: MethodContext, params: ModelsListParams) -> dict[str,
 
 def _config_models(ctx: MethodContext) -> list[dict[str, Any]]:
     models = []
-    for model in ctx.gateway.settings.models.catalog:
+    for model in ctx.settings.models.catalog:
         entry: dict[str, Any] = {
             "id": model.id,
             "name": model.name or model.id,
@@ -97,8 +97,7 @@ class ChannelsStatusParams(msgspec.Struct, forbid_unknown_fields=True, rename="c
 @TABLE.method("channels.status", scope=Scope.READ, params=ChannelsStatusParams)
 def channels_status(ctx: MethodContext, params: ChannelsStatusParams) -> dict[str, Any]:
     """Messaging channels and their accounts (none are configured in this version)."""
-    gateway = ctx.gateway
-    now = gateway.clock.now_ms()
+    now = ctx.clock.now_ms()
     return {
         "ts": now,
         "channelOrder": [],
@@ -109,5 +108,5 @@ def channels_status(ctx: MethodContext, params: ChannelsStatusParams) -> dict[st
         "channels": {},
         "channelAccounts": {},
         "channelDefaultAccountId": {},
-        "eventLoop": gateway.loop_monitor.snapshot(now),
+        "eventLoop": ctx.state.loop_monitor.snapshot(now),
     }

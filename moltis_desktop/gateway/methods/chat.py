@@ -3,7 +3,6 @@ send: talking to the agent."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -13,35 +12,15 @@ from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty, encode_ok
 
 if TYPE_CHECKING:
-    from moltis_desktop.agent.runs import Run
-    from moltis_desktop.agent.service import ChatService, SendOutcome
+    from moltis_desktop.agent.runs import Reply
+    from moltis_desktop.agent.service import ChatService
     from moltis_desktop.gateway.context import MethodContext
-    from moltis_desktop.gateway.server import GatewayServer
 
-TABLE = MethodTable()
-
-
-STARTING_RETRY_MS = 250
-
-
-def chat_service(ctx: MethodContext) -> ChatService:
-    """The chat service, or OpenClaw's retryable "starting" answer while it loads."""
-    services = ctx.gateway.services
-    if services is None:
-        if ctx.gateway.agent_loading:
-            raise GatewayError(
-                ErrorCode.UNAVAILABLE,
-                "the agent is starting; retry shortly",
-                retryable=True,
-                retry_after_ms=STARTING_RETRY_MS,
-                details={"reason": "startup-sidecars"},
-            )
-        raise GatewayError(ErrorCode.UNAVAILABLE, "the agent is not running in this gateway")
-    return services.chat
+TABLE = MethodTable(events=("chat", "agent"))
 
 
 def _attachments(raw: Any) -> Any:
-    from moltis_desktop.agent.service import attachments_from
+    from moltis_desktop.media.attachments import attachments_from
 
     return attachments_from(raw)
 
@@ -68,45 +47,30 @@ def _existing(chat: ChatService, run_id: str) -> dict[str, Any] | None:
     return {"runId": run_id, "status": status, "sessionKey": run.session_key}
 
 
-async def send_message(
-    gateway: GatewayServer,
-    chat: ChatService,
-    key: str,
-    message: str,
-    run_id: str,
-    **kwargs: Any,
-) -> SendOutcome:
-    """What `chat.send` does with a message (voice uses it too): the chat service takes it,
-    and its reply streams to every client through the chat event bridge."""
-    bridge = gateway.chat_bridge
-    outcome = await chat.send(key, message, run_id=run_id, sink=bridge, **kwargs)
-    if outcome.run is None and outcome.reply is not None:
-        bridge.command_reply(run_id, outcome.session_key, outcome.agent_id, outcome.reply)
-    return outcome
-
-
 @TABLE.method("chat.send", scope=Scope.WRITE, params=ChatSendParams)
 async def chat_send(ctx: MethodContext, params: ChatSendParams) -> dict[str, Any]:
     """Send a message to a session; the reply streams as `chat` events. `runId` is the
     `idempotencyKey`; a repeat while it runs answers `in_flight`."""
-    chat = chat_service(ctx)
+    from moltis_desktop.agent.ask import submit
+
+    chat = ctx.chat
     previous = _existing(chat, params.idempotency_key)
     if previous is not None:
         return previous
-    key = chat.session_key(params.session_key, params.agent_id)
-    outcome = await send_message(
-        ctx.gateway,
+    turn = await submit(
         chat,
-        key,
         params.message,
-        params.idempotency_key,
+        session_key=params.session_key,
+        agent_id=params.agent_id,
+        run_id=params.idempotency_key,
         thinking=params.thinking,
         attachments=_attachments(params.attachments),
         channel="webchat",
         interpret_commands=not params.suppress_command_interpretation,
     )
-    status = "started" if outcome.run is not None else "ok"
-    return {"runId": params.idempotency_key, "status": status, "sessionKey": outcome.session_key}
+    turn.close()  # the reply streams to every client through the chat event bridge
+    status = "started" if turn.run is not None else "ok"
+    return {"runId": params.idempotency_key, "status": status, "sessionKey": turn.session_key}
 
 
 class ChatHistoryParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -145,13 +109,13 @@ def _price(body: dict[str, Any], prices: Any) -> None:
 @TABLE.method("chat.history", scope=Scope.READ, params=ChatHistoryParams)
 def chat_history(ctx: MethodContext, params: ChatHistoryParams) -> dict[str, Any]:
     """The current session's messages (oldest first), with the session's settings."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     key = chat.session_key(params.session_key, params.agent_id)
     entry = chat.sessions.entry(key)
     if entry is None:
         return {"sessionKey": key, "sessionId": None, "messages": []}
     messages = []
-    prices = ctx.gateway.settings.usage.prices
+    prices = ctx.settings.usage.prices
     for item in chat.sessions.transcript(key)[1:]:
         if item.get("type") == "message":
             body = dict(item.get("message") or {})
@@ -191,7 +155,7 @@ class ChatAbortParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"
 @TABLE.method("chat.abort", scope=Scope.WRITE, params=ChatAbortParams)
 async def chat_abort(ctx: MethodContext, params: ChatAbortParams) -> dict[str, Any]:
     """Stop a session's reply (and its tools): the run ends with an `aborted` chat event."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     key = chat.session_key(params.session_key, params.agent_id)
     stopped = await chat.runs.abort(key, params.run_id)
     return {"ok": True, "aborted": bool(stopped), "runIds": stopped}
@@ -209,7 +173,7 @@ def chat_inject(ctx: MethodContext, params: ChatInjectParams) -> dict[str, Any]:
     """Put an assistant note into the transcript without running the model."""
     from moltis_desktop.agent.transcript import assistant_text_entry
 
-    chat = chat_service(ctx)
+    chat = ctx.chat
     key = chat.session_key(params.session_key, params.agent_id)
     chat.sessions.get_or_create(key)
     entry = assistant_text_entry(params.message, injected=True, label=params.label or None)
@@ -234,40 +198,39 @@ class AgentParams(msgspec.Struct, rename="camel"):
     deliver: bool | None = None
 
 
-def _final(run: Run) -> tuple[dict[str, Any], GatewayError | None]:
-    from moltis_desktop.agent.loop import RunFailed, RunFinished
-
-    outcome = run.outcome
-    started = run.accepted_at_ms
-    meta: dict[str, Any] = {"durationMs": max(0, run.finished_at_ms - started)}
-    if isinstance(outcome, RunFinished):
+def _final(reply: Reply) -> tuple[dict[str, Any], GatewayError | None]:
+    """`agent`'s final answer for a reply (or the error it raises)."""
+    if reply.status == "ok":
         from moltis_desktop.agent.transcript import usage_dict
 
-        meta["agentMeta"] = {
-            "model": outcome.model,
-            "usage": usage_dict(outcome.usage),
-            "stopReason": outcome.stop_reason,
-        }
-        payloads = [{"text": outcome.text}] if outcome.text else []
+        meta: dict[str, Any] = {"durationMs": reply.duration_ms}
+        if reply.stop_reason != "command":
+            meta["agentMeta"] = {
+                "model": reply.model,
+                "usage": usage_dict(reply.usage),
+                "stopReason": reply.stop_reason,
+            }
+        payloads = [{"text": reply.text}] if reply.text else []
         return (
             {
-                "runId": run.run_id,
+                "runId": reply.run_id,
                 "status": "ok",
                 "summary": "completed",
                 "result": {"payloads": payloads, "meta": meta},
             },
             None,
         )
-    message = outcome.message if isinstance(outcome, RunFailed) else "the run was aborted"
-    summary = {"runId": run.run_id, "status": "error", "summary": message}
-    return summary, GatewayError(ErrorCode.UNAVAILABLE, message, payload=summary)
+    summary = {"runId": reply.run_id, "status": "error", "summary": reply.error}
+    return summary, GatewayError(ErrorCode.UNAVAILABLE, reply.error, payload=summary)
 
 
 @TABLE.method("agent", scope=Scope.WRITE, params=AgentParams)
 async def agent(ctx: MethodContext, params: AgentParams) -> dict[str, Any]:
     """Run the agent on a message: an `accepted` answer first, then (same request id) the
     final one with the reply (`result.payloads`). Streams `agent` / `chat` events too."""
-    chat = chat_service(ctx)
+    from moltis_desktop.agent.ask import submit
+
+    chat = ctx.chat
     run_id = params.idempotency_key
     existing = chat.runs.get(run_id)
     if existing is not None:
@@ -276,56 +239,47 @@ async def agent(ctx: MethodContext, params: AgentParams) -> dict[str, Any]:
                 "runId": run_id,
                 "status": "in_flight",
                 "sessionKey": existing.session_key,
-                "agentId": existing.spec.agent_id,
+                "agentId": existing.agent_id,
             }
-        payload, error = _final(existing)
+        payload, error = _final(existing.reply())
         if error is not None:
             raise error
         return payload
-    key = chat.session_key(params.session_key, params.agent_id)
     model = (
         f"{params.provider}/{params.model}" if params.provider and params.model else params.model
     )
-    outcome = await send_message(
-        ctx.gateway,
+    turn = await submit(
         chat,
-        key,
         params.message,
-        run_id,
+        session_key=params.session_key,
+        agent_id=params.agent_id,
+        run_id=run_id,
         thinking=params.thinking,
         model=model,
         extra_system_prompt=params.extra_system_prompt or "",
         attachments=_attachments(params.attachments),
         channel=params.channel or "cli",
     )
-    accepted = {
-        "runId": run_id,
-        "sessionKey": outcome.session_key,
-        "agentId": outcome.agent_id,
-        "status": "accepted",
-        "acceptedAt": ctx.gateway.clock.now_ms(),
-    }
-    run = outcome.run
-    if run is None:
-        payloads = [{"text": outcome.reply}] if outcome.reply else []
-        return {
+    turn.close()  # the reply streams as events; this answer waits for it whole
+    if turn.run is not None:
+        accepted = {
             "runId": run_id,
-            "status": "ok",
-            "summary": "completed",
-            "result": {"payloads": payloads, "meta": {"durationMs": 0}},
+            "sessionKey": turn.session_key,
+            "agentId": turn.agent_id,
+            "status": "accepted",
+            "acceptedAt": ctx.clock.now_ms(),
         }
-    ctx.conn.send(encode_ok(ctx.request_id, accepted))
+        ctx.conn.send(encode_ok(ctx.request_id, accepted))
     timeout = params.timeout or None
-    try:
-        await asyncio.wait_for(asyncio.shield(run.done.wait()), timeout)
-    except TimeoutError:
-        await chat.runs.abort(run.session_key, run.run_id)
+    reply = await turn.reply(timeout)
+    if reply.status == "timeout":
+        await chat.runs.abort(turn.session_key, run_id)
         raise GatewayError(
             ErrorCode.AGENT_TIMEOUT,
             f"no reply within {timeout} s",
             payload={"runId": run_id, "status": "timeout"},
-        ) from None
-    payload, error = _final(run)
+        )
+    payload, error = _final(reply)
     if error is not None:
         raise error
     return payload
@@ -339,7 +293,7 @@ class AgentWaitParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"
 @TABLE.method("agent.wait", scope=Scope.WRITE, params=AgentWaitParams)
 async def agent_wait(ctx: MethodContext, params: AgentWaitParams) -> dict[str, Any]:
     """Wait for a run to finish (`status` ok, error, aborted, or timeout)."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     timeout = params.timeout_ms / 1000 if params.timeout_ms is not None else None
     run = await chat.runs.wait(params.run_id, timeout)
     if run is None:
@@ -349,17 +303,15 @@ async def agent_wait(ctx: MethodContext, params: AgentWaitParams) -> dict[str, A
         "sessionKey": run.session_key,
         "startedAt": run.accepted_at_ms,
     }
-    if run.outcome is None:
-        result["status"] = "timeout"
+    reply = run.reply()
+    result["status"] = reply.status
+    if reply.status == "timeout":
         return result
-    from moltis_desktop.agent.loop import RunFailed, RunFinished
-
-    result["status"] = run.status
-    result["endedAt"] = run.finished_at_ms
-    if isinstance(run.outcome, RunFailed):
-        result["error"] = run.outcome.message
-    elif isinstance(run.outcome, RunFinished):
-        result["text"] = run.outcome.text
+    result["endedAt"] = reply.ended_at_ms
+    if reply.status == "error":
+        result["error"] = reply.error
+    elif reply.status == "ok":
+        result["text"] = reply.text
     return result
 
 
@@ -371,7 +323,7 @@ class AgentIdentityParams(msgspec.Struct, forbid_unknown_fields=True, rename="ca
 @TABLE.method("agent.identity.get", scope=Scope.READ, params=AgentIdentityParams)
 def agent_identity(ctx: MethodContext, params: AgentIdentityParams) -> dict[str, Any]:
     """An agent's display name (from the config, else its id)."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     agent = (
         chat.agent_of(chat.session_key(params.session_key))
         if params.session_key and not params.agent_id
@@ -399,9 +351,7 @@ def send(ctx: MethodContext, params: SendParams) -> dict[str, Any]:
     """Deliver a message. Today only to a session (`to` is a session key, or `channel` is
     `session`): it is added to the transcript as the assistant's and shown to clients.
     Messaging channels arrive with the channels work."""
-    from moltis_desktop.agent.transcript import assistant_text_entry
-
-    chat = chat_service(ctx)
+    chat = ctx.chat
     if params.channel and params.channel not in ("session", "webchat"):
         raise GatewayError(
             ErrorCode.UNAVAILABLE,
@@ -411,9 +361,5 @@ def send(ctx: MethodContext, params: SendParams) -> dict[str, Any]:
     if not params.message:
         raise GatewayError.invalid("message required")
     key = chat.session_key(params.session_key or params.to, params.agent_id)
-    chat.sessions.get_or_create(key)
-    message_id = chat.sessions.append(key, assistant_text_entry(params.message, delivered=True))
-    ctx.gateway.chat_bridge.command_reply(
-        f"send-{params.idempotency_key}", key, chat.agent_of(key).id, params.message
-    )
+    message_id = chat.deliver(key, params.message, run_id=f"send-{params.idempotency_key}")
     return {"ok": True, "channel": "session", "to": key, "messageId": message_id}

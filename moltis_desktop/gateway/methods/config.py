@@ -23,9 +23,9 @@ from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
-    from moltis_desktop.gateway.server import GatewayServer
+    from moltis_desktop.gateway.state import GatewayState
 
-TABLE = MethodTable()
+TABLE = MethodTable(events=("config.changed",))
 _BASE_HASH_REQUIRED = "config base hash required; re-run config.get and retry"
 _BASE_HASH_STALE = "config changed since last load; re-run config.get and retry"
 
@@ -73,7 +73,7 @@ def _invalid(exc: ConfigError) -> GatewayError:
 def config_get(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """The config file (raw text + hash) and the config in effect; secret values written in
     the file are shown as the redaction marker."""
-    store = ctx.gateway.config
+    store = ctx.config
     try:
         exists, raw = True, store.path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -112,12 +112,12 @@ def config_schema(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     schema = build()
     return {
         **schema,
-        "version": ctx.gateway.version,
+        "version": ctx.state.version,
         "generatedAt": datetime.datetime.now(datetime.UTC).isoformat(),
     }
 
 
-def _require_base(gateway: GatewayServer, base_hash: str | None) -> None:
+def _require_base(gateway: GatewayState, base_hash: str | None) -> None:
     if base_hash is None and gateway.config.path.exists():
         raise GatewayError.invalid(_BASE_HASH_REQUIRED)
 
@@ -131,7 +131,7 @@ def _result(snap: ConfigSnapshot) -> dict[str, Any]:
     }
 
 
-async def _write(gateway: GatewayServer, raw: str, base_hash: str | None) -> ConfigSnapshot:
+async def _write(gateway: GatewayState, raw: str, base_hash: str | None) -> ConfigSnapshot:
     async with gateway.config_lock:
         try:
             return gateway.config.write_raw(raw, base_hash)
@@ -142,19 +142,19 @@ async def _write(gateway: GatewayServer, raw: str, base_hash: str | None) -> Con
 @TABLE.method("config.set", scope=Scope.ADMIN, params=ConfigSetParams)
 async def config_set(ctx: MethodContext, params: ConfigSetParams) -> dict[str, Any]:
     """Replace the config file (validated first; refused when `baseHash` is stale)."""
-    _require_base(ctx.gateway, params.base_hash)
-    snap = await _write(ctx.gateway, params.raw, params.base_hash)
+    _require_base(ctx.state, params.base_hash)
+    snap = await _write(ctx.state, params.raw, params.base_hash)
     return _result(snap)
 
 
 def _restart(
-    gateway: GatewayServer, old: ConfigSnapshot, new: ConfigSnapshot, delay_ms: int | None
+    gateway: GatewayState, old: ConfigSnapshot, new: ConfigSnapshot, delay_ms: int | None
 ) -> dict[str, Any] | None:
     keys = gateway.config.restart_keys(old.settings, new.settings)
     if not keys:
         return None
     delay = 2000 if delay_ms is None else min(delay_ms, 60_000)
-    gateway.schedule_rebind(delay / 1000)
+    gateway.request_rebind(delay / 1000)
     return {"ok": True, "keys": keys, "delayMs": delay, "mode": "rebind"}
 
 
@@ -162,11 +162,11 @@ def _restart(
 async def config_apply(ctx: MethodContext, params: ConfigApplyParams) -> dict[str, Any]:
     """Replace the config file and apply it now; a bind/port change rebinds the listener
     after `restartDelayMs`."""
-    _require_base(ctx.gateway, params.base_hash)
-    old = ctx.gateway.config.current
-    snap = await _write(ctx.gateway, params.raw, params.base_hash)
+    _require_base(ctx.state, params.base_hash)
+    old = ctx.config.current
+    snap = await _write(ctx.state, params.raw, params.base_hash)
     result = _result(snap)
-    restart = _restart(ctx.gateway, old, snap, params.restart_delay_ms)
+    restart = _restart(ctx.state, old, snap, params.restart_delay_ms)
     if restart is not None:
         result["restart"] = restart
     return result
@@ -186,7 +186,7 @@ def _changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
 async def config_patch(ctx: MethodContext, params: ConfigPatchParams) -> dict[str, Any]:
     """Apply a JSON merge patch (RFC 7396: `null` deletes) to the config file, keeping its
     comments (TOML), and apply it now."""
-    gateway = ctx.gateway
+    gateway = ctx.state
     try:
         patch = json.loads(params.raw)
     except ValueError as exc:

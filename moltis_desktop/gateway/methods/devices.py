@@ -13,6 +13,7 @@ import msgspec
 
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.gateway.registry import EmptyParams, MethodTable
+from moltis_desktop.gateway.state import GatewayState, resolve_bind
 from moltis_desktop.pairing.bootstrap import PROFILES
 from moltis_desktop.pairing.setupcode import (
     SetupCode,
@@ -27,9 +28,10 @@ from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
-    from moltis_desktop.gateway.server import GatewayServer
 
-TABLE = MethodTable()
+TABLE = MethodTable(
+    events=("device.pair.requested", "device.pair.resolved", "device.pair.setup.completed")
+)
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -50,10 +52,10 @@ class TokenParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 @TABLE.method("device.pair.list", scope=Scope.PAIRING, params=EmptyParams)
 def pair_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Pending requests (newest first) and paired devices."""
-    store = ctx.gateway.pairing
+    store = ctx.pairing
     store.prune()
     pending = sorted(store.pending.values(), key=lambda r: -int(r.get("ts", 0)))
-    online = {c.device_id for c in ctx.gateway.connections if c.device_id}
+    online = {c.device_id for c in ctx.connections if c.device_id}
     paired = []
     for device in store.paired.values():
         entry = store.public(device)
@@ -62,7 +64,7 @@ def pair_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     return {"pending": pending, "paired": paired}
 
 
-def decide(gateway: GatewayServer, request_id: str, approve: bool) -> dict[str, Any] | None:
+def decide(gateway: GatewayState, request_id: str, approve: bool) -> dict[str, Any] | None:
     """Approve or reject a pending request and tell operators (`device.pair.resolved`);
     None when there is no such request (the methods and the tray app both use this)."""
     store = gateway.pairing
@@ -70,7 +72,7 @@ def decide(gateway: GatewayServer, request_id: str, approve: bool) -> dict[str, 
     if request is None:
         return None
     decision = "approved" if approve else "rejected"
-    gateway.broadcast(
+    gateway.events.broadcast(
         "device.pair.resolved",
         {
             "requestId": request["requestId"],
@@ -87,16 +89,16 @@ def decide(gateway: GatewayServer, request_id: str, approve: bool) -> dict[str, 
 @TABLE.method("device.pair.approve", scope=Scope.PAIRING, params=RequestParams)
 def pair_approve(ctx: MethodContext, params: RequestParams) -> dict[str, Any]:
     """Pair the device of a pending request; it connects again and gets its token."""
-    request = decide(ctx.gateway, params.request_id, approve=True)
+    request = decide(ctx.state, params.request_id, approve=True)
     if request is None:
         raise GatewayError.invalid("unknown or expired pairing request (they last 5 minutes)")
-    device = ctx.gateway.pairing.paired[request["deviceId"]]
-    return {"requestId": params.request_id, "device": ctx.gateway.pairing.public(device)}
+    device = ctx.pairing.paired[request["deviceId"]]
+    return {"requestId": params.request_id, "device": ctx.pairing.public(device)}
 
 
 @TABLE.method("device.pair.reject", scope=Scope.PAIRING, params=RequestParams)
 def pair_reject(ctx: MethodContext, params: RequestParams) -> dict[str, Any]:
-    request = decide(ctx.gateway, params.request_id, approve=False)
+    request = decide(ctx.state, params.request_id, approve=False)
     if request is None:
         raise GatewayError.invalid("unknown or expired pairing request (they last 5 minutes)")
     return {"requestId": params.request_id, "deviceId": request["deviceId"]}
@@ -105,9 +107,9 @@ def pair_reject(ctx: MethodContext, params: RequestParams) -> dict[str, Any]:
 @TABLE.method("device.pair.remove", scope=Scope.PAIRING, params=DeviceParams)
 def pair_remove(ctx: MethodContext, params: DeviceParams) -> dict[str, Any]:
     """Unpair a device: its tokens stop working and its connections close."""
-    if not ctx.gateway.pairing.remove(params.device_id):
+    if not ctx.pairing.remove(params.device_id):
         raise GatewayError.invalid(f"no paired device {params.device_id}")
-    for conn in list(ctx.gateway.connections):
+    for conn in list(ctx.connections):
         if conn.device_id == params.device_id:
             conn.close_soon(1008, "device removed")
     _LOGGER.info("device %s removed", params.device_id[:12])
@@ -118,7 +120,7 @@ def pair_remove(ctx: MethodContext, params: DeviceParams) -> dict[str, Any]:
 def token_rotate(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
     """A new token for (device, role); the old one stops working. The scopes may not grow
     beyond what the device was approved for."""
-    store = ctx.gateway.pairing
+    store = ctx.pairing
     device = store.paired.get(params.device_id)
     if device is None or params.role not in device.get("roles", []):
         raise GatewayError.invalid(f"device {params.device_id} is not paired as {params.role}")
@@ -141,9 +143,9 @@ def token_rotate(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
 
 @TABLE.method("device.token.revoke", scope=Scope.PAIRING, params=TokenParams)
 def token_revoke(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
-    if not ctx.gateway.pairing.revoke(params.device_id, params.role):
+    if not ctx.pairing.revoke(params.device_id, params.role):
         raise GatewayError.invalid(f"device {params.device_id} has no {params.role} token")
-    for conn in list(ctx.gateway.connections):
+    for conn in list(ctx.connections):
         # Its connections in that role end now (they would be refused on their next connect).
         if conn.device_id == params.device_id and conn.role == params.role:
             conn.close_soon(1008, "device token revoked")
@@ -171,13 +173,13 @@ class SetupStatusParams(msgspec.Struct, forbid_unknown_fields=True, rename="came
 @TABLE.method("device.pair.rename", scope=Scope.PAIRING, params=RenameParams)
 def pair_rename(ctx: MethodContext, params: RenameParams) -> dict[str, Any]:
     label = " ".join(params.label.split())
-    if not label or not ctx.gateway.pairing.rename(params.device_id, label):
+    if not label or not ctx.pairing.rename(params.device_id, label):
         raise GatewayError.invalid(f"no paired device {params.device_id}")
     _LOGGER.info("device %s renamed", params.device_id[:12])
     return {"deviceId": params.device_id, "displayName": label}
 
 
-def _gateway_urls(gateway: GatewayServer, public_url: str | None) -> tuple[list[str], str]:
+def _gateway_urls(gateway: GatewayState, public_url: str | None) -> tuple[list[str], str]:
     """The URLs a phone may use to reach this gateway, and where they came from."""
     if public_url:
         try:
@@ -185,8 +187,6 @@ def _gateway_urls(gateway: GatewayServer, public_url: str | None) -> tuple[list[
         except SetupCodeError as exc:
             raise GatewayError.invalid(str(exc)) from None
         return [public_url], "publicUrl"
-    from moltis_desktop.gateway.server import resolve_bind
-
     tls = gateway.settings.gateway.tls.enabled
     host = gateway.host or resolve_bind(gateway.settings.gateway.bind)
     try:
@@ -231,7 +231,7 @@ def qr_data_url(text: str) -> str:
 
 
 def setup_code(
-    gateway: GatewayServer,
+    gateway: GatewayState,
     *,
     profile: str = "full",
     public_url: str | None = None,
@@ -253,9 +253,7 @@ def setup_code(
         if not is_loopback(parts.hostname or ""):
             profile, downgraded = "limited", True
     grant = gateway.bootstrap.issue(profile)
-    fingerprint = (
-        getattr(gateway, "tls_fingerprint", None) if urls[0].startswith("wss://") else None
-    )
+    fingerprint = gateway.tls_fingerprint if urls[0].startswith("wss://") else None
     code = encode(
         SetupCode(
             url=urls[0],
@@ -286,7 +284,7 @@ def pair_setup_code(ctx: MethodContext, params: SetupCodeParams) -> dict[str, An
     """A setup code for a new phone: the gateway's URLs and a one-time bootstrap token
     (10 minutes). Profiles: full (default), limited, node, voice-node."""
     return setup_code(
-        ctx.gateway,
+        ctx.state,
         profile=params.bootstrap_profile or "full",
         public_url=params.public_url,
         include_qr=bool(params.include_qr),
@@ -295,7 +293,7 @@ def pair_setup_code(ctx: MethodContext, params: SetupCodeParams) -> dict[str, An
 
 @TABLE.method("device.pair.setupStatus", scope=Scope.ADMIN, params=SetupStatusParams)
 def pair_setup_status(ctx: MethodContext, params: SetupStatusParams) -> dict[str, Any]:
-    status = ctx.gateway.bootstrap.status(params.setup_id)
+    status = ctx.bootstrap.status(params.setup_id)
     if status is None:
         raise GatewayError.invalid(f"unknown setup code {params.setup_id}")
     return status

@@ -103,4 +103,4 @@ def read_log_slice(path: Path, cursor: int | None, limit: int, max_bytes: int) -
 @TABLE.method("logs.tail", scope=Scope.READ, params=LogsTailParams)
 def logs_tail(ctx: MethodContext, params: LogsTailParams) -> dict[str, Any]:
     """Lines of the gateway's JSON log (secrets are redacted when written)."""
-    return read_log_slice(ctx.gateway.log_file, params.cursor, params.limit, params.max_bytes)
+    return read_log_slice(ctx.state.log_file, params.cursor, params.limit, params.max_bytes)

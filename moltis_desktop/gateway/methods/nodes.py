@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from moltis_desktop.gateway.nodes import ADMIN_COMMANDS
 from moltis_desktop.gateway.registry import EmptyParams, MethodTable, forbidden, has_scope
 from moltis_desktop.protocol.constants import Role, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty
@@ -16,7 +17,9 @@ from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
 
-TABLE = MethodTable()
+TABLE = MethodTable(
+    events=("node.pair.requested", "node.pair.resolved", "node.invoke.request", "voicewake.changed")
+)
 _LOGGER = logging.getLogger(__name__)
 _NODE = (Role.NODE,)
 
@@ -74,15 +77,15 @@ class TriggersParams(msgspec.Struct, forbid_unknown_fields=True):
 @TABLE.method("node.list", scope=Scope.READ, params=EmptyParams)
 def node_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Connected and paired nodes."""
-    return {"ts": ctx.gateway.clock.now_ms(), "nodes": ctx.gateway.nodes.list_nodes()}
+    return {"ts": ctx.clock.now_ms(), "nodes": ctx.nodes.list_nodes()}
 
 
 @TABLE.method("node.describe", scope=Scope.READ, params=NodeIdParams)
 def node_describe(ctx: MethodContext, params: NodeIdParams) -> dict[str, Any]:
-    entry = ctx.gateway.nodes.entry(params.node_id)
+    entry = ctx.nodes.entry(params.node_id)
     if entry is None:
         raise GatewayError.invalid(f"unknown node {params.node_id} (see `node.list`)")
-    session = ctx.gateway.nodes.sessions.get(params.node_id)
+    session = ctx.nodes.sessions.get(params.node_id)
     if session is not None:
         entry["declaredCommands"] = list(session.declared.get("commands", []))
         entry["pathEnv"] = session.declared.get("pathEnv")
@@ -94,7 +97,7 @@ def node_describe(ctx: MethodContext, params: NodeIdParams) -> dict[str, Any]:
 @TABLE.method("node.rename", scope=Scope.PAIRING, params=RenameParams)
 def node_rename(ctx: MethodContext, params: RenameParams) -> dict[str, Any]:
     name = " ".join(params.display_name.split())[:64]
-    if not ctx.gateway.pairing.rename(params.node_id, name):
+    if not ctx.pairing.rename(params.node_id, name):
         raise GatewayError.invalid(
             f"unknown node {params.node_id}: only paired nodes can be renamed"
         )
@@ -106,11 +109,9 @@ def node_rename(ctx: MethodContext, params: RenameParams) -> dict[str, Any]:
 async def node_invoke(ctx: MethodContext, params: InvokeParams) -> dict[str, Any]:
     """Run a command on a node and wait for its answer (`timeoutMs`, default from
     `gateway.nodes.invoke_timeout_ms`). Commands that run programs need admin."""
-    from moltis_desktop.gateway.nodes import ADMIN_COMMANDS
-
     if params.command in ADMIN_COMMANDS and not has_scope(ctx.conn.scopes, Scope.ADMIN):
         raise forbidden(Scope.ADMIN)
-    return await ctx.gateway.nodes.invoke(
+    return await ctx.nodes.invoke(
         params.node_id,
         params.command,
         params.params,
@@ -122,7 +123,7 @@ async def node_invoke(ctx: MethodContext, params: InvokeParams) -> dict[str, Any
 @TABLE.method("node.invoke.result", scope="node", roles=_NODE, params=InvokeResultParams)
 def node_invoke_result(ctx: MethodContext, params: InvokeResultParams) -> dict[str, Any]:
     raw = msgspec.to_builtins(params)
-    matched = ctx.gateway.nodes.result(ctx.conn, raw)
+    matched = ctx.nodes.result(ctx.conn, raw)
     if not matched:
         _LOGGER.info("node.invoke.result %s matched no call (late or not this node's)", params.id)
     return {"ok": True, "matched": matched}
@@ -132,7 +133,7 @@ def node_invoke_result(ctx: MethodContext, params: InvokeResultParams) -> dict[s
 def node_event(ctx: MethodContext, params: NodeEventParams) -> dict[str, Any]:
     """An event from a node (its host stats, a transcript, …), kept as the node's latest."""
     node_id = ctx.conn.node_id
-    session = ctx.gateway.nodes.sessions.get(node_id or "")
+    session = ctx.nodes.sessions.get(node_id or "")
     payload = params.payload
     if payload is None and params.payload_json is not None:
         try:
@@ -147,7 +148,7 @@ def node_event(ctx: MethodContext, params: NodeEventParams) -> dict[str, Any]:
 
 def _node_update(ctx: MethodContext, key: str, raw: Any) -> dict[str, Any]:
     node_id = ctx.conn.node_id or ""
-    session = ctx.gateway.nodes.sessions.get(node_id)
+    session = ctx.nodes.sessions.get(node_id)
     if session is not None and isinstance(raw, dict):
         session.events[key] = raw
     return {"nodeId": node_id}
@@ -171,11 +172,11 @@ def node_plugin_tools(ctx: MethodContext, params: Any) -> dict[str, Any]:
 @TABLE.method("node.pair.list", scope=Scope.PAIRING, params=EmptyParams)
 def node_pair_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Nodes asking for more commands (pending) and the nodes with an approved surface."""
-    nodes = ctx.gateway.nodes
+    nodes = ctx.nodes
     nodes._prune_pending()
     pending = sorted(nodes.pending_surfaces.values(), key=lambda r: -int(r["ts"]))
     paired = []
-    for device_id, device in ctx.gateway.pairing.paired.items():
+    for device_id, device in ctx.pairing.paired.items():
         surface = device.get("nodeSurface")
         if surface is None or "node" not in device.get("roles", []):
             continue
@@ -193,7 +194,7 @@ def node_pair_list(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
 
 
 def _resolve(ctx: MethodContext, request_id: str, approve: bool) -> dict[str, Any]:
-    nodes = ctx.gateway.nodes
+    nodes = ctx.nodes
     request = nodes.pending_surfaces.get(request_id)
     if request is None:
         raise GatewayError.invalid("unknown or expired node pairing request (they last 5 minutes)")
@@ -220,7 +221,7 @@ def node_pair_reject(ctx: MethodContext, params: RequestParams) -> dict[str, Any
 def node_pair_remove(ctx: MethodContext, params: NodeIdParams) -> dict[str, Any]:
     """Take the node role away from a device: its node token stops working and its node
     connection closes (its other roles stay)."""
-    store = ctx.gateway.pairing
+    store = ctx.pairing
     device = store.paired.get(params.node_id)
     if device is None or "node" not in device.get("roles", []):
         raise GatewayError.invalid(f"no paired node {params.node_id}")
@@ -231,7 +232,7 @@ def node_pair_remove(ctx: MethodContext, params: NodeIdParams) -> dict[str, Any]
         store.save()
     else:
         store.remove(params.node_id)
-    session = ctx.gateway.nodes.sessions.get(params.node_id)
+    session = ctx.nodes.sessions.get(params.node_id)
     if session is not None:
         session.conn.close_soon(1008, "node removed")
     _LOGGER.info("node %s removed", params.node_id[:12])
@@ -240,10 +241,10 @@ def node_pair_remove(ctx: MethodContext, params: NodeIdParams) -> dict[str, Any]
 
 @TABLE.method("voicewake.get", scope=Scope.READ, params=EmptyParams)
 def voicewake_get(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
-    return {"triggers": list(ctx.gateway.nodes.voicewake_triggers)}
+    return {"triggers": list(ctx.nodes.voicewake_triggers)}
 
 
 @TABLE.method("voicewake.set", scope=Scope.WRITE, params=TriggersParams)
 def voicewake_set(ctx: MethodContext, params: TriggersParams) -> dict[str, Any]:
     """Change the wake words; every client and node hears `voicewake.changed`."""
-    return {"triggers": ctx.gateway.nodes.set_triggers(params.triggers)}
+    return {"triggers": ctx.nodes.set_triggers(params.triggers)}

@@ -38,14 +38,14 @@ class SecretsDeleteParams(msgspec.Struct, forbid_unknown_fields=True, rename="ca
 
 
 def _store(ctx: MethodContext) -> SecretStore:
-    store = ctx.gateway.secrets
+    store = ctx.state.secrets
     if store is None:
         raise GatewayError(ErrorCode.UNAVAILABLE, "this gateway runs without a secret store")
     return store
 
 
 def _guard(ctx: MethodContext, name: str) -> None:
-    auth = ctx.gateway.settings.gateway.auth
+    auth = ctx.settings.gateway.auth
     if name in (auth.token_secret, auth.password_secret):
         raise GatewayError.invalid(
             f"{name} is the gateway's own credential; change it with `moltis secrets set {name}`"
@@ -61,10 +61,10 @@ async def _run(fn: Any, *args: Any) -> Any:
 
 
 def _providers_changed(ctx: MethodContext) -> bool:
-    services = ctx.gateway.services
+    services = ctx.state.agent
     if services is None:
         return False
-    services.registry.forget_credentials()
+    services.models.registry.forget_credentials()
     return True
 
 

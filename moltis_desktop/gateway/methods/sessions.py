@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.gateway.methods.chat import chat_service
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from moltis_desktop.agent.service import ChatService
     from moltis_desktop.gateway.context import MethodContext
 
-TABLE = MethodTable()
+TABLE = MethodTable(events=("sessions.changed",))
 
 
 def _require(chat: ChatService, key: str) -> Any:
@@ -41,7 +40,7 @@ class SessionsListParams(msgspec.Struct, rename="camel"):
 @TABLE.method("sessions.list", scope=Scope.READ, params=SessionsListParams)
 def sessions_list(ctx: MethodContext, params: SessionsListParams) -> dict[str, Any]:
     """Sessions, most recently updated first."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     entries = chat.sessions.list(
         agent_id=params.agent_id,
         limit=params.offset + params.limit,
@@ -69,7 +68,7 @@ def sessions_list(ctx: MethodContext, params: SessionsListParams) -> dict[str, A
             item["lastMessagePreview"] = last[entry.key]
         sessions.append(item)
     return {
-        "ts": ctx.gateway.clock.now_ms(),
+        "ts": ctx.clock.now_ms(),
         "path": str(chat.state_dir / "agents"),
         "count": len(sessions),
         "totalCount": len(entries),
@@ -85,15 +84,6 @@ def sessions_list(ctx: MethodContext, params: SessionsListParams) -> dict[str, A
     }
 
 
-def _changed(ctx: MethodContext, key: str, reason: str) -> None:
-    """Tell operators a session's entry changed (the web app's sidebar follows it)."""
-    ctx.gateway.broadcast(
-        "sessions.changed",
-        {"sessionKey": key, "reason": reason, "ts": ctx.gateway.clock.now_ms()},
-        scope=Scope.READ,
-    )
-
-
 class SessionsPreviewParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     keys: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
     limit: Annotated[int, msgspec.Meta(ge=1)] = 12
@@ -103,10 +93,10 @@ class SessionsPreviewParams(msgspec.Struct, forbid_unknown_fields=True, rename="
 @TABLE.method("sessions.preview", scope=Scope.READ, params=SessionsPreviewParams)
 def sessions_preview(ctx: MethodContext, params: SessionsPreviewParams) -> dict[str, Any]:
     """The last messages of some sessions, shortened."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     keys = [chat.session_key(k) for k in params.keys]
     return {
-        "ts": ctx.gateway.clock.now_ms(),
+        "ts": ctx.clock.now_ms(),
         "previews": chat.sessions.preview(keys, limit=params.limit, max_chars=params.max_chars),
     }
 
@@ -132,7 +122,7 @@ _PATCHABLE = {
 @TABLE.method("sessions.patch", scope=Scope.WRITE)
 def sessions_patch(ctx: MethodContext, params: Any) -> dict[str, Any]:
     """Change a session's settings (`null` clears one). `model` sets the session's model."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     if not isinstance(params, dict) or not isinstance(params.get("key"), str):
         raise GatewayError.invalid("invalid sessions.patch params: key required")
     key = chat.session_key(params["key"], params.get("agentId"))
@@ -155,8 +145,7 @@ def sessions_patch(ctx: MethodContext, params: Any) -> dict[str, Any]:
             fields["modelOverride"] = ref
         else:
             fields[name] = value
-    entry = chat.sessions.patch(key, **fields)
-    _changed(ctx, key, "patch")
+    entry = chat.sessions.patch(key, **fields)  # the store announces `sessions.changed`
     return {"ok": True, "key": key, "entry": entry.to_dict()}
 
 
@@ -169,12 +158,11 @@ class SessionsResetParams(msgspec.Struct, forbid_unknown_fields=True, rename="ca
 @TABLE.method("sessions.reset", scope=Scope.ADMIN, params=SessionsResetParams)
 async def sessions_reset(ctx: MethodContext, params: SessionsResetParams) -> dict[str, Any]:
     """Start the session over (its transcript is archived, not deleted)."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     key = chat.session_key(params.key, params.agent_id)
     _require(chat, key)
     await chat.runs.abort(key)
     session_id = chat.sessions.reset(key)
-    _changed(ctx, key, "reset")
     return {"ok": True, "key": key, "sessionId": session_id}
 
 
@@ -188,7 +176,7 @@ class SessionsDeleteParams(msgspec.Struct, rename="camel"):
 async def sessions_delete(ctx: MethodContext, params: SessionsDeleteParams) -> dict[str, Any]:
     """Remove a session from the index; its transcript is archived unless
     `deleteTranscript`."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     key = chat.session_key(params.key, params.agent_id)
     entry = chat.sessions.entry(key)
     await chat.runs.abort(key)
@@ -198,8 +186,6 @@ async def sessions_delete(ctx: MethodContext, params: SessionsDeleteParams) -> d
         if path is not None:
             archived.append(str(path))
     deleted = chat.sessions.delete(key, delete_transcript=params.delete_transcript)
-    if deleted:
-        _changed(ctx, key, "delete")
     return {"ok": True, "key": key, "deleted": deleted, "archived": archived if deleted else []}
 
 
@@ -214,7 +200,7 @@ async def sessions_compact(ctx: MethodContext, params: SessionsCompactParams) ->
     """Summarise the session's older turns now, with its model."""
     from moltis_desktop.agent.service import compaction_text
 
-    chat = chat_service(ctx)
+    chat = ctx.chat
     key = chat.session_key(params.key, params.agent_id)
     _require(chat, key)
     try:
@@ -241,9 +227,9 @@ def _priced(model: str, totals: Any, prices: Any) -> dict[str, Any]:
 @TABLE.method("usage.status", scope=Scope.READ)
 def usage_status(ctx: MethodContext, params: Any) -> dict[str, Any]:
     """Today's and this month's tokens per provider and model."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     today = datetime.date.today()
-    prices = ctx.gateway.settings.usage.prices
+    prices = ctx.settings.usage.prices
     day = chat.sessions.usage.summarize(today, today)
     month = chat.sessions.usage.summarize(today.replace(day=1), today)
     providers: dict[str, dict[str, Any]] = {}
@@ -260,7 +246,7 @@ def usage_status(ctx: MethodContext, params: Any) -> dict[str, Any]:
             }
         )
     return {
-        "updatedAt": ctx.gateway.clock.now_ms(),
+        "updatedAt": ctx.clock.now_ms(),
         "providers": list(providers.values()),
         "today": day.totals.to_dict(),
         "month": month.totals.to_dict(),
@@ -279,7 +265,7 @@ class UsageCostParams(msgspec.Struct, rename="camel"):
 def usage_cost(ctx: MethodContext, params: UsageCostParams) -> dict[str, Any]:
     """Tokens and cost per day and per model over a date range (default: the last 30 days),
     priced with the built-in table and `usage.prices`."""
-    chat = chat_service(ctx)
+    chat = ctx.chat
     try:
         end = (
             datetime.date.fromisoformat(params.end_date)
@@ -297,7 +283,7 @@ def usage_cost(ctx: MethodContext, params: UsageCostParams) -> dict[str, Any]:
     summary = chat.sessions.usage.summarize(
         start, end, agent_id=params.agent_id, session_key=session
     )
-    prices = ctx.gateway.settings.usage.prices
+    prices = ctx.settings.usage.prices
     by_model = [{"model": m, **_priced(m, t, prices)} for m, t in sorted(summary.by_model.items())]
     daily = []
     for day, models in sorted(summary.by_day_model.items()):

@@ -10,118 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.core.paths import sessions_dir
+from moltis_desktop.gateway.health import config_state, sessions_block
 from moltis_desktop.gateway.registry import ANY_OPERATOR, MethodTable
 from moltis_desktop.protocol.constants import Role, Scope
 from moltis_desktop.protocol.frames import GatewayError, Raw
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
-    from moltis_desktop.gateway.server import GatewayServer
 
 _LOGGER = logging.getLogger(__name__)
 TABLE = MethodTable()
-
-
-RECENT_SESSIONS = 5
-"""Sessions listed in a health summary's `recent` (the most recently updated)."""
-
-
-def _sessions_block(gateway: GatewayServer, agent_id: str) -> dict[str, Any]:
-    # OpenClaw's shape: the index file, how many sessions it holds, the latest few.
-    agent = agent_id.lower()
-    path = sessions_dir(gateway.state_dir, agent) / "sessions.json"
-    services = gateway.services
-    if services is None:  # the agent side is still loading
-        return {"path": str(path), "count": 0, "recent": []}
-    try:
-        entries = services.chat.sessions.list(agent)
-    except (MoltisError, OSError) as exc:  # health answers whatever else is wrong
-        _LOGGER.warning("health: cannot list the sessions of %s: %s", agent_id, exc)
-        entries = []
-    now = gateway.clock.now_ms()
-    recent = [
-        {"key": e.key, "updatedAt": e.updated_at, "age": max(0, now - e.updated_at)}
-        for e in entries[:RECENT_SESSIONS]
-    ]
-    return {"path": str(path), "count": len(entries), "recent": recent}
-
-
-def _heartbeat_block() -> dict[str, Any]:
-    # The agent heartbeat (periodic wake-up) is not running in this version.
-    return {
-        "enabled": False,
-        "every": "",
-        "everyMs": None,
-        "prompt": "",
-        "target": "none",
-        "ackMaxChars": 0,
-    }
-
-
-def build_health(gateway: GatewayServer, *, snapshot: bool = False) -> dict[str, Any]:
-    """The health payload. `snapshot` gives the schema-exact subset sent in `hello-ok` and
-    `health` events; the RPC adds the config state (a broken config file shows here)."""
-    now = gateway.clock.now_ms()
-    settings = gateway.settings
-    default = settings.agents.default
-    agents = []
-    for agent in settings.agents.list:
-        entry: dict[str, Any] = {
-            "agentId": agent.id,
-            "isDefault": agent.id == default,
-            "heartbeat": _heartbeat_block(),
-            "sessions": _sessions_block(gateway, agent.id),
-        }
-        if agent.name:
-            entry["name"] = agent.name
-        agents.append(entry)
-    payload: dict[str, Any] = {
-        "ok": True,
-        "ts": now,
-        "durationMs": 0,
-        "eventLoop": gateway.loop_monitor.snapshot(now),
-        "plugins": _plugins(gateway),
-        "configReload": {"hotReloadStatus": "active"},
-        "channels": {},
-        "channelOrder": [],
-        "channelLabels": {},
-        "heartbeatSeconds": 0,
-        "defaultAgentId": default,
-        "agents": agents,
-        "sessions": _sessions_block(gateway, default),
-    }
-    if not snapshot:
-        payload["config"] = config_state(gateway)
-    return payload
-
-
-def _plugins(gateway: GatewayServer) -> dict[str, Any]:
-    services = gateway.services
-    if services is None:
-        return {"loaded": [], "errors": [], "unavailable": []}
-    return {
-        "loaded": list(services.plugins),
-        "errors": list(services.plugin_errors),
-        "unavailable": [],
-    }
-
-
-def config_state(gateway: GatewayServer) -> dict[str, Any]:
-    """Whether the config file is in use or broken (and then why, and what runs instead)."""
-    store = gateway.config
-    state: dict[str, Any] = {
-        "path": str(store.path),
-        "valid": store.error is None,
-        "source": store.current.source,
-        "loadedAtMs": store.current.loaded_at_ms,
-        "warnings": list(store.current.warnings),
-    }
-    if store.error is not None:
-        state["error"] = str(store.error)
-        state["key"] = store.error.key
-    return state
 
 
 class HealthParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -132,7 +30,7 @@ class HealthParams(msgspec.Struct, forbid_unknown_fields=True):
 @TABLE.method("health", scope=ANY_OPERATOR, roles=(Role.OPERATOR, Role.NODE), params=HealthParams)
 def health(ctx: MethodContext, params: HealthParams) -> Raw:
     """Gateway health. Callable by every connection (probes included), as in OpenClaw."""
-    return ctx.gateway.health_raw(fresh=params.probe)
+    return ctx.state.health.raw(fresh=params.probe)
 
 
 def _process_memory() -> dict[str, int]:
@@ -154,7 +52,7 @@ def _process_memory() -> dict[str, int]:
 @TABLE.method("status", scope=Scope.READ)
 def status(ctx: MethodContext, params: Any) -> dict[str, Any]:
     """A summary of the gateway for `openclaw status` / `moltis status`."""
-    gateway = ctx.gateway
+    gateway = ctx.state
     settings = gateway.settings
     now = gateway.clock.now_ms()
     agent_ids = [a.id for a in settings.agents.list]
@@ -174,11 +72,11 @@ def status(ctx: MethodContext, params: Any) -> dict[str, Any]:
         "degradedSecretOwners": [],
         "degradedPlugins": [],
         "sessions": {
-            "paths": [_sessions_block(gateway, a)["path"] for a in agent_ids],
+            "paths": [sessions_block(gateway, a)["path"] for a in agent_ids],
             "count": 0,
             "defaults": {"model": default_model, "contextTokens": None},
             "recent": [],
-            "byAgent": [{"agentId": a, **_sessions_block(gateway, a)} for a in agent_ids],
+            "byAgent": [{"agentId": a, **sessions_block(gateway, a)} for a in agent_ids],
         },
         "eventLoop": gateway.loop_monitor.snapshot(now),
         "processMemory": _process_memory(),
@@ -192,14 +90,14 @@ def status(ctx: MethodContext, params: Any) -> dict[str, Any]:
             "uptimeMs": gateway.uptime_ms(),
             "bootId": gateway.boot_id,
         },
-        "config": config_state(gateway),
+        "config": config_state(gateway.config),
     }
 
 
 @TABLE.method("system-presence", scope=Scope.READ)
 def system_presence(ctx: MethodContext, params: Any) -> list[dict[str, Any]]:
     """Who is present: the gateway itself, apps, UIs and nodes (newest first)."""
-    entries = ctx.gateway.presence.entries()
+    entries = ctx.presence.entries()
     return sorted(entries, key=lambda e: e.get("ts", 0), reverse=True)
 
 
@@ -262,10 +160,10 @@ def system_event(ctx: MethodContext, params: SystemEventParams) -> dict[str, Any
         if match.group("idle"):
             fields.setdefault("lastInputSeconds", int(match.group("idle")))
     else:
-        ctx.gateway.system_events.append(text)
+        ctx.state.system_events.append(text)
     fields["text"] = text
-    ctx.gateway.presence.system_event(fields)
-    ctx.gateway.broadcast_presence()
+    ctx.presence.system_event(fields)
+    ctx.state.broadcast_presence()
     return {"ok": True}
 
 

@@ -21,40 +21,30 @@ import msgspec
 from moltis_desktop.gateway.registry import EmptyParams, MethodTable
 from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError
+from moltis_desktop.voice.errors import VoiceError
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.context import MethodContext
-    from moltis_desktop.gateway.server import GatewayServer
-    from moltis_desktop.voice.service import VoiceService
+    from moltis_desktop.gateway.state import GatewayState
 
-TABLE = MethodTable()
+TABLE = MethodTable(events=("talk.mode", "moltis.tts.changed", "moltis.voice.state"))
 _LOGGER = logging.getLogger(__name__)
 
 MAX_TTS_CHARS = 4000
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 
 
-def voice_service(gateway: GatewayServer) -> VoiceService:
-    service: VoiceService | None = gateway.voice
-    if service is None:
-        raise GatewayError(
-            ErrorCode.UNAVAILABLE,
-            "voice is not available in this gateway (install moltis-desktop[voice])",
-        )
-    return service
-
-
 def _voice_error(exc: Exception) -> GatewayError:
     return GatewayError(ErrorCode.UNAVAILABLE, str(exc))
 
 
-async def _persist(gateway: GatewayServer, patch: dict[str, Any]) -> None:
+async def _persist(gateway: GatewayState, patch: dict[str, Any]) -> None:
     """Write a change to the config file (atomically, like config.patch)."""
     async with gateway.config_lock:
         await asyncio.to_thread(gateway.config.patch, {"voice": patch})
 
 
-def _tts_status(gateway: GatewayServer) -> dict[str, Any]:
+def _tts_status(gateway: GatewayState) -> dict[str, Any]:
     tts = gateway.settings.voice.tts
     service = gateway.voice
     states = []
@@ -82,13 +72,13 @@ def _tts_status(gateway: GatewayServer) -> dict[str, Any]:
 @TABLE.method("tts.status", scope=Scope.READ, params=EmptyParams)
 async def tts_status(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Whether replies are spoken, by which provider and voice."""
-    return await asyncio.to_thread(_tts_status, ctx.gateway)
+    return await asyncio.to_thread(_tts_status, ctx.state)
 
 
 @TABLE.method("tts.providers", scope=Scope.READ, params=EmptyParams)
 async def tts_providers(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """The speech providers, their voices and models."""
-    service = voice_service(ctx.gateway)
+    service = ctx.voice
 
     def collect() -> list[dict[str, Any]]:
         return [
@@ -103,12 +93,12 @@ async def tts_providers(ctx: MethodContext, params: EmptyParams) -> dict[str, An
         ]
 
     providers = await asyncio.to_thread(collect)
-    return {"providers": providers, "active": ctx.gateway.settings.voice.tts.provider}
+    return {"providers": providers, "active": ctx.settings.voice.tts.provider}
 
 
 async def _set_enabled(ctx: MethodContext, enabled: bool) -> dict[str, Any]:
-    await _persist(ctx.gateway, {"tts": {"enabled": enabled}})
-    ctx.gateway.broadcast("moltis.tts.changed", _tts_status(ctx.gateway))
+    await _persist(ctx.state, {"tts": {"enabled": enabled}})
+    ctx.events.broadcast("moltis.tts.changed", _tts_status(ctx.state))
     return {"enabled": enabled}
 
 
@@ -138,8 +128,8 @@ async def tts_set_provider(ctx: MethodContext, params: SetProviderParams) -> dic
         raise GatewayError.invalid(
             f"Invalid provider. Use a registered TTS provider id: {', '.join(TTS_PROVIDERS)}"
         )
-    await _persist(ctx.gateway, {"tts": {"provider": provider}})
-    ctx.gateway.broadcast("moltis.tts.changed", _tts_status(ctx.gateway))
+    await _persist(ctx.state, {"tts": {"provider": provider}})
+    ctx.events.broadcast("moltis.tts.changed", _tts_status(ctx.state))
     return {"provider": provider}
 
 
@@ -202,7 +192,6 @@ async def _speak(
     speed: float | None,
 ) -> dict[str, Any]:
     from moltis_desktop.voice.audio import wav_bytes
-    from moltis_desktop.voice.errors import VoiceError
 
     text = raw_text.strip()
     if not text:
@@ -211,7 +200,7 @@ async def _speak(
         raise GatewayError.invalid(
             f"tts.convert takes at most {MAX_TTS_CHARS} characters; this is {len(text)}"
         )
-    service = voice_service(ctx.gateway)
+    service = ctx.voice
     try:
         speech = await service.synthesize(
             text, provider=provider, voice=voice or "", speed=speed or 0.0
@@ -239,25 +228,23 @@ class TalkModeParams(msgspec.Struct, forbid_unknown_fields=True):
 async def talk_mode(ctx: MethodContext, params: TalkModeParams) -> dict[str, Any]:
     """Talk mode on or off. When this machine is listening, its loop follows; every client
     hears `talk.mode`."""
-    from moltis_desktop.voice.errors import VoiceError
-
-    service = ctx.gateway.voice
+    service = ctx.state.voice
     if service is not None and service.listening:
         try:
             service.set_talk_mode(params.enabled)
         except VoiceError as exc:
             raise _voice_error(exc) from None
-        return {"enabled": params.enabled, "phase": params.phase, "ts": ctx.gateway.clock.now_ms()}
-    payload = {"enabled": params.enabled, "phase": params.phase, "ts": ctx.gateway.clock.now_ms()}
-    ctx.gateway.broadcast("talk.mode", payload, droppable=True)
+        return {"enabled": params.enabled, "phase": params.phase, "ts": ctx.clock.now_ms()}
+    payload = {"enabled": params.enabled, "phase": params.phase, "ts": ctx.clock.now_ms()}
+    ctx.events.broadcast("talk.mode", payload, droppable=True)
     return payload
 
 
 @TABLE.method("moltis.voice.status", scope=Scope.READ, params=EmptyParams)
 def voice_status(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Whether this machine listens, and what the loop is doing."""
-    service = ctx.gateway.voice
-    settings = ctx.gateway.settings.voice
+    service = ctx.state.voice
+    settings = ctx.settings.voice
     base = service.status() if service is not None else {"listening": False, "state": "off"}
     return {
         **base,
@@ -275,9 +262,7 @@ class ListenParams(msgspec.Struct, forbid_unknown_fields=True):
 @TABLE.method("moltis.voice.listen", scope=Scope.ADMIN, params=ListenParams)
 async def voice_listen(ctx: MethodContext, params: ListenParams) -> dict[str, Any]:
     """Turn wake-word listening on this machine on or off (saved as voice.enabled)."""
-    from moltis_desktop.voice.errors import VoiceError
-
-    service = voice_service(ctx.gateway)
+    service = ctx.voice
     try:
         if params.enabled:
             await service.start()
@@ -285,17 +270,15 @@ async def voice_listen(ctx: MethodContext, params: ListenParams) -> dict[str, An
             await service.stop()
     except VoiceError as exc:
         raise _voice_error(exc) from None
-    await _persist(ctx.gateway, {"enabled": params.enabled})
+    await _persist(ctx.state, {"enabled": params.enabled})
     return service.status()
 
 
 @TABLE.method("moltis.voice.pushToTalk", scope=Scope.WRITE, params=EmptyParams)
 def voice_push_to_talk(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Start a question now, without the wake word."""
-    from moltis_desktop.voice.errors import VoiceError
-
     try:
-        voice_service(ctx.gateway).push_to_talk()
+        ctx.voice.push_to_talk()
     except VoiceError as exc:
         raise _voice_error(exc) from None
     return {"ok": True}
@@ -310,8 +293,6 @@ class TranscribeParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel
 @TABLE.method("moltis.voice.transcribe", scope=Scope.WRITE, params=TranscribeParams)
 async def voice_transcribe(ctx: MethodContext, params: TranscribeParams) -> dict[str, Any]:
     """Audio (WAV, WebM/Opus, Ogg, MP3, M4A; base64) to text, on this machine."""
-    from moltis_desktop.voice.errors import VoiceError
-
     try:
         data = base64.b64decode(params.audio_base64.split(",", 1)[-1], validate=True)
     except (binascii.Error, ValueError):
@@ -323,7 +304,7 @@ async def voice_transcribe(ctx: MethodContext, params: TranscribeParams) -> dict
         )
     if not data:
         raise GatewayError.invalid("the audio is empty")
-    service = voice_service(ctx.gateway)
+    service = ctx.voice
     try:
         result = await service.transcribe_audio(data, language=params.language)
     except VoiceError as exc:

@@ -22,11 +22,11 @@ from moltis_desktop.voice.errors import VoiceError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from moltis_desktop.gateway.broadcast import EventSink
     from moltis_desktop.gateway.context import MethodContext
-    from moltis_desktop.gateway.server import GatewayServer
     from moltis_desktop.voice.models import ModelManager
 
-TABLE = MethodTable()
+TABLE = MethodTable(events=("moltis.voice.models.progress",))
 _LOGGER = logging.getLogger(__name__)
 
 PROGRESS_EVENT = "moltis.voice.models.progress"
@@ -39,7 +39,7 @@ class ModelIdParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _manager(ctx: MethodContext) -> ModelManager:
-    manager: ModelManager | None = ctx.gateway.voice_models
+    manager: ModelManager | None = ctx.state.voice_models
     if manager is None:
         raise GatewayError(
             ErrorCode.UNAVAILABLE,
@@ -64,7 +64,7 @@ def models_download(ctx: MethodContext, params: ModelIdParams) -> dict[str, Any]
         return {"id": status.id, "state": status.state, "path": str(status.path)}
     if status.id in manager.downloading:
         return {"id": status.id, "started": False, "state": "downloading"}
-    reporter = _ProgressReporter(ctx.gateway, status.id)
+    reporter = _ProgressReporter(ctx.events, status.id)
     task = manager.start_download(status.id, reporter)
     task.add_done_callback(reporter.finished)
     _LOGGER.info("voice model %s: download started", status.id)
@@ -81,8 +81,8 @@ def models_remove(ctx: MethodContext, params: ModelIdParams) -> dict[str, Any]:
 class _ProgressReporter:
     """Turns a download's byte counts into throttled `moltis.voice.models.progress` events."""
 
-    def __init__(self, gateway: GatewayServer, model_id: str) -> None:
-        self.gateway = gateway
+    def __init__(self, events: EventSink, model_id: str) -> None:
+        self.events = events
         self.model_id = model_id
         self.done = 0
         self.total = 0
@@ -118,4 +118,4 @@ class _ProgressReporter:
         if error is not None:
             payload["error"] = error
         # Intermediate figures may be dropped by a slow client; the outcome may not.
-        self.gateway.broadcast(PROGRESS_EVENT, payload, droppable=state == "downloading")
+        self.events.broadcast(PROGRESS_EVENT, payload, droppable=state == "downloading")

@@ -1,9 +1,10 @@
 """The `canvas` tool: the agent shows pages in the canvas window and looks at them.
 
 OpenClaw's agent drives a node's canvas (`canvas.present`, `canvas.hide`,
-`canvas.navigate`, `canvas.eval`, `canvas.snapshot`). Until nodes arrive, the desktop app
-provides the same five commands in-process through the `Canvas` interface below and
-registers this tool; a headless gateway has no canvas, so it does not offer the tool.
+`canvas.navigate`, `canvas.eval`, `canvas.snapshot`). The desktop app provides the same
+five commands in-process through the `Canvas` interface below, under the `CANVAS` key; the
+tool is registered by the built-in plugin and offered only where a canvas exists (a
+headless gateway has none).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 
 from moltis_desktop.agent.tools import ToolContext, ToolError, tool
+from moltis_desktop.core.keys import ServiceKey
 
 
 class Canvas(Protocol):
@@ -42,7 +44,10 @@ class Canvas(Protocol):
         ...
 
 
-@tool(timeout_s=30)
+CANVAS: ServiceKey[Canvas] = ServiceKey("the canvas (the desktop app's canvas window)")
+
+
+@tool(timeout_s=30, requires=(CANVAS,))
 async def canvas(
     ctx: ToolContext,
     action: Literal["present", "hide", "navigate", "eval", "snapshot"],
@@ -56,7 +61,7 @@ async def canvas(
     the workspace's canvas/ folder, then `present` one (it reloads live when the file
     changes); `navigate` to an address; `eval` JavaScript in it; `snapshot` it as a PNG
     (saved in canvas/snapshots/); `hide` the window."""
-    surface: Canvas = ctx.service("canvas")
+    surface = ctx.service(CANVAS)
     if action == "present":
         shown = await surface.present(path)
         return {"shown": shown}
