@@ -249,3 +249,59 @@ def test_moltis_desktop_without_a_display_runs_headless(tmp_path: Path) -> None:
     assert "no display found" in out
     assert "running the gateway headless" in out
     assert "gateway stopped" in out
+
+
+GOOD_PLUGIN = '''
+from moltis_desktop.agent.tools import tool
+from moltis_desktop.core.hooks import hookimpl
+
+
+@tool()
+async def echo_back(ctx, text: str) -> str:
+    """Say `text` back."""
+    return text
+
+
+@hookimpl
+def register_tools(register):
+    register(echo_back)
+'''
+BAD_PLUGIN = """
+from moltis_desktop.core.hooks import hookimpl
+
+
+@hookimpl
+def register_tools(register):
+    raise RuntimeError("broken on purpose")
+"""
+
+
+def test_plugins_list_says_which_plugin_gave_what_and_which_failed(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "good_tools.py").write_text(GOOD_PLUGIN)
+    (plugins / "bad_tools.py").write_text(BAD_PLUGIN)
+    dist = plugins / "test_tools-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: test-tools\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[moltis_desktop.plugins]\ngood_tools = good_tools\nbad_tools = bad_tools\n"
+    )
+    env = base_env(tmp_path / "home", PYTHONPATH=str(plugins))
+    listed = moltis(env, "plugins", "list", "--json")
+    assert listed.returncode == 1, listed.stderr  # one plugin failed
+    data = json.loads(listed.stdout)
+    provided = {p["name"]: {(i["kind"], i["name"]) for i in p["provided"]} for p in data["plugins"]}
+    assert provided["good_tools"] == {("tool", "echo_back")}
+    assert ("tool", "current_time") in provided["moltis_desktop.tools.builtin"]
+    assert ("tool", "canvas") in provided["moltis_desktop.tools.builtin"]
+    assert provided["moltis_desktop.providers.builtin"] == {
+        ("provider", "anthropic"),
+        ("provider", "openai"),
+    }
+    # The broken plugin is named with its error; the others are not held back by it.
+    (error,) = data["errors"]
+    assert error["id"] == "bad_tools" and "broken on purpose" in error["error"]
+    text = moltis(env, "plugins", "list")
+    assert "good_tools\n  tool      echo_back" in text.stdout
+    assert "FAILED bad_tools (register_tools): broken on purpose" in text.stdout

@@ -15,6 +15,7 @@ from moltis_desktop.cli.discover import add_discover_parser
 from moltis_desktop.cli.models import add_models_parser, is_models_voice
 from moltis_desktop.cli.node import add_node_parser
 from moltis_desktop.cli.onboard import add_onboard_parser
+from moltis_desktop.cli.plugins import add_plugins_parser
 from moltis_desktop.cli.qr import add_qr_parser
 from moltis_desktop.cli.voice import add_voice_parser
 from moltis_desktop.core.errors import MoltisError
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     # models after chat's: it adds `voice` under chat's `models` command.
     for add_parser in (
         add_auth_parser, add_onboard_parser, add_discover_parser, add_qr_parser,
-        add_node_parser, add_models_parser,
+        add_node_parser, add_models_parser, add_plugins_parser,
     ):  # fmt: skip
         add_parser(sub)
     add_voice_parser(sub, _add_client_flags)
@@ -157,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.onboard import cmd_onboard
 
             return cmd_onboard(args)
+        if args.command == "plugins":
+            from moltis_desktop.cli.plugins import cmd_plugins
+
+            return cmd_plugins(args)
         if args.command == "auth":
             from moltis_desktop.cli.auth import cmd_auth
 
