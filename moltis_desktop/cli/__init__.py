@@ -8,16 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from moltis_desktop import __version__
-from moltis_desktop.cli.auth import add_auth_parser
-from moltis_desktop.cli.chat import add_chat_parsers
-from moltis_desktop.cli.devices import add_devices_parser
-from moltis_desktop.cli.discover import add_discover_parser
-from moltis_desktop.cli.models import add_models_parser, is_models_voice
-from moltis_desktop.cli.node import add_node_parser
-from moltis_desktop.cli.onboard import add_onboard_parser
-from moltis_desktop.cli.plugins import add_plugins_parser
-from moltis_desktop.cli.qr import add_qr_parser
-from moltis_desktop.cli.voice import add_voice_parser
 from moltis_desktop.core.errors import MoltisError
 
 
@@ -42,14 +32,18 @@ def _add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(
         prog="moltis", description="Moltis Desktop: a personal AI gateway (OpenClaw-compatible)."
     )
     parser.add_argument("--version", action="version", version=f"moltis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_gateway_parser(sub)
+    return parser, sub
 
+
+def _add_gateway_parser(sub: Any) -> None:
     gw = sub.add_parser("gateway", help="run the gateway in the foreground (headless)")
     gw.add_argument(
         "--bind", help="address to listen on: loopback, lan, or an IP (config gateway.bind)"
@@ -61,28 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (config logging.level)",
     )
 
-    for name, text in (
-        ("health", "show the gateway's health"),
-        ("status", "show a summary of the gateway"),
-    ):
-        cmd = sub.add_parser(name, help=text)
-        _add_client_flags(cmd)
-        if name == "health":
-            cmd.add_argument("--probe", action="store_true", help="rebuild the snapshot now")
 
-    call = sub.add_parser("call", help="call any gateway method")
-    call.add_argument("method", help="method name, e.g. health or config.get")
-    call.add_argument("--params", default=None, help="params as JSON (default none)")
-    _add_client_flags(call)
-
-    dash = sub.add_parser(
-        "dashboard", help="open the web app in a browser, signed in (a one-time link)"
-    )
-    dash.add_argument(
-        "--no-open", action="store_true", help="only print the link; do not open a browser"
-    )
-    _add_client_flags(dash)
-
+def _add_config_and_secrets_parsers(sub: Any) -> None:
     cfg = sub.add_parser("config", help="read and change the config")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
     cfg_sub.required = True
@@ -110,6 +84,46 @@ def build_parser() -> argparse.ArgumentParser:
     sset.add_argument("--value", help="the value (avoid: it lands in shell history)")
     sdel = sec_sub.add_parser("delete", help="remove a secret")
     sdel.add_argument("name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line. (`moltis gateway` alone parses with `_parser()`: the other
+    commands' modules are not loaded into a gateway that never uses them.)"""
+    from moltis_desktop.cli.auth import add_auth_parser
+    from moltis_desktop.cli.chat import add_chat_parsers
+    from moltis_desktop.cli.devices import add_devices_parser
+    from moltis_desktop.cli.discover import add_discover_parser
+    from moltis_desktop.cli.models import add_models_parser
+    from moltis_desktop.cli.node import add_node_parser
+    from moltis_desktop.cli.onboard import add_onboard_parser
+    from moltis_desktop.cli.plugins import add_plugins_parser
+    from moltis_desktop.cli.qr import add_qr_parser
+    from moltis_desktop.cli.voice import add_voice_parser
+
+    parser, sub = _parser()
+    for name, text in (
+        ("health", "show the gateway's health"),
+        ("status", "show a summary of the gateway"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        _add_client_flags(cmd)
+        if name == "health":
+            cmd.add_argument("--probe", action="store_true", help="rebuild the snapshot now")
+
+    call = sub.add_parser("call", help="call any gateway method")
+    call.add_argument("method", help="method name, e.g. health or config.get")
+    call.add_argument("--params", default=None, help="params as JSON (default none)")
+    _add_client_flags(call)
+
+    dash = sub.add_parser(
+        "dashboard", help="open the web app in a browser, signed in (a one-time link)"
+    )
+    dash.add_argument(
+        "--no-open", action="store_true", help="only print the link; do not open a browser"
+    )
+    _add_client_flags(dash)
+
+    _add_config_and_secrets_parsers(sub)
     add_devices_parser(sub, _add_client_flags)
     add_chat_parsers(sub, _add_client_flags)
     # models after chat's: it adds `voice` under chat's `models` command.
@@ -124,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `moltis` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    gateway_only = bool(argv) and argv[0] == "gateway"
+    args = (_parser()[0] if gateway_only else build_parser()).parse_args(argv)
     try:
         if args.command == "gateway":
             from moltis_desktop.runtime import run_headless
@@ -146,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.qr import cmd_qr
 
             return cmd_qr(args)
+        from moltis_desktop.cli.models import is_models_voice
+
         if is_models_voice(args):
             from moltis_desktop.cli.models import cmd_models
 

@@ -26,7 +26,6 @@ from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.gateway.auth import SharedSecret
-from moltis_desktop.gateway.chat_events import ChatEventBridge
 from moltis_desktop.gateway.http import cors_middleware
 from moltis_desktop.gateway.methods import method_table
 from moltis_desktop.gateway.routes import add_routes
@@ -72,9 +71,6 @@ class GatewayServer:
             services=services,
             rebind=self.schedule_rebind,
         )
-        self.chat_bridge = ChatEventBridge(self.state.events, clock)
-        """Turns every run's events into `chat` / `agent` frames (subscribed to the agent's
-        run hub once the agent side is attached)."""
         self._ssl_context: ssl.SSLContext | None = None
         self.mdns: MdnsAdvertiser | None = None
         """Advertises the gateway on mDNS, from `start` to `stop` (MOLTIS_DISABLE_MDNS=1 or
@@ -105,10 +101,15 @@ class GatewayServer:
         """Plug in the agent side (the runtime loads it after the gateway is listening):
         its runs' events become `chat`/`agent` frames, its session changes
         `sessions.changed` events."""
+        # The bridge imports the agent's event types: loaded with the agent side (in its
+        # thread, after the listener is up), not before the gateway answers.
+        from moltis_desktop.gateway.chat_events import ChatEventBridge
+
         for unsubscribe in self._unsubscribe:
             unsubscribe()
+        bridge = ChatEventBridge(self.state.events, self.state.clock)
         self._unsubscribe = [
-            agent.chat.runs.subscribe(self.chat_bridge),
+            agent.chat.runs.subscribe(bridge),
             agent.chat.sessions.subscribe(self._session_changed),
         ]
         self.state.agent = agent

@@ -13,6 +13,8 @@ once and for one minute, so a URL left in a history or a screenshot is worthless
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import hashlib
 import mimetypes
@@ -60,7 +62,7 @@ class Asset:
 
 def load_assets() -> dict[str, Asset]:
     """Every file under `moltis_desktop/web`, by its path relative to it (read, not yet
-    compressed: gzip -9 of them all takes ~0.4 s, which start-up must not wait for)."""
+    compressed: gzip -9 of them all takes ~0.4 s, which no request waits for)."""
     root = resources.files("moltis_desktop") / "web"
     assets: dict[str, Asset] = {}
     stack = [(root, "")]
@@ -80,14 +82,37 @@ def load_assets() -> dict[str, Asset]:
 
 
 def compress_assets(assets: dict[str, Asset]) -> None:
-    """Gzip every compressible asset (run in a thread once the gateway is up; an asset
-    asked for before then is compressed on the spot)."""
+    """Gzip every compressible asset (run in a thread after the first request; an asset
+    asked for before the pass got to it is compressed on the spot)."""
     for asset in assets.values():
         if asset.compressible and asset.gzipped is None:
             asset.gzipped = gzip.compress(asset.body, compresslevel=9, mtime=0)
 
 
-ASSETS_KEY: web.AppKey[dict[str, Asset]] = web.AppKey("webui-assets")
+class WebAssets:
+    """The web app's files: read on the first request for one (an idle gateway that nobody
+    opened in a browser does not hold them), then gzipped in the background."""
+
+    def __init__(self) -> None:
+        self._assets: dict[str, Asset] | None = None
+        self._compressing: asyncio.Future[None] | None = None
+
+    def get(self, path: str) -> Asset | None:
+        if self._assets is None:
+            self._assets = load_assets()
+            self._compressing = asyncio.get_running_loop().run_in_executor(
+                None, compress_assets, self._assets
+            )
+        return self._assets.get(path)
+
+    async def aclose(self) -> None:
+        """Let a background compression finish (the executor is going away)."""
+        if self._compressing is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._compressing
+
+
+ASSETS_KEY: web.AppKey[WebAssets] = web.AppKey("webui-assets", WebAssets)
 
 
 def _gateway(request: web.Request) -> GatewayState:
@@ -249,23 +274,8 @@ async def methods_json(request: web.Request) -> web.Response:
     return _json(200, {"methods": describe_methods(gateway.methods, gateway.methods_advertised)})
 
 
-async def _compress_in_background(app: web.Application) -> None:
-    import asyncio
-
-    app[_COMPRESS_KEY] = asyncio.get_running_loop().run_in_executor(
-        None, compress_assets, app[ASSETS_KEY]
-    )
-
-
-async def _wait_compression(app: web.Application) -> None:
-    import asyncio
-    import contextlib
-
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await app[_COMPRESS_KEY]
-
-
-_COMPRESS_KEY: web.AppKey[Any] = web.AppKey("webui-compress")
+async def _close_assets(app: web.Application) -> None:
+    await app[ASSETS_KEY].aclose()
 
 
 async def auth_mode(request: web.Request) -> web.Response:
@@ -275,10 +285,9 @@ async def auth_mode(request: web.Request) -> web.Response:
 
 
 def add_webui_routes(app: web.Application) -> None:
-    app[ASSETS_KEY] = load_assets()
+    app[ASSETS_KEY] = WebAssets()
     app.router.add_get("/ui/auth-mode", auth_mode)
-    app.on_startup.append(_compress_in_background)
-    app.on_cleanup.append(_wait_compression)
+    app.on_cleanup.append(_close_assets)
     app.router.add_get("/ui/methods.json", methods_json)
     app.router.add_post("/ui/ticket", mint_ticket)
     app.router.add_post("/ui/redeem", redeem_ticket)

@@ -10,9 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import filelock
 import msgspec
 
 from moltis_desktop.core.atomic import atomic_write_bytes, fsync_dir
@@ -31,6 +30,9 @@ from moltis_desktop.sessions.transcript import (
     parse_timestamp,
     scan_tail,
 )
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -158,9 +160,8 @@ class AgentSessions:
         self.agent_id = agent_id
         self.index_path = directory / INDEX_NAME
         self._thread_lock = threading.RLock()
-        self._file_lock = filelock.FileLock(
-            str(directory / f"{INDEX_NAME}.lock"), timeout=lock_timeout_s, thread_local=False
-        )
+        self._lock_timeout_s = lock_timeout_s
+        self._file_lock: FileLock | None = None
         self._raw: bytes | None = None
         self._index: Index = {}
         self._tails: dict[str, TranscriptTail] = {}
@@ -174,18 +175,31 @@ class AgentSessions:
             if not self._swept:
                 self._remove_stale_temp_files()
                 self._swept = True
+            file_lock = self._cross_process_lock()
             try:
                 # flock is polled; a short interval keeps a contended append fast.
-                self._file_lock.acquire(poll_interval=0.005)
-            except filelock.Timeout:
+                file_lock.acquire(poll_interval=0.005)
+            except TimeoutError:  # filelock.Timeout is one
                 raise SessionStoreBusyError(
                     f"the sessions of agent {self.agent_id!r} are locked by another process "
-                    f"({self._file_lock.lock_file}); try again"
+                    f"({file_lock.lock_file}); try again"
                 ) from None
             try:
                 yield
             finally:
-                self._file_lock.release()
+                file_lock.release()
+
+    def _cross_process_lock(self) -> FileLock:
+        # filelock (2 MiB of modules) loads with the first write, not with the gateway.
+        if self._file_lock is None:
+            from filelock import FileLock
+
+            self._file_lock = FileLock(
+                str(self.directory / f"{INDEX_NAME}.lock"),
+                timeout=self._lock_timeout_s,
+                thread_local=False,
+            )
+        return self._file_lock
 
     def _remove_stale_temp_files(self) -> None:
         cutoff = time.time() - STALE_TEMP_S

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any
-
-import filelock
+from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.sessions.entry import SessionError, SessionStoreBusyError
 from moltis_desktop.sessions.jsonl import append_lines, encode_line, read_records
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 _MONTH_FILE = re.compile(r"\d{4}-\d{2}\.jsonl")
 USAGE_FIELDS = ("input", "output", "cacheRead", "cacheWrite")
@@ -129,9 +130,8 @@ class UsageLedger:
         self.directory = Path(directory)
         self._clock = clock
         self._thread_lock = threading.Lock()
-        self._file_lock = filelock.FileLock(
-            str(self.directory / ".usage.lock"), timeout=lock_timeout_s, thread_local=False
-        )
+        self._lock_timeout_s = lock_timeout_s
+        self._file_lock: FileLock | None = None
 
     def record(
         self,
@@ -158,13 +158,25 @@ class UsageLedger:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._thread_lock:
             try:
-                with self._file_lock:
+                with self._cross_process_lock():
                     append_lines(self.directory / f"{_month_of(ts)}.jsonl", [encode_line(record)])
-            except filelock.Timeout:
+            except TimeoutError:  # filelock.Timeout is one
                 raise SessionStoreBusyError(
                     f"the usage ledger in {self.directory} is locked by another process"
                 ) from None
         return record
+
+    def _cross_process_lock(self) -> FileLock:
+        # filelock (2 MiB of modules) loads with the first write, not with the gateway.
+        if self._file_lock is None:
+            from filelock import FileLock
+
+            self._file_lock = FileLock(
+                str(self.directory / ".usage.lock"),
+                timeout=self._lock_timeout_s,
+                thread_local=False,
+            )
+        return self._file_lock
 
     def _files(self, since_ms: int | None, until_ms: int | None) -> list[Path]:
         if not self.directory.is_dir():
