@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -150,7 +151,7 @@ class Run:
     def agent_id(self) -> str:
         return self.spec.agent_id
 
-    @property
+    @functools.cached_property
     def ref(self) -> RunRef:
         return RunRef(self.run_id, self.session_key, self.agent_id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -210,8 +211,9 @@ def agent_id_of(key: str, *, default_agent: str = DEFAULT_AGENT_ID) -> str:
     return parsed.agent_id or default_agent.lower()
 
 
+@functools.lru_cache(maxsize=64)
 def main_session_key(agent_id: str = DEFAULT_AGENT_ID, main_key: str = DEFAULT_MAIN_KEY) -> str:
-    """`agent:<agentId>:<mainKey>`."""
+    """`agent:<agentId>:<mainKey>` (cached: every `hello-ok` carries it)."""
     return str(SessionKey("main", agent_id.strip().lower(), main_key.strip().lower()))
 
 
