@@ -150,7 +150,9 @@ async def _next_event(turn: Turn, request: web.Request) -> RunEvent | None:
         if _gone(request):
             return None
         with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(events.next(), _POLL_S)
+            # Not asyncio.wait_for, which on Python 3.11 can lose a cancellation.
+            async with asyncio.timeout(_POLL_S):
+                return await events.next()
 
 
 def _usage(usage: Usage) -> dict[str, Any]:

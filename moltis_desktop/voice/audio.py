@@ -255,7 +255,10 @@ class Microphone:
     async def _next(self, queue: asyncio.Queue[Pcm | None]) -> Pcm:
         """The next chunk; the stream ending (None) or going quiet is the device gone."""
         try:
-            chunk = await asyncio.wait_for(queue.get(), self.STALL_S)
+            # Not asyncio.wait_for: on Python 3.11 it loses a cancellation that lands as a
+            # chunk arrives, and the voice loop would then never stop.
+            async with asyncio.timeout(self.STALL_S):
+                chunk = await queue.get()
         except TimeoutError:
             chunk = None
         if chunk is None:
