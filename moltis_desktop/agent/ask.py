@@ -41,7 +41,8 @@ class Turn:
         if self.run is None:
             return direct_reply(self.ref, self.answer or "", self.accepted_at_ms)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.run.done.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.run.done.wait()
         return self.run.reply()
 
     def close(self) -> None:
