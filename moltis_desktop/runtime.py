@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets as _secrets
@@ -169,13 +170,11 @@ class Runtime:
             # Everything loaded so far lives as long as the process: keep it out of the
             # garbage collector's full passes, which otherwise stall the loop (~100 ms)
             # mid-stream.
-            import gc
-
             gc.collect()
             gc.freeze()
         if services.voice is not None:
             # Voice stops first: it must not ask the agent while the rest shuts down.
-            self._stack.push_async_callback(services.voice.models.aclose)
+            self._stack.push_async_callback(services.voice.models.aclose)  # downloads
             self._stack.push_async_callback(services.voice.stop)
             if services.config.current.settings.voice.enabled and agent is not None:
                 self._voice_task = asyncio.get_running_loop().create_task(

@@ -1,4 +1,4 @@
-"""The in-process `Canvas` (moltis_desktop/agent/canvas_tool.py) the agent's `canvas` tool
+"""The in-process `Canvas` (moltis_desktop/tools/canvas.py) the agent's `canvas` tool
 drives: present, hide, navigate, eval, snapshot, on the canvas window. It stands in for a
 node's canvas until nodes arrive."""
 
@@ -19,7 +19,7 @@ PREFIX = "/__openclaw__/canvas"
 
 
 class DesktopCanvas:
-    """The `Canvas` of moltis_desktop/agent/canvas_tool.py, on a CanvasWindow (made on first
+    """The `Canvas` of moltis_desktop/tools/canvas.py, on a CanvasWindow (made on first
     use)."""
 
     def __init__(self, base_url: Callable[[], str], folder: Callable[[], Path], data_dir: Path):
