@@ -34,7 +34,6 @@ from moltis_desktop.gateway.server import GatewayServer
 if TYPE_CHECKING:
     from moltis_desktop.gateway.services import AgentServices
     from moltis_desktop.media.attachments import Transcribe
-    from moltis_desktop.voice.models import ModelManager
     from moltis_desktop.voice.service import VoiceService
 
 _LOGGER = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ class Services:
     """Services by typed key, for tools and method handlers (what capabilities add)."""
     gateway: GatewayServer
     voice: VoiceService | None
-    voice_models: ModelManager | None
+    """Speech on this machine (its model manager is `voice.models`)."""
     agent: AgentServices | None = None
     """The agent side (plugins, tools, models, sessions, chat), once loaded: it loads just
     after the gateway listens."""
@@ -128,7 +127,7 @@ class Runtime:
             self.paths.state_dir, backend=settings.secrets.backend, env=self.env, prompt=self.prompt
         )
         shared = ServiceMap()
-        voice, voice_models = self._voice(config)
+        voice = self._voice(config)
         gateway = GatewayServer(
             config,
             shared_secret=self.resolve_shared_secret(settings, secrets),
@@ -136,10 +135,10 @@ class Runtime:
             state_dir=self.paths.state_dir,
             secrets=secrets,
             voice=voice,
-            voice_models=voice_models,
+            voice_models=voice.models,
             services=shared,
         )
-        self.services = Services(config, secrets, shared, gateway, voice, voice_models)
+        self.services = Services(config, secrets, shared, gateway, voice)
         config.subscribe(self._on_config_changed)
         self._stack = contextlib.AsyncExitStack()
         # The providers close last (a reply may still be streaming until the gateway has
@@ -221,8 +220,8 @@ class Runtime:
 
     # ------------------------------------------------------------------ voice
 
-    def _voice(self, config: ConfigStore) -> tuple[VoiceService, ModelManager]:
-        """The voice model manager and service (light: engines load on first use)."""
+    def _voice(self, config: ConfigStore) -> VoiceService:
+        """The voice service and its model manager (light: engines load on first use)."""
         from moltis_desktop.voice.models import ModelManager
         from moltis_desktop.voice.service import VoiceService
 
@@ -236,7 +235,7 @@ class Runtime:
             recordings_dir=self.paths.state_dir / "voice" / "recordings",
             ask=self._voice_ask,
         )
-        return voice, models
+        return voice
 
     async def _voice_ask(self, text: str) -> str:
         """A spoken question, through the same path as typed chat (every chat window shows

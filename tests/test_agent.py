@@ -390,6 +390,13 @@ async def test_every_run_reaches_the_hub_whoever_started_it(
         assert kinds[0] == "RunStarted" and kinds[-1] == "RunFinished", kinds
         assert kinds.count("RunFinished") == 1
     assert (command.run_id, "DirectReply") in seen
+    # Watching a run that has already ended gives its outcome, and then the end.
+    finished = agent.chat.runs.get(typed_run)
+    assert finished is not None
+    late = finished.watch()
+    outcome = await asyncio.wait_for(late.next(), 5)
+    assert type(outcome).__name__ == "RunFinished" and outcome.text == "typed answer"
+    assert await asyncio.wait_for(late.next(), 5) is None
     unsubscribe()
     unsubscribe_broken()
     count = len(seen)

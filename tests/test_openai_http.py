@@ -127,6 +127,25 @@ async def test_a_reply_with_usage(
     assert list(handle.home.glob("state/agents/main/sessions/*.jsonl.deleted.*"))
 
 
+async def test_a_one_off_session_going_away_is_announced(
+    start_gateway: StartGateway, fake: FakeLLM, clients: list[AsyncOpenAI], make_client: MakeClient
+) -> None:
+    """The one-off session is deleted from a worker thread; the session store's announcement
+    still reaches clients, on the event loop, as `sessions.changed`."""
+    handle = await start(start_gateway, fake)
+    watcher = make_client(handle.url)
+    assert (await watcher.connect(token=handle.token, scopes=["operator.read"]))["ok"]
+    fake.script(Turn(text="Gone soon."))
+    reply = await sdk(clients, handle).chat.completions.create(
+        model="moltis", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content == "Gone soon."
+    event = (await watcher.next_event("sessions.changed", timeout=T))["payload"]
+    assert event["reason"] == "delete"
+    assert event["sessionKey"].startswith("agent:main:openai:")
+    assert await session_keys(handle, make_client) == set()
+
+
 async def test_a_streamed_reply(
     start_gateway: StartGateway,
     fake: FakeLLM,

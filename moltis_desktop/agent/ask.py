@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Unpack
 
 from moltis_desktop.agent.runs import Reply, Run, RunRef, RunWatch, direct_reply
-from moltis_desktop.agent.service import ChatService
-from moltis_desktop.media.attachments import Attachment
+from moltis_desktop.agent.service import ChatService, SendOptions
 
 
 @dataclass
@@ -57,29 +56,13 @@ async def submit(
     *,
     session_key: str | None = None,
     agent_id: str | None = None,
-    run_id: str | None = None,
-    thinking: str | None = None,
-    model: str | None = None,
-    attachments: Sequence[Attachment] = (),
-    channel: str = "",
-    extra_system_prompt: str = "",
-    interpret_commands: bool = True,
+    **options: Unpack[SendOptions],
 ) -> Turn:
     """Hand `message` to the agent of `session_key` (empty: the agent's main session; a
-    short form such as `main` is canonicalised here). Raises `MoltisError` saying what is
-    wrong (an unknown agent or model, a bad attachment, a malformed key)."""
-    key = chat.session_key(session_key, agent_id)
-    outcome = await chat.send(
-        key,
-        message,
-        run_id=run_id,
-        thinking=thinking,
-        model=model,
-        attachments=attachments,
-        channel=channel,
-        extra_system_prompt=extra_system_prompt,
-        interpret_commands=interpret_commands,
-    )
+    short form such as `main` is canonicalised here), with `ChatService.send`'s options.
+    Raises `MoltisError` saying what is wrong (an unknown agent or model, a bad
+    attachment, a malformed key)."""
+    outcome = await chat.send(chat.session_key(session_key, agent_id), message, **options)
     # Watched before anything else runs on the loop: the run's task has not started yet,
     # so no event is missed.
     events = outcome.run.watch() if outcome.run is not None else None
@@ -100,23 +83,11 @@ async def ask(
     *,
     session_key: str | None = None,
     agent_id: str | None = None,
-    run_id: str | None = None,
     timeout_s: float | None = None,
-    channel: str = "",
-    interpret_commands: bool = True,
-    attachments: Sequence[Attachment] = (),
+    **options: Unpack[SendOptions],
 ) -> Reply:
     """Send `message` to a session and wait for the reply (status `timeout` when it takes
     longer than `timeout_s`; the run goes on, `chat.runs.abort` stops it)."""
-    turn = await submit(
-        chat,
-        message,
-        session_key=session_key,
-        agent_id=agent_id,
-        run_id=run_id,
-        channel=channel,
-        interpret_commands=interpret_commands,
-        attachments=attachments,
-    )
+    turn = await submit(chat, message, session_key=session_key, agent_id=agent_id, **options)
     turn.close()  # only the reply is wanted
     return await turn.reply(timeout_s)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from moltis_desktop.agent.directives import HELP_TEXT, ParsedMessage, exec_options, parse
 from moltis_desktop.agent.loop import AgentError, AgentLoop, Compacted, TurnSpec
@@ -49,6 +49,22 @@ class ModelSource(Protocol):
     def default_model(self) -> str: ...
 
     async def ensure_credentials(self, auth_profile: str) -> None: ...
+
+
+class SendOptions(TypedDict, total=False):
+    """How `ChatService.send` (and `agent.ask`) handles a message, beyond its text."""
+
+    run_id: str | None
+    """The run's id (a client's idempotency key); a fresh one when absent."""
+    thinking: str | None
+    model: str | None
+    """`provider/model` for this turn only."""
+    attachments: Sequence[Attachment]
+    channel: str
+    """What the conversation happens over (for the system prompt)."""
+    extra_system_prompt: str
+    interpret_commands: bool
+    """Directives and commands (`/reset`, `/think`) are read (default) or sent as text."""
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
     def specs(
         self,
         allow: Iterable[str] = ("*",),

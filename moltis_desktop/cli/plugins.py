@@ -10,8 +10,6 @@ from typing import Any
 
 from moltis_desktop.cli.output import print_json
 
-_NOTES = {("tool", "canvas"): "offered only where there is a canvas: the desktop app"}
-
 
 def add_plugins_parser(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="list the plugins and what each one registered")
@@ -26,7 +24,8 @@ def add_plugins_parser(sub: Any) -> None:
 def cmd_plugins(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     from moltis_desktop.plugins.manager import load
 
-    report = load().report
+    loaded = load()
+    report = loaded.report
     by_plugin: dict[str, list[dict[str, str]]] = {name: [] for name in report.names}
     for plugin, kind, name in report.provided:
         by_plugin.setdefault(plugin, []).append({"kind": kind, "name": name})
@@ -37,7 +36,9 @@ def cmd_plugins(args: argparse.Namespace, out: Callable[[str], None] = print) ->
     for name, items in by_plugin.items():
         out(name)
         for item in items or [{"kind": "", "name": "(nothing registered)"}]:
-            note = _NOTES.get((item["kind"], item["name"]))
+            tool = loaded.tools.get(item["name"]) if item["kind"] == "tool" else None
+            needs = ", ".join(key.name for key in tool.requires) if tool else ""
+            note = f"needs {needs}" if needs else ""
             line = f"  {item['kind']:<9} {item['name']}"
             out(f"{line}  ({note})" if note else line)
     for error in report.errors:

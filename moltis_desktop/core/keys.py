@@ -8,22 +8,19 @@ desktop app) puts it in a `ServiceMap`; tools and method handlers read it back b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Generic, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
-D = TypeVar("D")
 
 
 class ServiceKey(Generic[T]):
     """The key of one service of type `T`. Compared by identity, like aiohttp's AppKey."""
 
-    __slots__ = ("description", "name")
+    __slots__ = ("name",)
 
-    def __init__(self, name: str, description: str = "") -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         """What the service is called in errors ("the canvas", "the session store")."""
-        self.description = description
 
     def __repr__(self) -> str:
         return f"<ServiceKey {self.name}>"
@@ -46,21 +43,5 @@ class ServiceMap:
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def __iter__(self) -> Iterator[ServiceKey[Any]]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @overload
-    def get(self, key: ServiceKey[T]) -> T | None: ...
-
-    @overload
-    def get(self, key: ServiceKey[T], default: D) -> T | D: ...
-
-    def get(self, key: ServiceKey[T], default: Any = None) -> Any:
-        return self._items.get(key, default)
-
-    def pop(self, key: ServiceKey[T]) -> T | None:
-        """Remove a service (it went away); returns it, or None when it was not there."""
-        return cast("T | None", self._items.pop(key, None))
+    def get(self, key: ServiceKey[T]) -> T | None:
+        return cast("T | None", self._items.get(key))

@@ -44,7 +44,7 @@ class Canvas(Protocol):
         ...
 
 
-CANVAS: ServiceKey[Canvas] = ServiceKey("the canvas (the desktop app's canvas window)")
+CANVAS: ServiceKey[Canvas] = ServiceKey("the desktop app's canvas")
 
 
 @tool(timeout_s=30, requires=(CANVAS,))
