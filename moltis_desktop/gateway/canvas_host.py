@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 
 PREFIX = "/__openclaw__/canvas"
@@ -138,6 +139,5 @@ async def live(request: web.Request, gateway: GatewayState) -> web.StreamRespons
 
 
 def add_canvas_routes(app: web.Application) -> None:
-    app.router.add_get(PREFIX, serve)
-    app.router.add_get(PREFIX + "/", serve)
-    app.router.add_get(PREFIX + "/{path:.*}", serve)
+    for path in (PREFIX, PREFIX + "/", PREFIX + "/{path:.*}"):
+        add_route(app, "GET", path, serve, Access.CAPABILITY)

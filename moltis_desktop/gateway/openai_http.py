@@ -25,6 +25,7 @@ from moltis_desktop.gateway.openai_request import (
     read_request,
     route,
 )
+from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.protocol.frames import encode_json
 
@@ -384,6 +385,6 @@ async def get_model(gateway: GatewayState, request: web.Request) -> web.StreamRe
 
 def add_openai_routes(app: web.Application) -> None:
     """Register the endpoint's routes (they answer 404 while it is disabled)."""
-    app.router.add_route("POST", CHAT_PATH, _endpoint(chat_completions))
-    app.router.add_route("GET", MODELS_PATH, _endpoint(list_models))
-    app.router.add_route("GET", MODELS_PATH + "/{model:.+}", _endpoint(get_model))
+    add_route(app, "POST", CHAT_PATH, _endpoint(chat_completions), Access.TOKEN)
+    add_route(app, "GET", MODELS_PATH, _endpoint(list_models), Access.TOKEN)
+    add_route(app, "GET", MODELS_PATH + "/{model:.+}", _endpoint(get_model), Access.TOKEN)

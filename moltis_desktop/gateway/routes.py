@@ -8,6 +8,7 @@ from aiohttp import web
 from moltis_desktop.gateway.canvas_host import add_canvas_routes
 from moltis_desktop.gateway.http import healthz, readyz
 from moltis_desktop.gateway.openai_http import add_openai_routes
+from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.state import STATE_KEY
 from moltis_desktop.gateway.webui import add_webui_routes, index
 from moltis_desktop.gateway.ws import websocket_handler
@@ -24,10 +25,10 @@ async def root(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """Register the gateway's HTTP routes."""
     for path in ("/healthz", "/health"):
-        app.router.add_route("*", path, healthz)
+        add_route(app, "*", path, healthz, Access.PUBLIC)
     for path in ("/readyz", "/ready"):
-        app.router.add_route("*", path, readyz)
-    app.router.add_route("GET", "/", root)
+        add_route(app, "*", path, readyz, Access.PUBLIC)
+    add_route(app, "GET", "/", root, Access.WEBSOCKET)
     add_openai_routes(app)
     add_webui_routes(app)
     add_canvas_routes(app)

@@ -27,6 +27,7 @@ import msgspec
 from aiohttp import web
 
 from moltis_desktop.gateway.http import bearer_matches, is_direct_loopback
+from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.protocol.frames import encode_json
@@ -286,13 +287,13 @@ async def auth_mode(request: web.Request) -> web.Response:
 
 def add_webui_routes(app: web.Application) -> None:
     app[ASSETS_KEY] = WebAssets()
-    app.router.add_get("/ui/auth-mode", auth_mode)
     app.on_cleanup.append(_close_assets)
-    app.router.add_get("/ui/methods.json", methods_json)
-    app.router.add_post("/ui/ticket", mint_ticket)
-    app.router.add_post("/ui/redeem", redeem_ticket)
-    app.router.add_get("/ui/{path:.+}", static)
-    app.router.add_get("/favicon.ico", favicon)
+    add_route(app, "GET", "/ui/auth-mode", auth_mode, Access.PUBLIC)
+    add_route(app, "GET", "/ui/methods.json", methods_json, Access.PUBLIC)
+    add_route(app, "POST", "/ui/ticket", mint_ticket, Access.TOKEN)
+    add_route(app, "POST", "/ui/redeem", redeem_ticket, Access.APP)
+    add_route(app, "GET", "/ui/{path:.+}", static, Access.PUBLIC)
+    add_route(app, "GET", "/favicon.ico", favicon, Access.PUBLIC)
 
 
 async def favicon(request: web.Request) -> web.Response:

@@ -1,0 +1,70 @@
+"""The HTTP security policy: every route on the gateway's port declares who may call it.
+
+A route is registered with `add_route(app, method, path, handler, Access.X)`; the security
+middleware (`gateway/http_security.py`) reads the declaration and applies it before the
+handler runs. A route registered any other way has no declaration, and the middleware
+refuses it (fail closed); a test walks the route table to catch that early.
+
+- `PUBLIC`: anyone who may reach the port (probes, the web app's static files).
+- `TOKEN`: the gateway's token or password as `Authorization: Bearer` (in auth mode `none`,
+  a local client without one). Checked under the failed-auth throttle.
+- `CAPABILITY`: an unguessable token in the URL that the route itself checks (the canvas:
+  its pages run sandboxed, with `Origin: null`, so they cannot send a header or a cookie).
+- `APP`: the gateway's own web app (a same-origin request from a page it served).
+- `WEBSOCKET`: `/`, where the `connect` handshake decides (and the web app for a browser).
+
+Whatever the access, every request passes the Host allowlist and the origin policy first.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Access(enum.StrEnum):
+    """Who may call a route."""
+
+    PUBLIC = "public"
+    TOKEN = "token"
+    CAPABILITY = "capability"
+    APP = "app"
+    WEBSOCKET = "websocket"
+
+
+_ACCESS_ATTR = "_moltis_access"
+
+
+def declare(handler: Handler, access: Access) -> Handler:
+    """`handler` marked with its access (a wrapper, so one function can serve two policies)."""
+
+    async def declared(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    declared.__name__ = getattr(handler, "__name__", "handler")
+    declared.__doc__ = handler.__doc__
+    setattr(declared, _ACCESS_ATTR, access)
+    return declared
+
+
+def access_of(handler: object) -> Access | None:
+    """The access a route's handler was declared with; None when it was not."""
+    return getattr(handler, _ACCESS_ATTR, None)
+
+
+def add_route(
+    app: web.Application,
+    method: str,
+    path: str,
+    handler: Handler,
+    access: Access,
+) -> web.AbstractRoute:
+    """Register `handler` for `method` and `path` under `access`. GET routes answer HEAD too."""
+    declared = declare(handler, access)
+    if method == "GET":
+        return app.router.add_get(path, declared)
+    return app.router.add_route(method, path, declared)
