@@ -119,7 +119,7 @@ async def test_ticket_is_minted_with_the_token_and_redeemed_once_by_our_page(
         assert await resp.json() == {"mode": "token"}
     async with http_session.post(gateway.http + "/ui/ticket") as resp:
         assert resp.status == 401
-        assert "Bearer" in (await resp.json())["error"]
+        assert "Bearer" in (await resp.json())["error"]["message"]
     bearer = {"Authorization": f"Bearer {gateway.token}"}
     async with http_session.post(gateway.http + "/ui/ticket", headers=bearer) as resp:
         assert resp.status == 200
@@ -144,7 +144,7 @@ async def test_ticket_is_minted_with_the_token_and_redeemed_once_by_our_page(
         gateway.http + "/ui/redeem", json={"ticket": ticket}, headers=ours
     ) as resp:
         assert resp.status == 401
-        assert "already used" in (await resp.json())["error"]
+        assert "already used" in (await resp.json())["error"]["message"]
     # Neither the token nor the ticket reaches the log.
     log = gateway.log_file.read_text(encoding="utf-8")
     assert gateway.token not in log and ticket not in log

@@ -114,6 +114,14 @@ def _http_base(url: str) -> str:
     return f"{scheme}://{parts.netloc}"
 
 
+def _error_message(body: Any) -> str | None:
+    """The message of the gateway's JSON error (`{"error": {"message": …}}`)."""
+    problem = body.get("error") if isinstance(body, dict) else None
+    if isinstance(problem, dict):
+        problem = problem.get("message")
+    return str(problem) if problem else None
+
+
 async def _mint_ticket(
     base: str, secret: str | None, timeout_s: float, tls_fingerprint: str | None = None
 ) -> tuple[int, Any]:
@@ -194,7 +202,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                 f"the gateway at {base} does not serve the web app (is it an older Moltis, or "
                 "another gateway?)"
             )
-        detail = body.get("error") if isinstance(body, dict) else None
+        detail = _error_message(body)
         raise MoltisError(
             f"the gateway at {base} answered {status} to POST /ui/ticket"
             + (f": {detail}" if detail else "")

@@ -109,6 +109,14 @@ class GatewaySettings:
     chat_completions: bool = False
     """Serve the OpenAI-compatible `POST /v1/chat/completions` (needs the gateway token or
     password as a Bearer token)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (`127.0.0.1`, `10.0.0.0/8`) of reverse proxies in front of the
+    gateway (Tailscale Serve, Caddy). Their `X-Forwarded-For` names the real client; a
+    request with forwarding headers from anyone else is never treated as local."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the gateway answers to besides its own (`localhost`, this machine's
+    name and addresses, `.local` and `.ts.net` names): `name` or `.suffix`. Requests for
+    any other `Host` get 421 (this is what defeats DNS rebinding)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import dataclasses
 import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from moltis_desktop.gateway.admission.bootstrap_token import admit_bootstrap
 from moltis_desktop.gateway.admission.common import (
@@ -28,7 +27,7 @@ from moltis_desktop.gateway.admission.device_token import (
     device_token_scopes,
 )
 from moltis_desktop.gateway.admission.shared_secret import check_shared_secret, pairing_check
-from moltis_desktop.gateway.auth import is_loopback
+from moltis_desktop.gateway.trust import check_origin
 from moltis_desktop.protocol.connect import (
     ConnectParams,
     ConnectParamsError,
@@ -59,43 +58,6 @@ _BROWSER_CLIENTS = frozenset(
         "moltbot-control-ui",
     }
 )
-
-
-def _trusted_host(host: str, local: bool) -> bool:
-    host = host.strip("[]").lower()
-    if host.endswith((".local", ".ts.net")) or host == "localhost":
-        return host != "localhost" or local
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return (addr.is_loopback and local) or addr.is_private or addr.is_link_local
-
-
-def origin_listed(normalized: str, allowed: tuple[str, ...]) -> bool:
-    """Whether a normalised (`scheme://host[:port]`, lower case) origin is in `allowed`
-    (`gateway.cors.allowed_origins`; `*` allows any)."""
-    return "*" in allowed or normalized in {a.rstrip("/").lower() for a in allowed}
-
-
-def check_origin(
-    origin: str | None, host_header: str | None, local: bool, allowed: tuple[str, ...]
-) -> str | None:
-    """None when a browser page at `origin` may use this gateway, else why not."""
-    if not origin or origin == "null":
-        return "origin missing or invalid"
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "origin missing or invalid"
-    normalized = f"{parts.scheme}://{parts.netloc}".lower()
-    if origin_listed(normalized, allowed):
-        return None
-    origin_host = parts.netloc.lower()
-    if host_header and origin_host == host_header.lower() and _trusted_host(parts.hostname, local):
-        return None
-    if local and (parts.hostname == "localhost" or is_loopback(parts.hostname)):
-        return None
-    return "origin not allowed"
 
 
 def admit(state: GatewayState, raw_params: Any, req: HandshakeRequest) -> Admission:
@@ -137,7 +99,7 @@ def _admit(state: GatewayState, params: ConnectParams, req: HandshakeRequest) ->
     if params.role not in (Role.OPERATOR, Role.NODE):
         raise HandshakeRejectedError(ErrorShape(ErrorCode.INVALID_REQUEST, "invalid role"))
     settings = state.settings.gateway
-    local = is_loopback(req.remote_ip)
+    local = req.local
     browser = req.origin is not None or params.client.id in _BROWSER_CLIENTS
     if browser:
         why = check_origin(req.origin, req.host_header, local, settings.cors.allowed_origins)

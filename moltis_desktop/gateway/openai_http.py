@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.gateway.http import SECURITY_HEADERS, bearer_matches, is_direct_loopback
+from moltis_desktop.gateway.http_security import ERROR_HEADERS
 from moltis_desktop.gateway.openai_request import (
     OpenAIError,
     Prompt,
@@ -73,49 +72,12 @@ def _services(gateway: GatewayState) -> AgentServices:
     raise OpenAIError(503, "the agent is not running in this gateway", "server_error")
 
 
-async def _authorize(gateway: GatewayState, request: web.Request) -> None:
-    """The gateway's token (or password) as a Bearer token; failures count towards the
-    same lockout as failed WebSocket connects."""
-    if gateway.shared_secret.mode == "none":
-        if is_direct_loopback(request):
-            return
-        raise OpenAIError(
-            401,
-            "this gateway has auth mode `none` and accepts only loopback clients "
-            "(set gateway.auth.mode to `token`)",
-            code="invalid_api_key",
-        )
-    throttle = gateway.auth_throttle
-    client = request.remote or ""
-    retry_ms = throttle.retry_after_ms(client)
-    if retry_ms is not None:
-        raise OpenAIError(
-            429,
-            "too many failed authentication attempts; retry later",
-            "rate_limit_error",
-            "auth_rate_limited",
-            {"Retry-After": str(math.ceil(retry_ms / 1000))},
-        )
-    if bearer_matches(gateway, request):
-        throttle.record_success(client)
-        return
-    delay = throttle.record_failure(client)
-    if delay:
-        await asyncio.sleep(delay)
-    secret = "password" if gateway.shared_secret.mode == "password" else "token"
-    raise OpenAIError(
-        401,
-        f"missing or wrong gateway {secret}: send `Authorization: Bearer <gateway {secret}>` "
-        "(the OpenAI SDKs send their api_key this way)",
-        code="invalid_api_key",
-    )
-
-
 Endpoint = Callable[[GatewayState, web.Request], Awaitable[web.StreamResponse]]
 
 
 def _endpoint(handler: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Enablement and auth first; `OpenAIError`s become OpenAI-shaped answers."""
+    """Enablement first (the security middleware has checked the Bearer token);
+    `OpenAIError`s become OpenAI-shaped answers."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         gateway = request.app[STATE_KEY]
@@ -127,7 +89,6 @@ def _endpoint(handler: Endpoint) -> Callable[[web.Request], Awaitable[web.Stream
                     "in the config (`moltis config set gateway.chat_completions true`)",
                     code="endpoint_disabled",
                 )
-            await _authorize(gateway, request)
             return await handler(gateway, request)
         except OpenAIError as exc:
             return exc.response()
@@ -290,7 +251,7 @@ async def _stream(
 
     assert turn.run is not None
     response = web.StreamResponse(
-        headers={**SECURITY_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
+        headers={**ERROR_HEADERS, "Content-Type": "text/event-stream; charset=utf-8"}
     )
 
     async def send(*payloads: object) -> None:
@@ -385,6 +346,6 @@ async def get_model(gateway: GatewayState, request: web.Request) -> web.StreamRe
 
 def add_openai_routes(app: web.Application) -> None:
     """Register the endpoint's routes (they answer 404 while it is disabled)."""
-    add_route(app, "POST", CHAT_PATH, _endpoint(chat_completions), Access.TOKEN)
+    add_route(app, "POST", CHAT_PATH, _endpoint(chat_completions), Access.TOKEN, json_body=True)
     add_route(app, "GET", MODELS_PATH, _endpoint(list_models), Access.TOKEN)
     add_route(app, "GET", MODELS_PATH + "/{model:.+}", _endpoint(get_model), Access.TOKEN)

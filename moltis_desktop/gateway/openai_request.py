@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.gateway.http import SECURITY_HEADERS
+from moltis_desktop.gateway.http_security import ERROR_HEADERS
 from moltis_desktop.protocol.frames import encode_json
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def json_response(status: int, body: object, headers: dict[str, str] | None = No
         body=encode_json(body),
         content_type="application/json",
         charset="utf-8",
-        headers={**SECURITY_HEADERS, **(headers or {})},
+        headers={**ERROR_HEADERS, **(headers or {})},
     )
 
 

@@ -37,10 +37,14 @@ class Access(enum.StrEnum):
 
 
 _ACCESS_ATTR = "_moltis_access"
+_JSON_ATTR = "_moltis_json_body"
 
 
-def declare(handler: Handler, access: Access) -> Handler:
-    """`handler` marked with its access (a wrapper, so one function can serve two policies)."""
+def declare(handler: Handler, access: Access, *, json_body: bool = False) -> Handler:
+    """`handler` marked with its access (a wrapper, so one function can serve two policies).
+    `json_body`: the route takes a JSON body, so anything not sent as `application/json` is
+    refused (415) before the route runs: a page's `text/plain` form post needs no CORS
+    preflight, a JSON one does."""
 
     async def declared(request: web.Request) -> web.StreamResponse:
         return await handler(request)
@@ -48,6 +52,7 @@ def declare(handler: Handler, access: Access) -> Handler:
     declared.__name__ = getattr(handler, "__name__", "handler")
     declared.__doc__ = handler.__doc__
     setattr(declared, _ACCESS_ATTR, access)
+    setattr(declared, _JSON_ATTR, json_body)
     return declared
 
 
@@ -56,15 +61,23 @@ def access_of(handler: object) -> Access | None:
     return getattr(handler, _ACCESS_ATTR, None)
 
 
+def takes_json(handler: object) -> bool:
+    """Whether a route was declared with a JSON body."""
+    return bool(getattr(handler, _JSON_ATTR, False))
+
+
 def add_route(
     app: web.Application,
     method: str,
     path: str,
     handler: Handler,
     access: Access,
+    *,
+    json_body: bool = False,
 ) -> web.AbstractRoute:
-    """Register `handler` for `method` and `path` under `access`. GET routes answer HEAD too."""
-    declared = declare(handler, access)
+    """Register `handler` for `method` and `path` under `access` (see `declare`). GET routes
+    answer HEAD too."""
+    declared = declare(handler, access, json_body=json_body)
     if method == "GET":
         return app.router.add_get(path, declared)
     return app.router.add_route(method, path, declared)

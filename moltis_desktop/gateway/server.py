@@ -26,7 +26,7 @@ from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.gateway.auth import SharedSecret
-from moltis_desktop.gateway.http import cors_middleware
+from moltis_desktop.gateway.http_security import security_middleware
 from moltis_desktop.gateway.methods import method_table
 from moltis_desktop.gateway.routes import add_routes
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState, resolve_bind, throttles
@@ -129,7 +129,7 @@ class GatewayServer:
     # ------------------------------------------------------------------ lifecycle
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[cors_middleware], client_max_size=1024**2)
+        app = web.Application(middlewares=[security_middleware], client_max_size=1024**2)
         app[STATE_KEY] = self.state
         add_routes(app)
         return app

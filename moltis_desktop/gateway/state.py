@@ -30,6 +30,7 @@ from moltis_desktop.gateway.nodes import NodeRegistry
 from moltis_desktop.gateway.presence import PresenceTracker
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.gateway.tickets import UiTickets
+from moltis_desktop.gateway.trust import HostAllowlist
 from moltis_desktop.pairing.bootstrap import BootstrapTokens
 from moltis_desktop.pairing.store import PairingStore
 from moltis_desktop.protocol.constants import Scope
@@ -151,6 +152,8 @@ class GatewayState:
         self.port = 0
         self.tls_fingerprint: str | None = None
         """SHA-256 of the TLS certificate served (lowercase hex, no colons); None without TLS."""
+        self.hosts = HostAllowlist()
+        """The `Host` names requests may carry (with `gateway.allowed_hosts`)."""
 
     @property
     def settings(self) -> Settings:

@@ -21,12 +21,11 @@ import mimetypes
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
-from moltis_desktop.gateway.http import bearer_matches, is_direct_loopback
+from moltis_desktop.gateway.http_security import error
 from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
@@ -150,24 +149,12 @@ async def static(request: web.Request) -> web.Response:
     return serve_asset(request, request.match_info["path"])
 
 
-def same_origin(request: web.Request) -> bool:
-    """The request comes from a page this gateway served (its Origin is our own address)."""
-    origin = request.headers.get("Origin")
-    if not origin:
-        return False
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
-
-
 async def mint_ticket(request: web.Request) -> web.Response:
     """`POST /ui/ticket` with `Authorization: Bearer <credential>`: a one-time sign-in
-    ticket for `/#ticket=…` (what `moltis dashboard` opens)."""
+    ticket for `/#ticket=…` (what `moltis dashboard` opens). The security middleware has
+    checked the credential (route access `TOKEN`) and the `Host` (its allowlist), so the
+    link is built from the name the caller reached the gateway by."""
     gateway = _gateway(request)
-    allowed = bearer_matches(gateway, request) or (
-        gateway.shared_secret.mode == "none" and is_direct_loopback(request)
-    )
-    if not allowed:
-        return _json(401, {"error": "send the gateway token as Authorization: Bearer <token>"})
     ticket = gateway.ui_tickets.mint()
     scheme = "https" if request.secure else "http"  # the connection's own TLS, not headers
     return _json(200, {"ticket": ticket, "url": f"{scheme}://{request.host}/#ticket={ticket}"})
@@ -178,18 +165,18 @@ class _Redeem(msgspec.Struct):
 
 
 async def redeem_ticket(request: web.Request) -> web.Response:
-    """`POST /ui/redeem {"ticket"}` from the page itself: the credential, once."""
+    """`POST /ui/redeem {"ticket"}` from the page itself (route access `APP`: a same-origin
+    request): the credential, once."""
     gateway = _gateway(request)
-    if not same_origin(request):
-        return _json(403, {"error": "tickets are redeemed by the gateway's own page only"})
     try:
         body = msgspec.json.decode(await request.read(), type=_Redeem)
     except (msgspec.DecodeError, ValueError):
-        return _json(400, {"error": 'expected a JSON body {"ticket": "…"}'})
+        return error(400, 'expected a JSON body {"ticket": "…"}', "invalid_body")
     if not gateway.ui_tickets.redeem(body.ticket):
-        return _json(
+        return error(
             401,
-            {"error": "this sign-in link has expired or was already used; open a new one"},
+            "this sign-in link has expired or was already used; open a new one",
+            "ticket_invalid",
         )
     secret = gateway.shared_secret
     auth: dict[str, str] = {}
@@ -291,7 +278,7 @@ def add_webui_routes(app: web.Application) -> None:
     add_route(app, "GET", "/ui/auth-mode", auth_mode, Access.PUBLIC)
     add_route(app, "GET", "/ui/methods.json", methods_json, Access.PUBLIC)
     add_route(app, "POST", "/ui/ticket", mint_ticket, Access.TOKEN)
-    add_route(app, "POST", "/ui/redeem", redeem_ticket, Access.APP)
+    add_route(app, "POST", "/ui/redeem", redeem_ticket, Access.APP, json_body=True)
     add_route(app, "GET", "/ui/{path:.+}", static, Access.PUBLIC)
     add_route(app, "GET", "/favicon.ico", favicon, Access.PUBLIC)
 

@@ -19,6 +19,7 @@ from moltis_desktop.gateway.broadcast import CAPABILITIES
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import admit
+from moltis_desktop.gateway.http_security import client
 from moltis_desktop.gateway.registry import (
     MethodSpec,
     convert_params,
@@ -138,8 +139,10 @@ async def _handshake(
         conn.send(encode_error(frame.id, ErrorShape(ErrorCode.INVALID_REQUEST, message)))
         await conn.close(CloseCode.POLICY_VIOLATION, message)
         return None
+    ip, local = client(request)
     hs = HandshakeRequest(
-        remote_ip=conn.remote_ip,
+        remote_ip=ip,
+        local=local,
         origin=request.headers.get("Origin"),
         host_header=request.headers.get("Host"),
         nonce=nonce,

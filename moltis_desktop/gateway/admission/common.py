@@ -69,9 +69,12 @@ class HandshakeRequest:
     """What the gateway knows about the connecting socket."""
 
     remote_ip: str
+    """The client's address (through `gateway.trusted_proxies`, see `gateway/trust.py`)."""
     origin: str | None
     host_header: str | None
     nonce: str
+    local: bool = False
+    """On this machine and not behind an undeclared proxy (`trust.client_address`)."""
 
 
 def auth_error(

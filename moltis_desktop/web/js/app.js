@@ -53,7 +53,7 @@ function redeemTicket() {
     body: JSON.stringify({ ticket: decodeURIComponent(match[1]) }),
   }).then(async (res) => {
     const body = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(body.error || "this sign-in link did not work");
+    if (!res.ok) throw new Error(body.error?.message || "this sign-in link did not work");
     return body.auth || {};
   });
 }

@@ -1,0 +1,232 @@
+"""Who is calling, from where, and through which name: the rules the WebSocket handshake and
+every HTTP route share.
+
+- `client_address`: the caller's address and whether it is *local* (on this machine, not
+  behind a proxy). Forwarding headers count only from `gateway.trusted_proxies`; with no
+  trusted proxies, a request that carries them is not local, whatever its peer address.
+- `host_allowed`: the `Host` allowlist that makes DNS rebinding useless (a page on
+  `evil.example` whose name now resolves to 127.0.0.1 still says `Host: evil.example`).
+- `check_origin`: whether a browser page at an `Origin` may use the gateway.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+from moltis_desktop.gateway.auth import is_loopback
+
+_LOGGER = logging.getLogger(__name__)
+
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
+"""Headers a reverse proxy adds; their presence means the peer is not the client."""
+TRUSTED_SUFFIXES = (".localhost", ".local", ".ts.net")
+"""Names that cannot be pointed at this machine by someone else's DNS: `.localhost` is
+loopback by definition, `.local` is answered by mDNS on the local network only, and
+`.ts.net` names are handed out by Tailscale to the machines of a tailnet."""
+_ADDRESSES_TTL_S = 30.0
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=64)
+def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """`gateway.trusted_proxies` as networks (an address is a /32 or /128); bad entries are
+    skipped (the config check reports them)."""
+    out: list[Network] = []
+    for entry in entries:
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            _LOGGER.warning("gateway.trusted_proxies: %r is not an address or network", entry)
+    return tuple(out)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip().strip('"').split("%", 1)[0]
+    if text.startswith("["):  # [v6]:port
+        text = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _in(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, nets: Iterable[Network]) -> bool:
+    return any(addr.version == net.version and addr in net for net in nets)
+
+
+def _forwarded_chain(headers: Mapping[str, str]) -> list[str]:
+    """The client addresses a proxy chain reports, nearest last."""
+    xff = headers.get("X-Forwarded-For")
+    if xff:
+        return [part.strip() for part in xff.split(",") if part.strip()]
+    forwarded = headers.get("Forwarded")
+    if forwarded:
+        chain = []
+        for element in forwarded.split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                if key.lower() == "for" and value:
+                    chain.append(value)
+        return chain
+    real = headers.get("X-Real-IP")
+    return [real.strip()] if real else []
+
+
+def client_address(
+    peer: str | None, headers: Mapping[str, str], trusted_proxies: tuple[str, ...]
+) -> tuple[str, bool]:
+    """(the client's address, whether it is local) for a connection from `peer`.
+
+    Without forwarding headers the peer is the client. With them, the peer must be a trusted
+    proxy, and the client is the nearest address in the chain that is not one; such a
+    client is local only when that address is loopback (a browser on this machine going
+    through a local proxy). Forwarding headers from anyone else make the request non-local:
+    a local reverse proxy (Tailscale Serve, Caddy) that was not declared would otherwise
+    turn every remote client into a local one.
+    """
+    peer = peer or ""
+    if not any(name in headers for name in FORWARDING_HEADERS):
+        return peer, is_loopback(peer)
+    nets = parse_networks(trusted_proxies)
+    peer_ip = _ip(peer)
+    if peer_ip is None or not _in(peer_ip, nets):
+        return peer, False
+    for hop in reversed(_forwarded_chain(headers)):
+        addr = _ip(hop)
+        if addr is None:
+            return peer, False  # an unparseable hop (`unknown`, an obfuscated name)
+        if not _in(addr, nets):
+            return str(addr), addr.is_loopback
+    return peer, False
+
+
+# ------------------------------------------------------------------------------ Host
+
+
+class HostAllowlist:
+    """Which names a request's `Host` may carry: loopback, private and link-local address
+    literals and this machine's own addresses, `localhost`, this machine's name, the
+    `TRUSTED_SUFFIXES`, and `gateway.allowed_hosts` (`name`, or `.suffix` / `*.suffix`).
+
+    An address literal cannot be rebound (DNS rebinding needs a name the attacker's DNS
+    answers for), so any address of this machine is fine; a public address that is not
+    ours (a port forward on a router) must be listed in `gateway.allowed_hosts`.
+    """
+
+    def __init__(self) -> None:
+        self._own: frozenset[str] = frozenset()
+        self._own_at = -1e9
+        host = socket.gethostname().strip().rstrip(".").lower()
+        short = host.split(".")[0]
+        self._names = frozenset(n for n in ("localhost", host, short) if n)
+
+    def _own_addresses(self) -> frozenset[str]:
+        now = time.monotonic()
+        if now - self._own_at > _ADDRESSES_TTL_S:
+            self._own_at = now
+            try:
+                from moltis_desktop.pairing.setupcode import lan_addresses
+
+                self._own = frozenset(lan_addresses(include_loopback=True))
+            except Exception as exc:  # no interface list on this platform: literals below
+                _LOGGER.debug("cannot list this machine's addresses: %s", exc)
+        return self._own
+
+    def allowed(self, host_header: str | None, *, bound: str, configured: tuple[str, ...]) -> bool:
+        if not host_header:
+            return True  # HTTP/1.0 tools; every browser sends Host
+        name = _host_name(host_header)
+        if name is None:
+            return False
+        addr = _ip(name)
+        if addr is not None:
+            return (
+                addr.is_loopback
+                or addr.is_private
+                or addr.is_link_local
+                or str(addr) == bound
+                or str(addr) in self._own_addresses()
+                or name in {c.lower() for c in configured}
+            )
+        if name in self._names or name.endswith(TRUSTED_SUFFIXES):
+            return True
+        for entry in configured:
+            wanted = entry.strip().lower().rstrip(".")
+            if wanted.startswith(("*.", ".")):
+                if name.endswith(wanted.lstrip("*")):
+                    return True
+            elif name == wanted:
+                return True
+        return False
+
+
+def _host_name(host_header: str) -> str | None:
+    """The name or address in a `Host` header, without its port; None when malformed."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return None
+        return host[1:end]
+    if host.count(":") > 1:
+        return None  # a bare IPv6 literal is not a valid Host
+    name = host.split(":", 1)[0].rstrip(".")
+    if not name or any(c in name for c in "/\\@ \t"):
+        return None
+    return name
+
+
+# ---------------------------------------------------------------------------- Origin
+
+
+def _trusted_host(host: str, local: bool) -> bool:
+    host = host.strip("[]").lower()
+    if host.endswith((".local", ".ts.net")) or host == "localhost":
+        return host != "localhost" or local
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (addr.is_loopback and local) or addr.is_private or addr.is_link_local
+
+
+def origin_listed(normalized: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a normalised (`scheme://host[:port]`, lower case) origin is in `allowed`
+    (`gateway.cors.allowed_origins`; `*` allows any)."""
+    return "*" in allowed or normalized in {a.rstrip("/").lower() for a in allowed}
+
+
+def check_origin(
+    origin: str | None, host_header: str | None, local: bool, allowed: tuple[str, ...]
+) -> str | None:
+    """None when a browser page at `origin` may use this gateway, else why not.
+
+    Allowed: an origin in `gateway.cors.allowed_origins`; the gateway's own origin (the
+    page's host is the `Host` the request came to, and a name that cannot be rebound); and,
+    for a local client, a page on this machine (`localhost` or a loopback address)."""
+    if not origin or origin == "null":
+        return "origin missing or invalid"
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "origin missing or invalid"
+    normalized = f"{parts.scheme}://{parts.netloc}".lower()
+    if origin_listed(normalized, allowed):
+        return None
+    origin_host = parts.netloc.lower()
+    if host_header and origin_host == host_header.lower() and _trusted_host(parts.hostname, local):
+        return None
+    if local and (parts.hostname == "localhost" or is_loopback(parts.hostname)):
+        return None
+    return "origin not allowed"
