@@ -134,6 +134,9 @@ async def test_ticket_is_minted_with_the_token_and_redeemed_once_by_our_page(
     ) as resp:
         assert resp.status == 403
     async with http_session.post(gateway.http + "/ui/redeem", data=b"{", headers=ours) as resp:
+        assert resp.status == 415  # not sent as JSON
+    as_json = {**ours, "Content-Type": "application/json"}
+    async with http_session.post(gateway.http + "/ui/redeem", data=b"{", headers=as_json) as resp:
         assert resp.status == 400
     async with http_session.post(
         gateway.http + "/ui/redeem", json={"ticket": ticket}, headers=ours
