@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.pairing.identity import SIGNATURE_MAX_SKEW_MS
 
 
 def is_loopback(host: str | None) -> bool:
@@ -60,13 +61,19 @@ def _compare(expected: str | None, given: str | None, kind: str) -> str | None:
     return f"{kind}_mismatch"
 
 
+EXEMPT_LOCKOUT_S = 5.0
+"""How long an exempt (loopback) key is locked after `max_failures` within the window."""
+
+
 class FailedAuthThrottle:
     """Failed connect attempts per client key (an IP, or a browser origin).
 
     After `max_failures` within `window_s` the key is locked out for `lockout_s`. Exempt
-    keys (loopback, by default) are never locked out; instead each failure answers later
+    keys (loopback, by default) are not locked out for long: each failure answers later
     (250 ms, doubling, at most 5 s), which makes guessing slow without locking out the
-    owner's own tools. OpenClaw uses the same numbers.
+    owner's own tools (OpenClaw uses the same numbers), and `max_failures` within the
+    window lock them for `EXEMPT_LOCKOUT_S` only. That short lock is what bounds guesses
+    sent in parallel, which a delay alone does not.
     """
 
     def __init__(
@@ -97,7 +104,7 @@ class FailedAuthThrottle:
             if len(self._failures) >= self._max_tracked:
                 # Bounded memory under a spray of addresses: forget the oldest-seen key.
                 self._failures.pop(next(iter(self._failures)))
-            times = self._failures[key] = deque(maxlen=max(self.max_failures, 6))
+            times = self._failures[key] = deque(maxlen=max(self.max_failures, 6) + 1)
         cutoff = self._clock.monotonic() - self.window_s
         while times and times[0] <= cutoff:
             times.popleft()
@@ -118,11 +125,14 @@ class FailedAuthThrottle:
         """Count one failed attempt; returns how long to wait before answering, in seconds."""
         times = self._recent(key)
         times.append(self._clock.monotonic())
-        if self._exempt(key):
-            return min(0.25 * 2.0 ** (min(len(times), 6) - 1), 5.0)
-        if len(times) >= self.max_failures:
-            self._locked_until[key] = self._clock.monotonic() + self.lockout_s
+        exempt = self._exempt(key)
+        count = len(times)
+        if count >= self.max_failures:
+            lockout = min(EXEMPT_LOCKOUT_S, self.lockout_s) if exempt else self.lockout_s
+            self._locked_until[key] = self._clock.monotonic() + lockout
             times.clear()
+        if exempt:
+            return min(0.25 * 2.0 ** (min(count, 6) - 1), 5.0)
         return 0.0
 
     def record_success(self, key: str) -> None:
@@ -151,4 +161,25 @@ class PairingRequestLimiter:
         if len(self._seen) > 4096:  # forget idle addresses
             for stale in [k for k, v in self._seen.items() if not v]:
                 del self._seen[stale]
+        return True
+
+
+class LegacyReplayGuard:
+    """Legacy v1 device signatures (no nonce; loopback clients only) seen within the
+    signature's validity window. A v1 signature does not name the connection it was made
+    for, so without this a captured one could be replayed from this machine for up to
+    `SIGNATURE_MAX_SKEW_MS`; each is accepted once."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._seen: dict[str, int] = {}
+        self._max = max_entries
+
+    def first_use(self, signature: str, now_ms: int) -> bool:
+        if len(self._seen) >= self._max or signature in self._seen:
+            self._seen = {s: t for s, t in self._seen.items() if t > now_ms}
+        if signature in self._seen:
+            return False
+        while len(self._seen) >= self._max:
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[signature] = now_ms + 2 * SIGNATURE_MAX_SKEW_MS
         return True

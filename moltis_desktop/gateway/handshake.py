@@ -141,7 +141,7 @@ def _admit(state: GatewayState, params: ConnectParams, req: HandshakeRequest) ->
             if state.pairing.has_token(params.device.id, params.role):
                 raise device_token_error(params, local) from None
             raise
-    device_id = check_device(params, req, state.clock.now_ms(), local)
+    device_id = check_device(state, params, req, local)
     client = client_dict(params)
     issued = None
     if device_id is not None and token_scopes is not None:

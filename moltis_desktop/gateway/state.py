@@ -20,7 +20,12 @@ from moltis_desktop.config.settings import Settings
 from moltis_desktop.config.store import ConfigStore
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.core.keys import ServiceMap
-from moltis_desktop.gateway.auth import FailedAuthThrottle, PairingRequestLimiter, SharedSecret
+from moltis_desktop.gateway.auth import (
+    FailedAuthThrottle,
+    LegacyReplayGuard,
+    PairingRequestLimiter,
+    SharedSecret,
+)
 from moltis_desktop.gateway.broadcast import BASE_EVENTS, Broadcaster
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.dedupe import IdempotencyCache
@@ -152,6 +157,8 @@ class GatewayState:
         self.port = 0
         self.tls_fingerprint: str | None = None
         """SHA-256 of the TLS certificate served (lowercase hex, no colons); None without TLS."""
+        self.legacy_signatures = LegacyReplayGuard()
+        """Legacy v1 device signatures already used (each is accepted once)."""
         self.hosts = HostAllowlist()
         """The `Host` names requests may carry (with `gateway.allowed_hosts`)."""
 

@@ -103,13 +103,19 @@ def client_address(
     peer_ip = _ip(peer)
     if peer_ip is None or not _in(peer_ip, nets):
         return peer, False
-    for hop in reversed(_forwarded_chain(headers)):
+    chain = _forwarded_chain(headers)
+    for hop in reversed(chain):
         addr = _ip(hop)
         if addr is None:
             return peer, False  # an unparseable hop (`unknown`, an obfuscated name)
         if not _in(addr, nets):
             return str(addr), addr.is_loopback
-    return peer, False
+    # Every hop is a trusted proxy: the first one is the client (a browser on this machine
+    # going through a local proxy reports 127.0.0.1).
+    first = _ip(chain[0]) if chain else None
+    if first is None:
+        return peer, False
+    return str(first), first.is_loopback
 
 
 # ------------------------------------------------------------------------------ Host

@@ -47,7 +47,7 @@ def admit_bootstrap(
             )
         )
     throttled(state, req, params, local)
-    device_id = check_device(params, req, state.clock.now_ms(), local)
+    device_id = check_device(state, params, req, local)
     assert device_id is not None
     try:
         entry = state.bootstrap.check(params.auth.bootstrap_token, device_id)

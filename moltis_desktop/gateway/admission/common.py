@@ -8,7 +8,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from moltis_desktop.pairing.identity import DeviceProofError, SignedConnect, verify_device_proof
+from moltis_desktop.pairing.identity import (
+    DeviceProofError,
+    SignedConnect,
+    verify_device_proof,
+)
 from moltis_desktop.protocol.connect import ConnectParams
 from moltis_desktop.protocol.constants import CloseCode, ErrorCode
 from moltis_desktop.protocol.frames import ErrorShape
@@ -135,11 +139,12 @@ def throttled(state: GatewayState, req: HandshakeRequest, params: ConnectParams,
 
 
 def check_device(
-    params: ConnectParams, req: HandshakeRequest, now_ms: int, local: bool
+    state: GatewayState, params: ConnectParams, req: HandshakeRequest, local: bool
 ) -> str | None:
     device = params.device
     if device is None:
         return None
+    now_ms = state.clock.now_ms()
     auth = params.auth
     token = (auth.token or auth.device_token or auth.bootstrap_token or "") if auth else ""
     proof = SignedConnect(
@@ -165,4 +170,13 @@ def check_device(
                 ErrorCode.INVALID_REQUEST, exc.message, {"code": exc.code, "reason": exc.message}
             )
         ) from None
+    if not device.nonce and not state.legacy_signatures.first_use(device.signature, now_ms):
+        _LOGGER.warning("device %s: legacy signature replayed", device.id[:12])
+        raise HandshakeRejectedError(
+            ErrorShape(
+                ErrorCode.INVALID_REQUEST,
+                "device signature already used (sign each connect anew, with the challenge nonce)",
+                {"code": "DEVICE_AUTH_SIGNATURE_REPLAYED"},
+            )
+        )
     return device.id

@@ -67,7 +67,7 @@ def device_token_scopes(
     token = (auth.device_token or auth.token or "") if auth else ""
     if params.device is None or not token:
         return None
-    device_id = check_device(params, req, state.clock.now_ms(), local)
+    device_id = check_device(state, params, req, local)
     if device_id is None:
         return None
     scopes = state.pairing.check_token(device_id, params.role, token)
