@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from moltis_desktop.config.loader import ConfigError
+from moltis_desktop.config.store import ConfigStore
 from moltis_desktop.gateway.policy import Access, access_of
 from moltis_desktop.gateway.trust import client_address
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
@@ -336,3 +339,28 @@ async def test_a_route_without_a_policy_is_refused(
             assert "secret" not in await resp.text()
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("trusted_proxies", '["10.0.0.0/33"]'),
+        ("trusted_proxies", '["caddy"]'),
+        ("allowed_hosts", '["https://gw.example.org"]'),
+        ("allowed_hosts", '["gw.example.org:8443"]'),
+    ],
+)
+def test_bad_proxy_and_host_settings_are_refused_with_the_key(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    path = tmp_path / "moltis.toml"
+    path.write_text("[gateway]\n")
+    store = ConfigStore(path, env={})
+    with pytest.raises(ConfigError, match=rf"gateway\.{key}"):
+        store.write_raw(f"[gateway]\n{key} = {value}\n", store.current.hash)
+    store.write_raw(
+        '[gateway]\ntrusted_proxies = ["127.0.0.1", "fd00::/8"]\n'
+        'allowed_hosts = ["gw.example.org", ".home.arpa", "2001:db8::5"]\n',
+        store.current.hash,
+    )
+    assert store.current.settings.gateway.trusted_proxies == ("127.0.0.1", "fd00::/8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import re
 import types
@@ -354,6 +355,14 @@ def _known_only(data: Any, tp: Any) -> Any:
     return data
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_semantics(settings: Settings, file: Path | None) -> None:
     gw = settings.gateway
     if not 0 <= gw.port <= 65535:
@@ -372,6 +381,25 @@ def _check_semantics(settings: Settings, file: Path | None) -> None:
     ):
         if value < low:
             raise ConfigError(f"{value} is too small; allowed: at least {low}", file=file, key=key)
+    for proxy in gw.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{proxy!r} is not an IP address or network; allowed: `127.0.0.1`, `::1`, "
+                "`10.0.0.0/8`…",
+                file=file,
+                key="gateway.trusted_proxies",
+            ) from None
+    for host in gw.allowed_hosts:
+        name = host.strip().lstrip("*").strip("[]")
+        if not name or (any(c in name for c in "/:@ \t") and not _is_address(name)):
+            raise ConfigError(
+                f"{host!r} is not a host name; allowed: `gw.example.org` or `.example.org` "
+                "(no scheme, port or path)",
+                file=file,
+                key="gateway.allowed_hosts",
+            )
     ids = [a.id for a in settings.agents.list]
     if settings.agents.default not in ids:
         raise ConfigError(
