@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from moltis_desktop.core.errors import MoltisError
+
 APP_NAME = "moltis"
 CONFIG_FILE_NAME = "moltis.toml"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+PRIVATE_MODE = 0o700
+_STATE_TIGHTEN_DEPTH = 3
+"""How deep below the state dir `tighten_state_dir` goes: `agents/<id>/sessions`."""
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class PrivateDirError(MoltisError):
+    """A directory Moltis keeps private belongs to someone else (or is a link that does)."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +71,103 @@ class AppPaths:
         return cls(config_dir, state_dir, log_dir, cache_dir, config_file)
 
     def ensure(self) -> None:
-        """Create the directories that do not exist yet (private to the user)."""
-        for directory in (self.config_file.parent, self.state_dir, self.log_dir, self.cache_dir):
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Create the directories that do not exist yet, and make Moltis's own private to
+        the user (0700), also when an older version made them readable by others.
+
+        A config file named elsewhere (`MOLTIS_CONFIG`) gets its folder created if missing,
+        but an existing folder of the user's choosing is left as it is.
+        """
+        for directory in (self.state_dir, self.log_dir, self.cache_dir):
+            private_dir(directory)
+        folder = self.config_file.parent
+        private_dir(folder, tighten=folder == self.config_dir)
+
+
+def private_dir(path: Path, *, tighten: bool = True) -> Path:
+    """`path` as a directory only its owner may enter (0700); returns it.
+
+    Missing directories (and missing parents) are created 0700. With `tighten`, an existing
+    `path` is set to 0700 when it is more open; it must belong to the user running Moltis,
+    and so must a symbolic link at `path` (a link someone else made is never followed):
+    otherwise `PrivateDirError`. Without `tighten` an existing directory is left as it is
+    (for folders the user chose, such as a custom log file's). On Windows only the creation
+    applies (its folders inherit the user profile's ACL).
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        # Made meanwhile by another process: checked below like an old one.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, PRIVATE_MODE)
+    if os.name == "nt":  # pragma: no cover
+        return path
+    if tighten:
+        _tighten(path)
+    elif not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+    return path
+
+
+def _tighten(path: Path) -> None:
+    uid = os.getuid()
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+    if path.is_symlink():
+        # Followed only when the link is ours; the folder it names is checked below.
+        if os.lstat(path).st_uid != uid:
+            raise PrivateDirError(
+                f"{path} is a link that belongs to another user; remove it (Moltis keeps "
+                "private files there)"
+            )
+        fd = os.open(path, flags)
+    else:
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != uid:
+            raise PrivateDirError(
+                f"{path} belongs to another user (uid {info.st_uid}); Moltis keeps private "
+                "files there: give it to your user (chown) or point MOLTIS_HOME elsewhere"
+            )
+        if stat.S_IMODE(info.st_mode) != PRIVATE_MODE:
+            os.fchmod(fd, PRIVATE_MODE)
+    finally:
+        os.close(fd)
+
+
+def tighten_state_dir(state_dir: Path) -> None:
+    """Make the state dir and the folders in it (`agents/<id>/sessions`, `devices/`,
+    `usage/`, `workspace/<id>`, …, down to three levels) private (0700), as they would have
+    been made; older versions made them readable by others. Links inside are not followed
+    and folders of another user are skipped (with a warning): what they hold is not ours.
+    """
+    if not state_dir.exists() or os.name == "nt":
+        return
+    private_dir(state_dir)
+    level = [state_dir]
+    for _depth in range(_STATE_TIGHTEN_DEPTH):
+        below: list[Path] = []
+        for parent in level:
+            try:
+                entries = list(os.scandir(parent))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    _tighten(Path(entry.path))
+                except PrivateDirError as exc:
+                    _LOGGER.warning("%s", exc)
+                    continue
+                except OSError as exc:
+                    _LOGGER.warning("cannot make %s private: %s", entry.path, exc)
+                    continue
+                below.append(Path(entry.path))
+        level = below
 
 
 def sessions_dir(state_dir: Path, agent_id: str) -> Path:
