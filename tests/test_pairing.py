@@ -125,6 +125,18 @@ async def test_others_wait_for_approval(
     await reader.connect(token=handle.token, scopes=["operator.read"])
     res = await reader.request("device.pair.list", {})
     assert res["error"]["details"]["missingScope"] == "operator.pairing"
+    # Each request, decision and removal is a security event, in its own log.
+    security = handle.log_file.with_name("security.log").read_text().splitlines()
+    steps = [(e["event"], e.get("device")) for e in (json.loads(x)["fields"] for x in security)]
+    assert [s for s in steps if s[0].startswith(("pairing.", "device."))] == [
+        ("pairing.requested", dev),
+        ("pairing.approved", dev),
+        ("pairing.requested", device_id(stranger)),
+        ("pairing.rejected", device_id(stranger)),
+        ("pairing.requested", device_id(stranger)),
+        ("device.removed", dev),
+        ("pairing.requested", dev),
+    ]
 
 
 def test_the_store_survives_a_restart_and_requests_expire(tmp_path: Path) -> None:

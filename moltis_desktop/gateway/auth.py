@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.logging import security_event
 from moltis_desktop.pairing.identity import SIGNATURE_MAX_SKEW_MS
 
 
@@ -130,6 +131,7 @@ class FailedAuthThrottle:
         if count >= self.max_failures:
             lockout = min(EXEMPT_LOCKOUT_S, self.lockout_s) if exempt else self.lockout_s
             self._locked_until[key] = self._clock.monotonic() + lockout
+            security_event("auth.locked_out", key=key, seconds=lockout)
             times.clear()
         if exempt:
             return min(0.25 * 2.0 ** (min(count, 6) - 1), 5.0)

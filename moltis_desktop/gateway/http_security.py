@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from moltis_desktop.core.logging import security_event
 from moltis_desktop.gateway.policy import Access, Handler, access_of, takes_json
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.gateway.trust import check_origin, client_address, origin_listed
@@ -134,13 +135,8 @@ async def authorize(gateway: GatewayState, request: web.Request) -> web.Response
     )
 
 
-def _security(event: str, **fields: str) -> None:
-    try:
-        from moltis_desktop.core.logging import security_event  # type: ignore[attr-defined]
-    except ImportError:
-        logging.getLogger("moltis_desktop.security").info(event, extra=fields)
-        return
-    security_event(event, **fields)
+def _security(event: str, **fields: object) -> None:
+    security_event(event, level=logging.WARNING, **fields)
 
 
 def _mark_authenticated(request: web.Request) -> None:

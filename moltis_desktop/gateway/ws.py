@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.logging import security_event
 from moltis_desktop.gateway.admission.common import (
     Admission,
     HandshakeRejectedError,
@@ -157,6 +158,7 @@ async def _handshake(
             rejected.error.message,
             extra={"conn": conn.conn_id[:8], "ip": conn.remote_ip},
         )
+        security_event("connect.refused", ip=ip, reason=rejected.error.message)
         conn.send(encode_error(frame.id, rejected.error))
         await conn.close(rejected.close_code, rejected.close_reason)
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from moltis_desktop.core.logging import security_event
 from moltis_desktop.gateway.admission.common import (
     Admission,
     HandshakeRejectedError,
@@ -95,6 +96,9 @@ def admit_bootstrap(
         entry["setupId"],
         entry["profile"],
         ", ".join(roles),
+    )
+    security_event(
+        "pairing.approved", level=logging.INFO, device=device_id, ip=req.remote_ip, how="setup code"
     )
     state.events.broadcast("device.pair.setup.completed", completion, scope=Scope.PAIRING)
     granted = requested if requested else profile[params.role]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from moltis_desktop.core.logging import security_event
 from moltis_desktop.gateway.admission.common import HandshakeRejectedError, HandshakeRequest
 from moltis_desktop.protocol.connect import ConnectParams
 from moltis_desktop.protocol.constants import CloseCode, ErrorCode, Role, Scope
@@ -63,6 +64,13 @@ def require_paired(  # noqa: PLR0917 - one connect's state
         store.approve_directly(device)
         store.seen(device_id)
         _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], ", ".join(roles))
+        security_event(
+            "pairing.approved",
+            level=logging.INFO,
+            device=device_id,
+            ip=req.remote_ip,
+            how="loopback",
+        )
         state.events.broadcast(
             "device.pair.resolved",
             {"requestId": f"silent-{device_id[:16]}", "deviceId": device_id,
@@ -91,6 +99,14 @@ def require_paired(  # noqa: PLR0917 - one connect's state
         req.remote_ip,
         entry["requestId"],
         reason,
+    )
+    security_event(
+        "pairing.requested",
+        level=logging.INFO,
+        device=device_id,
+        ip=req.remote_ip,
+        request=entry["requestId"],
+        reason=reason,
     )
     if new:
         state.events.broadcast(

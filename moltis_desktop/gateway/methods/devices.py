@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from moltis_desktop.core.logging import security_event
 from moltis_desktop.gateway.auth import is_loopback
 from moltis_desktop.gateway.registry import EmptyParams, MethodTable
 from moltis_desktop.gateway.state import GatewayState, resolve_bind
@@ -83,6 +84,13 @@ def decide(gateway: GatewayState, request_id: str, approve: bool) -> dict[str, A
         scope=Scope.PAIRING,
     )
     _LOGGER.info("pairing request %s %s", request["requestId"], decision)
+    security_event(
+        f"pairing.{decision}",
+        level=logging.INFO,
+        device=request["deviceId"],
+        ip=request.get("remoteIp"),
+        request=request["requestId"],
+    )
     return request
 
 
@@ -113,6 +121,7 @@ def pair_remove(ctx: MethodContext, params: DeviceParams) -> dict[str, Any]:
         if conn.device_id == params.device_id:
             conn.close_soon(1008, "device removed")
     _LOGGER.info("device %s removed", params.device_id[:12])
+    security_event("device.removed", level=logging.INFO, device=params.device_id)
     return {"deviceId": params.device_id, "removed": True}
 
 
