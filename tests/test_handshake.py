@@ -138,7 +138,7 @@ async def test_bad_token_is_refused_with_1008(
     # The wrong token never reaches the log; the refusal does.
     text = gateway.log_file.read_text()
     assert "wrong-token" not in text
-    assert "connect refused" in text
+    assert "connect.refused" in text
 
 
 async def test_no_credentials_needs_device_identity(

@@ -153,11 +153,7 @@ async def _handshake(
     except HandshakeRejectedError as rejected:
         if rejected.delay_s:
             await asyncio.sleep(rejected.delay_s)
-        _LOGGER.info(
-            "connect refused: %s",
-            rejected.error.message,
-            extra={"conn": conn.conn_id[:8], "ip": conn.remote_ip},
-        )
+        # Both logs, once a minute per address and reason (then a count): no flood.
         security_event("connect.refused", ip=ip, reason=rejected.error.message)
         conn.send(encode_error(frame.id, rejected.error))
         await conn.close(rejected.close_code, rejected.close_reason)
