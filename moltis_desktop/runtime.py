@@ -27,7 +27,7 @@ from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.core.logging import REDACTOR, configure_logging
-from moltis_desktop.core.paths import AppPaths
+from moltis_desktop.core.paths import AppPaths, tighten_state_dir
 from moltis_desktop.gateway.auth import SharedSecret
 from moltis_desktop.gateway.server import GatewayServer
 
@@ -119,6 +119,7 @@ class Runtime:
     async def start(self) -> GatewayServer:
         """Load everything and start the gateway; returns it once it accepts clients."""
         self.paths.ensure()
+        tighten_state_dir(self.paths.state_dir)  # older versions made it readable by others
         self._configure_logging(Settings())
         config = ConfigStore(self.paths.config_file, env=self.env, overrides=self.overrides)
         settings = config.current.settings

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from moltis_desktop.core.atomic import atomic_write_text
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.logging import REDACTOR
+from moltis_desktop.core.paths import private_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class EncryptedFileBackend:
         # other's changes.
         from filelock import FileLock
 
+        private_dir(self.path.parent)  # else the lock would make it, readable by others
         return FileLock(str(self.path) + ".lock", timeout=10)
 
     def get(self, key: str) -> str | None:

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from moltis_desktop.core.paths import private_dir
+
 
 def fsync_dir(directory: Path) -> None:
     """Make a file's creation or rename in `directory` durable (not possible, nor needed,
@@ -45,7 +47,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600, backup: bo
     """
     path = Path(path)
     directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory, tighten=False)  # made owner-only when missing
     if backup and path.exists():
         old = path.read_bytes()
         bak = path.with_name(path.name + ".bak")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
+from moltis_desktop.core.paths import private_dir
+
 REDACTED = "[redacted]"
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
 _STANDARD_ATTRS = frozenset(
@@ -378,8 +380,6 @@ def _remove_owned(logger: logging.Logger) -> None:
 
 
 def _file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
-    from moltis_desktop.core.paths import private_dir
-
     private_dir(path.parent, tighten=False)
     handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"

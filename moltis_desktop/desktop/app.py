@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication, QMenu, QMessageBox, QSystemTrayIcon
 
 from moltis_desktop import __version__
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.core.paths import private_dir
 from moltis_desktop.desktop.autostart import Autostart
 from moltis_desktop.desktop.icons import app_icon
 from moltis_desktop.desktop.notifications import Notification, Notifier
@@ -78,7 +79,7 @@ class DesktopApp(QObject):
         self._chat: ChatWindow | None = None
         self._settings_dialog: SettingsDialog | None = None
         self._pair_dialog: PairDialog | None = None
-        runtime.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(runtime.paths.state_dir)
         self.prefs = QSettings(
             str(runtime.paths.state_dir / "desktop.ini"), QSettings.Format.IniFormat
         )
@@ -459,7 +460,7 @@ class DesktopApp(QObject):
 
     def open_logs(self) -> None:
         folder = self.runtime.paths.log_dir
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         self.open_url(QUrl.fromLocalFile(str(folder)))
 
     def toggle_autostart(self, checked: bool) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.core.atomic import atomic_write_text
+from moltis_desktop.core.paths import private_dir
 from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, encode_event_body
 
@@ -525,7 +526,7 @@ class NodeRegistry:
             if text and text.lower() not in (t.lower() for t in cleaned):
                 cleaned.append(text)
         self.voicewake_triggers = cleaned[:32] or list(DEFAULT_VOICEWAKE_TRIGGERS)
-        self._voicewake_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self._voicewake_path.parent)
         atomic_write_text(self._voicewake_path, json.dumps({"triggers": self.voicewake_triggers}))
         self._events.broadcast("voicewake.changed", {"triggers": self.voicewake_triggers})
         return self.voicewake_triggers

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moltis_desktop.core.atomic import atomic_write_bytes
+from moltis_desktop.core.paths import private_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _create(cert_path: Path, key_path: Path) -> TlsMaterial:
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cert_path.parent)
     # The key first: a crash in between leaves a key without a certificate, which the next
     # start replaces, never a certificate whose key is lost.
     atomic_write_bytes(key_path, key_pem, mode=0o600)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
 from moltis_desktop.core.atomic import atomic_write_text
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.logging import REDACTOR
+from moltis_desktop.core.paths import private_dir
 from moltis_desktop.pairing.identity import SignedConnect, signature_payloads
 
 _LOGGER = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class DeviceIdentity:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         atomic_write_text(path, json.dumps(self.to_json(), indent=1), mode=0o600)
 
     def sign(self, payload: str) -> str:
@@ -248,7 +249,7 @@ class NodeTokens:
                 for role, t in sorted(self.tokens.items())
             },
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.path.parent)
         atomic_write_text(self.path, json.dumps(data, indent=1), mode=0o600)
 
     def token_for(self, role: str) -> str | None:

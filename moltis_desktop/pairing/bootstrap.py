@@ -21,6 +21,7 @@ from typing import Any
 
 from moltis_desktop.core.atomic import atomic_write_text
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.paths import private_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class BootstrapTokens:
         return {str(k): v for k, v in data.items() if isinstance(v, dict)}
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         atomic_write_text(self.path, json.dumps(self.entries, indent=1))
 
     def _prune(self) -> None:

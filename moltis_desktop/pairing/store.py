@@ -20,6 +20,7 @@ from typing import Any
 
 from moltis_desktop.core.atomic import atomic_write_text
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.paths import private_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class PairingStore:
         self._save()
 
     def _save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         atomic_write_text(self.folder / "pending.json", json.dumps(self.pending, indent=1))
         atomic_write_text(self.folder / "paired.json", json.dumps(self.paired, indent=1))
 

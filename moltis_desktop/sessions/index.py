@@ -16,6 +16,7 @@ import msgspec
 
 from moltis_desktop.core.atomic import atomic_write_bytes, fsync_dir
 from moltis_desktop.core.clock import Clock
+from moltis_desktop.core.paths import private_dir
 from moltis_desktop.sessions.entry import COUNTERS, SessionStoreBusyError
 from moltis_desktop.sessions.jsonl import (
     decode_line,
@@ -171,7 +172,7 @@ class AgentSessions:
     def locked(self) -> Iterator[None]:
         """Exclusive access to this agent's files, across threads and processes (reentrant)."""
         with self._thread_lock:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(self.directory)
             if not self._swept:
                 self._remove_stale_temp_files()
                 self._swept = True

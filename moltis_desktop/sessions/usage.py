@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.paths import private_dir
 from moltis_desktop.sessions.entry import SessionError, SessionStoreBusyError
 from moltis_desktop.sessions.jsonl import append_lines, encode_line, read_records
 
@@ -155,7 +156,7 @@ class UsageLedger:
             "model": model,
             **{name: counts[name] for name in USAGE_FIELDS},
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         with self._thread_lock:
             try:
                 with self._cross_process_lock():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.config.settings import VoiceSettings
+from moltis_desktop.core.paths import private_dir
 from moltis_desktop.voice.audio import CHUNK_SAMPLES, SAMPLE_RATE, wav_bytes
 from moltis_desktop.voice.chimes import CHIME_RATE, chime
 from moltis_desktop.voice.directive import speakable, split_directive
@@ -408,7 +409,7 @@ class VoicePipeline:
     def _keep(self, audio: Pcm) -> None:
         if not self.settings().keep_audio or self.recordings_dir is None:
             return
-        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.recordings_dir)
         name = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}.wav"
         (self.recordings_dir / name).write_bytes(wav_bytes(audio, SAMPLE_RATE))
 
