@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from moltis_desktop.config.loader import ConfigError
+from moltis_desktop.config.loader import ConfigError, Format
 from moltis_desktop.config.store import ConfigStore, text_hash
 
 TOML = """# my gateway
@@ -267,3 +267,56 @@ async def _until(condition: object, timeout: float = 5.0) -> None:
     while not condition():  # type: ignore[operator]
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+# Line-by-line redaction of a file that does not parse: (format, text, the secrets in it).
+BROKEN_LAYOUTS = [
+    ("toml", 'a.b.api_key = "sk-proj-Ab12Cd34Ef56Gh78Ij90"\n[[x\n', ["sk-proj-Ab12Cd34Ef56"]),
+    ("toml", "password = 'no closing quote pw\n[x\n", ["no closing quote pw"]),
+    ("toml", 'bot_token = """\nmulti-line-secret\n"""\n= 1\n', ["multi-line-secret"]),
+    ("yaml", "a:\n  - secret: |\n      block-secret-1\n      block-secret-2\nb: [\n",
+     ["block-secret-1", "block-secret-2"]),
+    ("yaml", "a: b\n  clientSecret: plain words secret\n", ["plain words secret"]),
+    ("json", '{"auth": {"token": "json-secret-value-1",}}', ["json-secret-value-1"]),
+    ("json", "{auth: {refresh_token: 'json5-secret-value'}, // c\n}", ["json5-secret-value"]),
+    ("toml", 'slack = "xoxb-1234567890-abcdefghij"\n[x\n', ["xoxb-1234567890-abcdefghij"]),
+    ("toml", 'u = "https://x/?key=AIzaSyA1234567890abcdefghijklmnopqrstu"\n[x\n',
+     ["AIzaSyA1234567890abcdefghijklmnopqrstu"]),
+    ("toml", 'gh = "ghp_0123456789abcdefABCDEF0123456789"\n[x\n',
+     ["ghp_0123456789abcdefABCDEF0123456789"]),
+    ("toml", "digest = 0123456789abcdef0123456789abcdef01\n[x\n",
+     ["0123456789abcdef0123456789abcdef01"]),
+    ("toml", 'blob = "Qm9vbXNoYWthbGFrYTEyMzQ1Njc4OTBhYmNkZWY="\n[x\n',
+     ["Qm9vbXNoYWthbGFrYTEyMzQ1Njc4OTBhYmNkZWY="]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "raw", "secrets"), BROKEN_LAYOUTS)
+def test_a_broken_file_is_redacted_line_by_line(fmt: Format, raw: str, secrets: list[str]) -> None:
+    from moltis_desktop.config.store import redact_text, restore_redacted
+
+    redacted = redact_text(raw, fmt)
+    assert "__OPENCLAW_REDACTED__" in redacted
+    for secret in secrets:
+        assert secret not in redacted
+    assert restore_redacted(redacted, raw, fmt) == raw
+
+
+def test_a_broken_file_keeps_what_is_no_secret() -> None:
+    from moltis_desktop.config.store import redact_text
+
+    raw = (
+        'url = "http://127.0.0.1:8080/v1"\nmodel = "claude-sonnet-4-20250514"\n'
+        'path = "/home/me/projects/moltis/workspace"\nask = "the task-force report"\n[[x\n'
+    )
+    assert redact_text(raw, "toml") == raw
+
+
+def test_a_secret_the_process_knows_is_redacted_anywhere() -> None:
+    from moltis_desktop.config.store import redact_text
+    from moltis_desktop.core.logging import REDACTOR
+
+    REDACTOR.add("known-secret-0xA1B2")
+    assert redact_text('note = "known-secret-0xA1B2"\n[x\n', "toml") == (
+        'note = "__OPENCLAW_REDACTED__"\n[x\n'
+    )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.conftest import GatewayHandle, MakeClient, StartGateway
+import pytest
+
+from tests.conftest import TOKEN, GatewayHandle, MakeClient, StartGateway
 from tests.support.process import free_port
 from tests.support.wsclient import ProtoClient
 
@@ -211,3 +213,71 @@ async def test_secret_values_in_config_are_redacted(
     await client.call("config.set", {"raw": edited, "baseHash": snap["hash"]})
     assert secret in handle.config_file.read_text()
     assert "lockout_s = 10.0" in handle.config_file.read_text()
+
+
+# A broken file (security review, finding 3): its text cannot be redacted by its keys.
+SK = "sk-ant-api03-Zx81nQ4kPz0aLm3VvBq7Rt2YwE9uHs6"
+BROKEN = {
+    "moltis.toml": (
+        "[gateway]\ntick_interval_ms = 30000\n\n[providers.anthropic]\n"
+        f'api_key = "{SK}"\nnote = "{TOKEN}"\n[[broken\n'
+    ),
+    "moltis.yaml": (
+        "gateway:\n  tick_interval_ms: 30000\nproviders:\n  anthropic:\n"
+        f"    api_key: {SK}\n   note: {TOKEN}\n"
+    ),
+    "moltis.json": (
+        '{"gateway": {"tick_interval_ms": 30000},\n'
+        f' "providers": {{"anthropic": {{"api_key": "{SK}"}}}},\n "note": "{TOKEN}",}}\n'
+    ),
+}
+
+
+async def _reader(handle: GatewayHandle, make_client: MakeClient) -> ProtoClient:
+    client = make_client(handle.url)
+    res = await client.connect(token=handle.token, scopes=["operator.read"])
+    assert res["ok"], res
+    return client
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+async def test_a_broken_file_leaks_no_secret(
+    start_gateway: StartGateway, make_client: MakeClient, name: str
+) -> None:
+    handle = await start_gateway(BROKEN[name], config_name=name)
+    reader = await _reader(handle, make_client)
+    snap = await reader.call("config.get")
+    assert snap["valid"] is False and snap["exists"] is True
+    assert snap["issues"] and "line" in snap["issues"][0]["message"]
+    # A read-only device gets no text of a file that cannot be redacted by its keys.
+    assert snap["raw"] is None and snap["parsed"] is None
+    health = await reader.call("health", {"probe": True})
+    assert health["config"]["valid"] is False
+    for answer in (snap, health):
+        dumped = json.dumps(answer)
+        assert SK not in dumped and SK[:20] not in dumped
+        assert TOKEN not in dumped
+    # The owner gets it, redacted line by line, and can fix it without retyping the key.
+    admin = await _admin(handle, make_client)
+    snap = await admin.call("config.get")
+    raw = snap["raw"]
+    assert SK not in raw and TOKEN not in raw and SK[:20] not in json.dumps(snap)
+    assert raw.count("__OPENCLAW_REDACTED__") == 2
+    fixed = {
+        "moltis.toml": lambda r: r.replace("[[broken\n", ""),
+        "moltis.yaml": lambda r: r.replace("   note:", "    note:"),
+        "moltis.json": lambda r: r.replace('",}', '"}'),
+    }[name](raw)
+    await admin.call("config.set", {"raw": fixed, "baseHash": snap["hash"]})
+    text = handle.config_file.read_text()
+    assert SK in text and TOKEN in text  # put back from the file on disk
+    assert (await reader.call("config.get"))["valid"] is True
+
+
+async def test_a_valid_file_is_redacted_for_a_reader_too(
+    start_gateway: StartGateway, make_client: MakeClient
+) -> None:
+    handle = await start_gateway(f'[gateway.auth]\nmode = "token"\ntoken = "{SK}"\n')
+    snap = await (await _reader(handle, make_client)).call("config.get")
+    assert SK not in json.dumps(snap)
+    assert snap["raw"] == '[gateway.auth]\nmode = "token"\ntoken = "__OPENCLAW_REDACTED__"\n'

@@ -99,7 +99,7 @@ def parse_text(text: str, fmt: Format, file: Path | None = None) -> dict[str, An
         else:
             data = json.loads(text)
     except Exception as exc:  # each parser has its own exception type
-        raise ConfigError(f"not valid {fmt.upper()}: {exc}", file=file) from None
+        raise ConfigError(f"not valid {fmt.upper()}: {_syntax_error(exc)}", file=file) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -107,6 +107,23 @@ def parse_text(text: str, fmt: Format, file: Path | None = None) -> dict[str, An
             f"the top level must be a table/mapping, not {type(data).__name__}", file=file
         )
     return data
+
+
+def _syntax_error(exc: Exception) -> str:
+    """What the parser found wrong and where, without the text around it: PyYAML's messages
+    quote the offending line, which may hold a secret, and this message reaches `health`,
+    `config.get` and the log."""
+    if not type(exc).__module__.startswith("yaml"):
+        return str(exc)  # tomllib and json name the line and column only
+    parts = []
+    for text, mark in (
+        (getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+        (getattr(exc, "problem", None), getattr(exc, "problem_mark", None)),
+    ):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text}{where}")
+    return "; ".join(parts) or type(exc).__name__
 
 
 def expand_env(value: Any, env: Mapping[str, str], file: Path | None = None, path: str = "") -> Any:

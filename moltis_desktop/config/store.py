@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from moltis_desktop.config.loader import (
 from moltis_desktop.config.settings import RESTART_KEYS, Settings
 from moltis_desktop.core.atomic import atomic_write_text
 from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
+from moltis_desktop.core.logging import REDACTOR
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -375,14 +377,153 @@ def _secret_values(tree: Any) -> list[str]:
 
 
 def redact_text(raw: str, fmt: Format) -> str:
-    """`raw` with every secret value written in it replaced by the redaction marker."""
+    """`raw` with every secret value written in it replaced by the redaction marker.
+
+    A file that parses is redacted by its tree (the values of `SECRET_KEY_NAMES` keys); one
+    that does not is redacted line by line (`redact_broken_text`).
+    """
     try:
         values = _secret_values(parse_text(raw, fmt))
     except ConfigError:
-        return raw
+        return redact_broken_text(raw)
     for value in sorted(set(values), key=len, reverse=True):
         raw = raw.replace(value, REDACTED_SENTINEL)
     return raw
+
+
+# ---------------------------------------------------------------------- a broken file
+
+# Key names whose value is hidden in a file that does not parse: broader than
+# SECRET_KEY_NAMES (compared without `_`/`-` and by their ending), since hiding a harmless
+# value there costs nothing (the round trip puts it back).
+_SECRET_KEY_ENDINGS = (
+    *(name.replace("_", "") for name in SECRET_KEY_NAMES),
+    "passwd", "passphrase", "privatekey", "accesskey", "secretkey", "signingkey",
+    "clientsecret", "credential", "credentials", "cookie", "authorization", "bearer",
+)  # fmt: skip
+# A key (bare, possibly dotted, or quoted) and its `=` or `:`, at the start of a line or
+# after a separator (`{`, `,`, `[`, a YAML list's `- `).
+_KEY = re.compile(
+    r"""(?:^|(?<=[\s{,\[]))(?:"(?P<dq>[^"\n]*)"|'(?P<sq>[^'\n]*)'|(?P<bare>[A-Za-z0-9_.\-]+))"""
+    r"[ \t]*[:=](?![:=])[ \t]*",
+    re.MULTILINE,
+)
+_B = r"(?<![A-Za-z0-9_\-])"  # not in the middle of a word
+_TOKEN_SHAPES = re.compile(
+    "|".join(
+        (
+            _B + r"sk-[A-Za-z0-9_\-]{16,}",  # OpenAI, Anthropic (sk-ant-…), OpenRouter, …
+            _B + r"xox[abposr]-[A-Za-z0-9\-]{10,}",  # Slack
+            _B + r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",  # GitHub
+            _B + r"glpat-[A-Za-z0-9_\-]{20,}",  # GitLab
+            _B + r"AIza[0-9A-Za-z_\-]{30,}",  # Google
+            _B + r"(?:AKIA|ASIA)[0-9A-Z]{16}",  # AWS access key ids
+            _B + r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWTs
+            _B + r"\d{6,12}:[A-Za-z0-9_\-]{30,}",  # Telegram bot tokens
+            _B + r"[0-9a-fA-F]{32,}(?![A-Za-z0-9])",  # long hex
+        )
+    )
+)
+# A long run of base64-ish characters as a whole value (after `=` or `:`, maybe quoted).
+_OPAQUE_VALUE = re.compile(r"""[=:][ \t]*["']?([A-Za-z0-9+/_\-]{32,}={0,2})(?![A-Za-z0-9+/_\-=])""")
+
+
+def _secret_looking_key(name: str) -> bool:
+    flat = name.rsplit(".", 1)[-1].lower().replace("_", "").replace("-", "")
+    return flat.endswith(_SECRET_KEY_ENDINGS)
+
+
+def _quoted_end(raw: str, start: int, quote: str) -> int:
+    """Where the string opened at `start` ends (its closing quote), or the end of the line
+    when it is not closed there."""
+    line_end = raw.find("\n", start)
+    line_end = len(raw) if line_end < 0 else line_end
+    i = start + 1
+    while i < line_end:
+        if quote == '"' and raw[i] == "\\":
+            i += 2
+            continue
+        if raw[i] == quote:
+            return i
+        i += 1
+    return line_end
+
+
+def _block_end(raw: str, key_start: int, value_start: int) -> int:
+    """The end of the lines below a key that are indented deeper than its line (a YAML
+    block scalar, a nested block, or a value continued on the next lines)."""
+    line_start = raw.rfind("\n", 0, key_start) + 1
+    head = raw[line_start:key_start]
+    indent = len(head) - len(head.lstrip(" \t"))
+    pos = raw.find("\n", value_start)
+    last = len(raw) if pos < 0 else pos
+    while 0 <= pos < len(raw):
+        next_nl = raw.find("\n", pos + 1)
+        next_nl = len(raw) if next_nl < 0 else next_nl
+        line = raw[pos + 1 : next_nl]
+        if line.strip():
+            if len(line) - len(line.lstrip(" \t")) <= indent:
+                break
+            last = next_nl
+        pos = next_nl
+    return last
+
+
+def _value_span(raw: str, key_start: int, start: int) -> tuple[int, int]:
+    """The span of the value that starts at `start`, without its quotes."""
+    rest = raw[start : start + 3]
+    if rest in ('"""', "'''"):
+        close = raw.find(rest, start + 3)
+        return start + 3, len(raw) if close < 0 else close
+    if rest[:1] in ('"', "'"):
+        return start + 1, _quoted_end(raw, start, rest[0])
+    line_end = raw.find("\n", start)
+    line_end = len(raw) if line_end < 0 else line_end
+    text = raw[start:line_end].rstrip()
+    if text in ("", "|", ">", "|-", ">-", "|+", ">+"):
+        return start, _block_end(raw, key_start, start)
+    return start, start + len(text.rstrip(","))
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(s for s in spans if s[1] > s[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def broken_secret_spans(raw: str) -> list[tuple[int, int]]:
+    """Where the secrets of a config text that does not parse probably are, in order:
+    the values of secret-looking keys (TOML `key = "v"`, YAML `key: v` and block scalars,
+    JSON `"key": "v"`, JSON5 `key: 'v'`), every value the process knows as a secret
+    (`REDACTOR`), well-known token shapes (`sk-…`, `xoxb-…`, `ghp_…`, `AIza…`, JWTs, long
+    hex) and long opaque values of any key."""
+    spans = list(REDACTOR.spans(raw))
+    for match in _KEY.finditer(raw):
+        key = match.group("dq") or match.group("sq") or match.group("bare") or ""
+        if _secret_looking_key(key):
+            spans.append(_value_span(raw, match.start(), match.end()))
+    spans.extend(m.span() for m in _TOKEN_SHAPES.finditer(raw))
+    for match in _OPAQUE_VALUE.finditer(raw):
+        value = match.group(1)
+        if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
+            spans.append(match.span(1))
+    return _merge(spans)
+
+
+def redact_broken_text(raw: str) -> str:
+    """A config text that does not parse, with `broken_secret_spans` replaced by the
+    redaction marker (restored by `restore_redacted` when the text is written back)."""
+    out, last = [], 0
+    for start, end in broken_secret_spans(raw):
+        out.append(raw[last:start])
+        out.append(REDACTED_SENTINEL)
+        last = end
+    out.append(raw[last:])
+    return "".join(out)
 
 
 def redact_tree(tree: Any) -> Any:
@@ -407,17 +548,21 @@ def restore_redacted(raw: str, current_raw: str, fmt: Format) -> str:
     count = raw.count(REDACTED_SENTINEL)
     if not count:
         return raw
-    with contextlib.suppress(ConfigError):
+    try:
         current = parse_text(current_raw, fmt)
+    except ConfigError:
+        # The file was broken when it was read: it was redacted line by line.
+        ordered = [current_raw[start:end] for start, end in broken_secret_spans(current_raw)]
+    else:
         values = sorted(set(_secret_values(current)), key=current_raw.find)
         positions = sorted(
             (pos, value) for value in values for pos in _find_all(current_raw, value)
         )
         ordered = [value for _pos, value in positions]
-        if len(ordered) == count:
-            for value in ordered:
-                raw = raw.replace(REDACTED_SENTINEL, value, 1)
-            return raw
+    if len(ordered) == count:
+        for value in ordered:
+            raw = raw.replace(REDACTED_SENTINEL, value, 1)
+        return raw
     raise ConfigError(
         f"the new config holds {count} redacted placeholder(s) ({REDACTED_SENTINEL}) that do "
         "not match the current file; read the config again (config.get) and edit that"

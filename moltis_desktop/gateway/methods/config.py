@@ -17,7 +17,7 @@ from moltis_desktop.config.store import (
     redact_tree,
     text_hash,
 )
-from moltis_desktop.gateway.registry import EmptyParams, MethodTable
+from moltis_desktop.gateway.registry import EmptyParams, MethodTable, has_scope
 from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty
 
@@ -72,7 +72,15 @@ def _invalid(exc: ConfigError) -> GatewayError:
 @TABLE.method("config.get", scope=Scope.READ, params=EmptyParams)
 def config_get(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """The config file (raw text + hash) and the config in effect; secret values written in
-    the file are shown as the redaction marker."""
+    the file are shown as the redaction marker.
+
+    A file that parses is redacted by its keys (`SECRET_KEY_NAMES`). One that does not can
+    only be redacted by guessing (`redact_broken_text`: secret-looking keys, known secret
+    values, token shapes), which a secret under an innocent key or in an odd layout
+    escapes; so its text goes only to `operator.admin` callers (who may rewrite the file
+    anyway, and need the text to fix it). Others (a read-only phone) get `raw: null`, with
+    the issues and the config in effect.
+    """
     store = ctx.config
     try:
         exists, raw = True, store.path.read_text(encoding="utf-8")
@@ -87,12 +95,13 @@ def config_get(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
         parsed = redact_tree(parse_text(raw, store.format, store.path))
     except ConfigError:
         parsed = None
+    shown = exists and (parsed is not None or has_scope(ctx.conn.scopes, Scope.ADMIN))
     effective = redact_tree(current.effective)
     return {
         "path": str(store.path),
         "format": store.format,
         "exists": exists,
-        "raw": redact_text(raw, store.format) if exists else None,
+        "raw": redact_text(raw, store.format) if shown else None,
         "parsed": parsed,
         "resolved": effective,
         "config": effective,
