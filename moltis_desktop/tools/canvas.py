@@ -9,6 +9,7 @@ headless gateway has none).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -45,6 +46,25 @@ class Canvas(Protocol):
 
 
 CANVAS: ServiceKey[Canvas] = ServiceKey("the desktop app's canvas")
+KEEP_SNAPSHOTS = 20
+"""Snapshots kept in canvas/snapshots/: saving one deletes all but the newest this many."""
+
+
+def save_snapshot(folder: Path, png: bytes, keep: int = KEEP_SNAPSHOTS) -> Path:
+    """Write `png` as `folder/snapshot-<ms>.png`, then delete the older snapshots beyond
+    the newest `keep` (other files in the folder are left alone)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"snapshot-{int(time.time() * 1000)}.png"
+    target.write_bytes(png)
+    shots = sorted(folder.glob("snapshot-*.png"), key=_taken_ms, reverse=True)
+    for old in shots[keep:]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def _taken_ms(path: Path) -> int:
+    stamp = path.stem.removeprefix("snapshot-")
+    return int(stamp) if stamp.isdigit() else 0
 
 
 @tool(timeout_s=30, requires=(CANVAS,))
@@ -60,11 +80,13 @@ async def canvas(
     """Show a page to the user in the canvas window and work with it. Write HTML files into
     the workspace's canvas/ folder, then `present` one (it reloads live when the file
     changes); `navigate` to an address; `eval` JavaScript in it; `snapshot` it as a PNG
-    (saved in canvas/snapshots/); `hide` the window."""
+    (saved in canvas/snapshots/, which keeps the newest 20); `hide` the window."""
     surface = ctx.service(CANVAS)
     if action == "present":
-        shown = await surface.present(path)
-        return {"shown": shown}
+        await surface.present(path)
+        # The file, not the URL: the URL holds a canvas capability, which stays out of the
+        # transcript and the model's provider.
+        return {"shown": path}
     if action == "hide":
         await surface.hide()
         return {"hidden": True}
@@ -77,8 +99,5 @@ async def canvas(
             raise ToolError("eval needs a script")
         return {"result": await surface.eval(script)}
     png = await surface.snapshot()
-    folder = surface.folder / "snapshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"snapshot-{int(time.time() * 1000)}.png"
-    target.write_bytes(png)
+    target = await asyncio.to_thread(save_snapshot, surface.folder / "snapshots", png)
     return {"png": str(target), "bytes": len(png)}
