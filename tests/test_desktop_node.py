@@ -96,6 +96,8 @@ def test_the_desktop_app_serves_canvas_and_notify_as_a_node(
                 assert canvas is not None
                 window = canvas.window()
                 assert window.isVisible()
+                # At a capability URL the app minted in-process.
+                assert f"{gw.http_url}/__openclaw__/cap/" in window.url().toString()
                 assert "/__openclaw__/canvas/" in window.url().toString()
 
                 # canvas.eval runs in the page.
@@ -110,7 +112,8 @@ def test_the_desktop_app_serves_canvas_and_notify_as_a_node(
                     "<html><head><title>Node page</title></head>"
                     "<body style='background:#1e6f5c;color:#fff'><h1>From a node</h1></body></html>"
                 )
-                page = f"{gw.http_url}/__openclaw__/canvas/report.html"
+                # The operator hands the node a page at its own capability URL (hello-ok's).
+                page = op.hello["pluginSurfaceUrls"]["canvas"] + "/__openclaw__/canvas/report.html"
                 assert await invoke(op, node_id, "canvas.navigate", {"url": page}) == {"ok": True}
                 title = await invoke(op, node_id, "canvas.eval", {"javaScript": "document.title"})
                 assert title == {"result": "Node page"}

@@ -47,12 +47,13 @@ async def main():
     await runtime.stop()
 asyncio.run(main())
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in
-               {"PySide6", "qasync", "shiboken6", "anthropic", "openai", "keyring"})
+               {"PySide6", "qasync", "shiboken6", "anthropic", "openai", "keyring", "watchfiles"})
 print(",".join(heavy) or "none")
 """
 
 
 def test_headless_start_never_imports_qt_or_heavy_sdks(tmp_path: Path) -> None:
+    # watchfiles too: the canvas's live reload loads it with the first live socket.
     assert run_python(HEADLESS, str(tmp_path)) == "none"
 
 

@@ -375,7 +375,9 @@ class DesktopApp(QObject):
         from moltis_desktop.tools.canvas import CANVAS
 
         self.canvas = DesktopCanvas(
-            lambda: state.http_url, lambda: canvas_dir(state), self.runtime.paths.state_dir
+            lambda path: state.canvas.page_url(state.http_url, path),
+            lambda: canvas_dir(state),
+            self.runtime.paths.state_dir,
         )
         state.services[CANVAS] = self.canvas
 

@@ -1,6 +1,7 @@
 """The in-process `Canvas` (moltis_desktop/tools/canvas.py) the agent's `canvas` tool
 drives: present, hide, navigate, eval, snapshot, on the canvas window. It stands in for a
-node's canvas until nodes arrive."""
+node's canvas until nodes arrive. Pages open at a capability URL the gateway mints
+in-process each time (gateway/canvas_access.py)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QUrl
 if TYPE_CHECKING:
     from moltis_desktop.desktop.canvas_window import CanvasWindow
 
-PREFIX = "/__openclaw__/canvas"
-
 
 class DesktopCanvas:
     """The `Canvas` of moltis_desktop/tools/canvas.py, on a CanvasWindow (made on first
     use)."""
 
-    def __init__(self, base_url: Callable[[], str], folder: Callable[[], Path], data_dir: Path):
-        self._base_url = base_url
+    def __init__(
+        self, page_url: Callable[[str], str], folder: Callable[[], Path], data_dir: Path
+    ) -> None:
+        self._page_url = page_url
+        """A new capability URL of a page, given its quoted path in the canvas folder."""
         self._folder = folder
         self._data_dir = data_dir
         self._window: CanvasWindow | None = None
@@ -60,8 +62,7 @@ class DesktopCanvas:
         return url
 
     async def present(self, path: str = "index.html") -> str:
-        rel = path.lstrip("/")
-        return await self._load(f"{self._base_url()}{PREFIX}/{quote(rel)}")
+        return await self._load(self._page_url(quote(path.lstrip("/"))))
 
     async def navigate(self, url: str) -> str:
         return await self._load(url)

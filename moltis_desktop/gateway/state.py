@@ -27,6 +27,7 @@ from moltis_desktop.gateway.auth import (
     SharedSecret,
 )
 from moltis_desktop.gateway.broadcast import BASE_EVENTS, Broadcaster
+from moltis_desktop.gateway.canvas_access import CanvasSurface
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.dedupe import IdempotencyCache
 from moltis_desktop.gateway.health import HealthCache
@@ -115,8 +116,7 @@ class GatewayState:
         self.dedupe = IdempotencyCache(clock=clock)
         self.loop_monitor = EventLoopMonitor()
         self.system_events: deque[str] = deque(maxlen=_SYSTEM_EVENT_QUEUE)
-        self.ui_tickets = UiTickets(clock)
-        """One-time sign-in tickets for the web app (`/#ticket=…`)."""
+        self._init_http(clock)
         self.auth_throttle, self.browser_throttle = throttles(self.settings, clock)
         self.config_lock = asyncio.Lock()
         """Serialises config writes made through the protocol."""
@@ -148,6 +148,13 @@ class GatewayState:
         self.request_rebind = rebind
         """Move the listener to the current bind/port/TLS after a delay in seconds."""
         self._init_listener()
+
+    def _init_http(self, clock: Clock) -> None:
+        """What the HTTP routes beside the protocol keep."""
+        self.ui_tickets = UiTickets(clock)
+        """One-time sign-in tickets for the web app (`/#ticket=…`)."""
+        self.canvas = CanvasSurface(clock)
+        """The canvas's capability URLs and its live-reload sockets."""
 
     def _init_listener(self) -> None:
         """The listener, as `server.py` sets it up."""

@@ -17,6 +17,7 @@ from moltis_desktop.gateway.admission.common import (
     HandshakeRequest,
 )
 from moltis_desktop.gateway.broadcast import CAPABILITIES
+from moltis_desktop.gateway.canvas_access import request_base_url
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import admit
@@ -158,11 +159,14 @@ async def _handshake(
         conn.send(encode_error(frame.id, rejected.error))
         await conn.close(rejected.close_code, rejected.close_reason)
         return None
-    conn.send(encode_ok(frame.id, _hello(gateway, conn, admission)))
+    base_url = request_base_url(request, gateway.http_url)
+    conn.send(encode_ok(frame.id, _hello(gateway, conn, admission, base_url)))
     return admission
 
 
-def _hello(gateway: GatewayState, conn: Connection, admission: Admission) -> dict[str, Any]:
+def _hello(
+    gateway: GatewayState, conn: Connection, admission: Admission, base_url: str
+) -> dict[str, Any]:
     settings = gateway.settings
     reads = operator_may(admission.role, frozenset(admission.scopes), Scope.READ)
     default_agent = settings.agents.default
@@ -191,6 +195,7 @@ def _hello(gateway: GatewayState, conn: Connection, admission: Admission) -> dic
                 "scope": "per-sender",
             },
         },
+        **_surface_urls(gateway, admission, base_url),
         "auth": _auth_block(admission),
         "policy": {
             "maxPayload": settings.gateway.max_payload,
@@ -198,6 +203,18 @@ def _hello(gateway: GatewayState, conn: Connection, admission: Admission) -> dic
             "tickIntervalMs": settings.gateway.tick_interval_ms,
         },
     }
+
+
+def _surface_urls(gateway: GatewayState, admission: Admission, base_url: str) -> dict[str, Any]:
+    """The canvas's capability URL on the address this client reached us by, for an operator
+    that may read (not for a node, a probe or a pairing-only client): protocol 4's
+    `pluginSurfaceUrls.canvas`, protocol 3's `canvasHostUrl`."""
+    if not operator_may(admission.role, frozenset(admission.scopes), Scope.READ):
+        return {}
+    canvas = gateway.canvas.url(base_url)
+    if admission.protocol >= 4:
+        return {"pluginSurfaceUrls": {"canvas": canvas}}
+    return {"canvasHostUrl": canvas}
 
 
 def _register(gateway: GatewayState, conn: Connection, admission: Admission) -> None:

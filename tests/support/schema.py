@@ -105,6 +105,11 @@ class FrameValidator:
         payload = frame.get("payload")
         if frame.get("ok"):
             if method == "connect":
+                if payload.get("protocol") == 3 and "canvasHostUrl" in payload:
+                    # Protocol 3's hello-ok had `canvasHostUrl` (a string); the published
+                    # schema is protocol 4's, which has `pluginSurfaceUrls` instead.
+                    assert isinstance(payload["canvasHostUrl"], str) and payload["canvasHostUrl"]
+                    payload = {k: v for k, v in payload.items() if k != "canvasHostUrl"}
                 validator("HelloOk").validate(payload)
                 self._count("hello-ok")
             elif method == "health":
