@@ -95,6 +95,10 @@ async def test_canvas_pages_are_served_sandboxed_with_live_reload(
         assert f'"{CAP_PREFIX}/{token}{PREFIX}/__live"' in await resp.text()
     async with http_session.get(base + "/data.json") as resp:
         assert resp.content_type == "application/json" and await resp.json() == {"x": 1}
+    # Pages the agent writes without <meta charset> still show "°" (not "Â°").
+    (folder / "weather.html").write_text("<p>21°C</p>", encoding="utf-8")
+    async with http_session.get(base + "/weather.html") as resp:
+        assert resp.charset == "utf-8"
     for bad in ("/missing.html", "/../../config/moltis.toml", "/%2e%2e/%2e%2e/x"):
         async with http_session.get(base + bad) as resp:
             assert resp.status == 404, bad

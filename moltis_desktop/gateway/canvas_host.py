@@ -106,6 +106,9 @@ def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text, headers=_headers())
 
 
+_TEXT_TYPES = frozenset({"application/json", "image/svg+xml", "application/xml"})
+
+
 def _hidden(parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") for part in parts)
 
@@ -160,7 +163,15 @@ async def serve(request: web.Request) -> web.StreamResponse:
     ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if ctype == "text/html":
         body = _inject(body, token)
-    return web.Response(body=body, content_type=ctype, headers=_headers())
+    # The agent writes UTF-8 and often leaves out <meta charset>: without a charset here the
+    # browser would read "21°C" as "21Â°C".
+    textual = ctype.startswith("text/") or ctype in _TEXT_TYPES
+    return web.Response(
+        body=body,
+        content_type=ctype,
+        charset="utf-8" if textual else None,
+        headers=_headers(),
+    )
 
 
 async def live(request: web.Request, gateway: GatewayState, left_s: float) -> web.StreamResponse:
