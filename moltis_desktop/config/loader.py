@@ -395,6 +395,8 @@ def _check_semantics(settings: Settings, file: Path | None) -> None:
         ("gateway.handshake_timeout_ms", gw.handshake_timeout_ms, 100),
         ("gateway.max_inflight_per_connection", gw.max_inflight_per_connection, 1),
         ("gateway.health_refresh_ms", gw.health_refresh_ms, 100),
+        ("gateway.http.header_timeout_ms", gw.http.header_timeout_ms, 100),
+        ("gateway.http.keepalive_timeout_ms", gw.http.keepalive_timeout_ms, 100),
     ):
         if value < low:
             raise ConfigError(f"{value} is too small; allowed: at least {low}", file=file, key=key)

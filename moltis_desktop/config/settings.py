@@ -70,6 +70,19 @@ class NodesSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """How long the gateway waits for slow or idle HTTP clients (WebSockets start as HTTP)."""
+
+    header_timeout_ms: int = 10_000
+    """Time a client has to send a request's headers, counted from its first byte (and, for
+    a new connection, from connecting), in milliseconds; then the connection is closed.
+    Read when a connection opens."""
+    keepalive_timeout_ms: int = 30_000
+    """Time an idle connection is kept open for the client's next request after a response,
+    in milliseconds. Read when a connection opens."""
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """The WebSocket + HTTP server."""
 
@@ -117,6 +130,8 @@ class GatewaySettings:
     """Host names the gateway answers to besides its own (`localhost`, this machine's
     name and addresses, `.local` and `.ts.net` names): `name` or `.suffix`. Requests for
     any other `Host` get 421 (this is what defeats DNS rebinding)."""
+    http: HttpSettings = field(default_factory=HttpSettings)
+    """Timeouts of HTTP connections (slow or idle clients)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.gateway.auth import SharedSecret
+from moltis_desktop.gateway.http_limits import (
+    ConnectionLimits,
+    GuardedAppRunner,
+    connection_caps,
+    raise_fd_limit,
+)
 from moltis_desktop.gateway.http_security import security_middleware
 from moltis_desktop.gateway.methods import method_table
 from moltis_desktop.gateway.routes import add_routes
@@ -76,6 +82,8 @@ class GatewayServer:
         """Advertises the gateway on mDNS, from `start` to `stop` (MOLTIS_DISABLE_MDNS=1 or
         OPENCLAW_DISABLE_BONJOUR=1 in the environment turns it off)."""
         self._runner: web.AppRunner | None = None
+        self.connection_limits = ConnectionLimits(*connection_caps(None))
+        """The caps on unauthenticated connections (set from the open-file limit at start)."""
         self._site: web.TCPSite | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._rebind_handle: asyncio.TimerHandle | None = None
@@ -137,8 +145,14 @@ class GatewayServer:
     async def start(self) -> None:
         """Bind the listener and start the background work (ticks, health, config watch)."""
         self._loop = asyncio.get_running_loop()
-        self._runner = web.AppRunner(
-            self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        per_ip, total = connection_caps(raise_fd_limit())
+        self.connection_limits = ConnectionLimits(per_ip, total)
+        self._runner = GuardedAppRunner(
+            self.build_app(),
+            limits=self.connection_limits,
+            settings=lambda: self.state.settings.gateway.http,
+            access_log=None,
+            shutdown_timeout=1.0,
         )
         await self._runner.setup()
         await self._bind()

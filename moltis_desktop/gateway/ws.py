@@ -21,6 +21,7 @@ from moltis_desktop.gateway.canvas_access import request_base_url
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import admit
+from moltis_desktop.gateway.http_limits import mark_authenticated
 from moltis_desktop.gateway.http_security import client
 from moltis_desktop.gateway.registry import (
     MethodSpec,
@@ -93,6 +94,7 @@ async def websocket_handler(gateway: GatewayState, request: web.Request) -> web.
             del gateway.preauth[ip]
     if admission is None:
         return ws
+    mark_authenticated(request)
     _register(gateway, conn, admission)
     try:
         await _serve(gateway, conn)
