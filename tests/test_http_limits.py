@@ -60,7 +60,7 @@ async def test_slowloris_half_request_line_is_closed(start_gateway: StartGateway
     reader, writer = await _open(gw)
     writer.write(b"GET /healthz HT")
     elapsed = await _closed_after(reader, 5)
-    assert 0.4 <= elapsed <= 2.0
+    assert 0.4 <= elapsed <= 3.0
     writer.close()
 
 
@@ -80,14 +80,14 @@ async def test_headers_dribbled_byte_by_byte_are_closed(start_gateway: StartGate
         await _closed_after(reader, 5)
     finally:
         task.cancel()
-    assert time.monotonic() - started <= 2.0
+    assert time.monotonic() - started <= 3.0
     writer.close()
 
 
 async def test_silent_connection_is_closed(start_gateway: StartGateway) -> None:
     gw = await start_gateway(overrides=FAST)
     reader, writer = await _open(gw)
-    assert 0.4 <= await _closed_after(reader, 5) <= 2.0
+    assert 0.4 <= await _closed_after(reader, 5) <= 3.0
     writer.close()
 
 
@@ -102,7 +102,7 @@ async def test_next_request_on_a_kept_alive_connection_has_the_timeout_too(
     writer.write(GET)
     assert (await _response(reader))[0] == 200
     writer.write(b"GET /hea")
-    assert 0.4 <= await _closed_after(reader, 5) <= 2.0
+    assert 0.4 <= await _closed_after(reader, 5) <= 3.0
     writer.close()
 
 
@@ -182,6 +182,20 @@ async def test_too_large_headers_get_431_and_the_gateway_keeps_answering(
     assert "ERROR" not in logged
 
 
+async def test_a_client_still_sending_after_the_431_is_not_reset(gateway: GatewayHandle) -> None:
+    # A reset (closing with unread data) can destroy the answer before the client reads
+    # it, on some systems: the gateway reads and drops the rest for a moment instead.
+    reader, writer = await _open(gateway)
+    writer.write(b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 100_000)
+    assert (await _response(reader))[0] == 431
+    for _ in range(5):
+        writer.write(b"a" * 100_000)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    assert await reader.read() == b""  # the gateway's end of the stream, not a reset
+    writer.close()
+
+
 async def test_headers_within_the_limits_are_served(gateway: GatewayHandle) -> None:
     reader, writer = await _open(gateway)
     fields = b"".join(b"X-F%d: %s\r\n" % (i, b"c" * 500) for i in range(90))  # ~46 KB
@@ -251,21 +265,31 @@ async def test_per_ip_cap_evicts_the_oldest_silent_socket_not_the_owner(
 async def test_the_cap_never_evicts_a_connection_with_a_request_in_flight(
     gateway: GatewayHandle, make_client: MakeClient
 ) -> None:
-    # WebSockets that have not sent `connect` yet are requests in flight: at the cap, the
-    # silent sockets go first, whatever their age.
-    cap = gateway.gateway.connection_limits.per_ip
-    pending = [make_client(gateway.url) for _ in range(10)]
-    for client in pending:
+    # WebSockets that have not sent `connect` yet are requests in flight: silent sockets
+    # go first, whatever their age, and when only those are left a newcomer is refused.
+    limits = gateway.gateway.connection_limits
+    limits.per_ip = 8  # a cap the test can fill with pending WebSockets (32 at most per IP)
+    port = gateway.gateway.state.port
+    pending = [make_client(gateway.url) for _ in range(8)]
+    for client in pending[:4]:
         await client.open()
-    flood = _silent_sockets(gateway.gateway.state.port, cap)
-    try:
-        closed = await _wait_closed_count(flood, 10)
-        assert closed == [True] * 10 + [False] * (cap - 10)
-        for client in pending:
-            assert (await client.connect(token=gateway.token))["ok"]
-    finally:
-        for sock in flood:
-            sock.close()
+    flood = _silent_sockets(port, 6)
+    assert await _wait_closed_count(flood, 2) == [True] * 2 + [False] * 4
+    for client in pending[4:]:
+        await client.open()
+    assert await _wait_closed_count(flood, 6) == [True] * 6
+    reader, writer = await _open(gateway)
+    assert (await _response(reader))[0] == 503
+    writer.close()
+    for client in pending:
+        assert (await client.connect(token=gateway.token))["ok"]
+    assert limits.count("127.0.0.1") == 0
+    reader, writer = await _open(gateway)
+    writer.write(GET)
+    assert (await _response(reader))[0] == 200
+    writer.close()
+    for sock in flood:
+        sock.close()
 
 
 # ---------------------------------------------------------------- open-file limit
@@ -306,18 +330,25 @@ def test_soft_fd_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
         assert _nofile(gw.proc.pid) == (4096, 4096)
 
 
+def _fds_in_use(pid: int) -> int:
+    fd_dir = Path(f"/proc/{pid}/fd")
+    return len(list(fd_dir.iterdir())) if fd_dir.exists() else 16
+
+
 def test_healthz_answers_with_240_idle_sockets_under_ulimit_256(tmp_path: Path) -> None:
-    # macOS's default for GUI apps: without the caps these sockets used the gateway's last
-    # file descriptors, and it answered no one.
+    # 256 is macOS's default for GUI apps. Without the caps, silent sockets held the
+    # gateway's last file descriptors and it answered no one (237 did it on a Mac): at
+    # least 240 here, and as many as it takes to reach the limit on this machine.
     with _limited_gateway(tmp_path / "home", soft=256, hard=256) as gw:
-        flood = _silent_sockets(gw.port, 240)
+        count = max(240, 256 - _fds_in_use(gw.proc.pid) + 8)
+        flood = _silent_sockets(gw.port, count)
         try:
             status, took = _healthz(gw.port)
             assert status == 200
             assert took < 2.0
-            # Every socket was accepted in turn (the kernel queue did not hold them back).
+            # The oldest made room: no more than the per-IP cap are still open.
             closed = sum(_is_closed(s) for s in flood)
-            assert closed >= 240 - connection_caps(256)[0]
+            assert closed >= count - connection_caps(256)[0]
         finally:
             for sock in flood:
                 sock.close()
