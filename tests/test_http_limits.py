@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from moltis_desktop.config.settings import GatewaySettings
-from moltis_desktop.gateway.http_limits import UNAUTHENTICATED_PER_IP, connection_caps
+from moltis_desktop.gateway.limits import UNAUTHENTICATED_PER_IP, connection_caps
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.process import BIN, GatewayProcess, gateway_process
 from tests.support.wsclient import ProtoClient

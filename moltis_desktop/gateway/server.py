@@ -26,13 +26,13 @@ from moltis_desktop.core.clock import SYSTEM_CLOCK, Clock
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.gateway.auth import SharedSecret
-from moltis_desktop.gateway.http_limits import (
+from moltis_desktop.gateway.http_security import security_middleware
+from moltis_desktop.gateway.limits import (
     ConnectionLimits,
     GuardedAppRunner,
     connection_caps,
     raise_fd_limit,
 )
-from moltis_desktop.gateway.http_security import security_middleware
 from moltis_desktop.gateway.methods import method_table
 from moltis_desktop.gateway.routes import add_routes
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState, resolve_bind, throttles

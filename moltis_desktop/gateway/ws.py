@@ -21,8 +21,8 @@ from moltis_desktop.gateway.canvas_access import request_base_url
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import admit
-from moltis_desktop.gateway.http_limits import mark_authenticated
 from moltis_desktop.gateway.http_security import client
+from moltis_desktop.gateway.limits import mark_authenticated
 from moltis_desktop.gateway.registry import (
     MethodSpec,
     convert_params,
