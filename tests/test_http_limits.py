@@ -21,7 +21,9 @@ from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.process import BIN, GatewayProcess, gateway_process
 from tests.support.wsclient import ProtoClient
 
-GET = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+"""A request line and its Host header (the rest of the headers to follow)."""
+GET = HEAD + b"\r\n"
 FAST = {"gateway": {"http": {"header_timeout_ms": 500}}}
 """A header timeout short enough to wait for in a test."""
 
@@ -150,10 +152,10 @@ def test_default_keepalive_and_header_timeouts() -> None:
 
 
 TOO_LARGE = {
-    "a 200 KB field": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
-    "a 9 KB field": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 9_000 + b"\r\n\r\n",
+    "a 200 KB field": HEAD + b"X-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+    "a 9 KB field": HEAD + b"X-Big: " + b"a" * 9_000 + b"\r\n\r\n",
     # Fields each within their limit, 200 KB in all.
-    "99 fields of 2 KB": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    "99 fields of 2 KB": HEAD
     + b"".join(b"X-F%d: %s\r\n" % (i, b"b" * 2000) for i in range(99))
     + b"\r\n",
     "110 fields": b"GET /healthz HTTP/1.1\r\n"
@@ -199,7 +201,7 @@ async def test_a_client_still_sending_after_the_431_is_not_reset(gateway: Gatewa
 async def test_headers_within_the_limits_are_served(gateway: GatewayHandle) -> None:
     reader, writer = await _open(gateway)
     fields = b"".join(b"X-F%d: %s\r\n" % (i, b"c" * 500) for i in range(90))  # ~46 KB
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n")
+    writer.write(HEAD + fields + b"\r\n")
     assert (await _response(reader))[0] == 200
     writer.close()
 
@@ -260,6 +262,32 @@ async def test_per_ip_cap_evicts_the_oldest_silent_socket_not_the_owner(
     finally:
         for sock in flood:
             sock.close()
+
+
+async def test_a_bearer_request_lifts_its_connection_out_of_the_caps(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(overrides={"gateway": {"chat_completions": True}})
+    limits = gateway.gateway.connection_limits
+    models = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    wrong_reader, wrong_writer = await _open(gateway)
+    wrong_writer.write(models + b"Authorization: Bearer wrong-token-0123456789\r\n\r\n")
+    assert (await _response(wrong_reader))[0] == 401
+    assert limits.count("127.0.0.1") == 1  # a wrong token lifts nothing
+    reader, writer = await _open(gateway)
+    writer.write(models + b"Authorization: Bearer %s\r\n\r\n" % gateway.token.encode())
+    assert (await _response(reader))[0] == 200
+    assert limits.count("127.0.0.1") == 1  # the wrong token's connection only
+    wrong_writer.close()
+    flood = _silent_sockets(gateway.gateway.state.port, limits.per_ip + 10)
+    try:
+        await _wait_closed_count(flood, 11)
+        writer.write(GET)  # the authenticated keep-alive connection was left alone
+        assert (await _response(reader))[0] == 200
+    finally:
+        for sock in flood:
+            sock.close()
+    writer.close()
 
 
 async def test_the_cap_never_evicts_a_connection_with_a_request_in_flight(

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from moltis_desktop.core.logging import security_event
+from moltis_desktop.gateway.limits import mark_authenticated
 from moltis_desktop.gateway.policy import Access, Handler, access_of, takes_json
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.gateway.trust import check_origin, client_address, origin_listed
@@ -121,7 +122,7 @@ async def authorize(gateway: GatewayState, request: web.Request) -> web.Response
     given = bearer(request)
     if given is not None and secret.check(given) is None:
         throttle.record_success(ip)
-        _mark_authenticated(request)
+        mark_authenticated(request)
         return None
     delay = throttle.record_failure(ip)
     _security("auth.failed", ip=ip, path=request.path, reason=f"{noun}_mismatch")
@@ -137,16 +138,6 @@ async def authorize(gateway: GatewayState, request: web.Request) -> web.Response
 
 def _security(event: str, **fields: object) -> None:
     security_event(event, level=logging.WARNING, **fields)
-
-
-def _mark_authenticated(request: web.Request) -> None:
-    try:
-        from moltis_desktop.gateway.limits import (  # type: ignore[import-not-found]
-            mark_authenticated,
-        )
-    except ImportError:  # pragma: no cover - the connection limits are not in this build
-        return
-    mark_authenticated(request)
 
 
 # ---------------------------------------------------------------------- the middleware
