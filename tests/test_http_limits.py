@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from moltis_desktop.config.settings import GatewaySettings
-from moltis_desktop.gateway.limits import UNAUTHENTICATED_PER_IP, connection_caps
+from moltis_desktop.gateway.limits import FRESH_S, UNAUTHENTICATED_PER_IP, connection_caps
 from tests.conftest import GatewayHandle, MakeClient, StartGateway
 from tests.support.process import BIN, GatewayProcess, gateway_process
 from tests.support.wsclient import ProtoClient
@@ -247,7 +247,8 @@ async def test_per_ip_cap_evicts_the_oldest_silent_socket_not_the_owner(
     flood = _silent_sockets(gateway.gateway.state.port, cap + 40)
     try:
         closed = await _wait_closed_count(flood, 40)
-        # The oldest 40 made room; the newest `cap` are open (until the header timeout).
+        # Once they are no longer fresh, the oldest 40 go; the newest `cap` stay open
+        # (until the header timeout).
         assert closed == [True] * 40 + [False] * cap
         assert gateway.gateway.connection_limits.count("127.0.0.1") == cap
         # The authenticated client connected before the flood was not touched...
@@ -262,6 +263,25 @@ async def test_per_ip_cap_evicts_the_oldest_silent_socket_not_the_owner(
     finally:
         for sock in flood:
             sock.close()
+
+
+async def test_a_burst_of_parallel_requests_over_the_per_ip_cap_is_served(
+    gateway: GatewayHandle,
+) -> None:
+    # A client firing many requests at once opens all its connections before sending on
+    # any: fresh connections are not taken for silent ones.
+    limits = gateway.gateway.connection_limits
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def get() -> int:
+            async with session.get(f"{gateway.http}/healthz") as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = await asyncio.gather(*(get() for _ in range(3 * limits.per_ip)))
+    assert statuses == [200] * (3 * limits.per_ip)
+    assert limits.evicted == 0
 
 
 async def test_a_bearer_request_lifts_its_connection_out_of_the_caps(
@@ -382,9 +402,14 @@ def test_healthz_answers_with_240_idle_sockets_under_ulimit_256(tmp_path: Path) 
             status, took = _healthz(gw.port)
             assert status == 200
             assert took < 2.0
-            # The oldest made room: no more than the per-IP cap are still open.
-            closed = sum(_is_closed(s) for s in flood)
-            assert closed >= count - connection_caps(256)[0]
+            # The oldest made room: no more than the total cap are open, and once they are
+            # no longer fresh, no more than the per-IP cap.
+            per_ip, total = connection_caps(256)
+            assert sum(_is_closed(s) for s in flood) >= count - total
+            deadline = time.monotonic() + FRESH_S + 2
+            while sum(not _is_closed(s) for s in flood) > per_ip:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
         finally:
             for sock in flood:
                 sock.close()
@@ -392,22 +417,30 @@ def test_healthz_answers_with_240_idle_sockets_under_ulimit_256(tmp_path: Path) 
 
 
 def test_total_cap_under_ulimit_256(tmp_path: Path) -> None:
-    # Four IPs, each under the per-IP cap, together over the total one: the oldest go.
+    # Four IPs, each under the per-IP cap, together over the total one: each newcomer
+    # makes room at the expense of the IP holding the most, oldest first.
     per_ip, total = connection_caps(256)
     with _limited_gateway(tmp_path / "home", soft=256, hard=256) as gw:
-        flood = [
-            s for ip in range(2, 6) for s in _silent_sockets(gw.port, per_ip - 10, f"127.0.0.{ip}")
-        ]
+        ips = [f"127.0.0.{n}" for n in range(2, 6)]
+        flood = {ip: _silent_sockets(gw.port, per_ip - 10, ip) for ip in ips}
         try:
             status, took = _healthz(gw.port, "127.0.0.9")
             assert status == 200
             assert took < 2.0
             deadline = time.monotonic() + 3
-            while (closed := [_is_closed(s) for s in flood]).count(False) > total - 1:
-                assert time.monotonic() < deadline, closed.count(False)
+            while sum(not _is_closed(s) for socks in flood.values() for s in socks) > total - 1:
+                assert time.monotonic() < deadline
                 time.sleep(0.05)
-            # The /healthz connection took one place; the oldest made room.
-            assert closed == [True] * (len(flood) - total + 1) + [False] * (total - 1)
+            # The /healthz connection took one place. Each IP keeps its newest, the same
+            # number give or take one.
+            left = {}
+            for ip, socks in flood.items():
+                closed = [_is_closed(s) for s in socks]
+                left[ip] = closed.count(False)
+                assert closed == [True] * (len(socks) - left[ip]) + [False] * left[ip]
+            assert sum(left.values()) == total - 1
+            assert max(left.values()) - min(left.values()) <= 1
         finally:
-            for sock in flood:
-                sock.close()
+            for socks in flood.values():
+                for sock in socks:
+                    sock.close()

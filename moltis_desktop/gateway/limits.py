@@ -11,7 +11,8 @@ from using up the process's file descriptors, memory or sockets.
   431 and the connection closed.
 - Caps on unauthenticated connections, per IP and in all: a connection counts until a
   request on it passes authentication (`mark_authenticated`). At a cap the oldest idle
-  connection is closed to make room, so a flood of silent sockets cannot lock the owner out.
+  connection is closed to make room (see `ConnectionLimits`), so a flood of silent sockets
+  cannot lock the owner out.
 
 aiohttp (3.14) has options for the keep-alive and the size of lines, fields and the header
 count, but none for a header timeout, a total header size or a connection cap: those are
@@ -48,8 +49,9 @@ MAX_HEADER_BYTES = 64 * 1024
 100 fields of 8 KiB make 800 KiB per request)."""
 
 UNAUTHENTICATED_PER_IP = 64
-"""Unauthenticated connections one IP may hold at once (a browser opens 6 per host; the
-WebSocket pre-auth cap, `ws.MAX_PREAUTH_SOCKETS_PER_IP`, is 32 and fits inside)."""
+"""Unauthenticated connections one IP may hold at once, fresh ones aside (a browser opens 6
+per host; the WebSocket pre-auth cap, `ws.MAX_PREAUTH_SOCKETS_PER_IP`, is 32 and fits
+inside). Never more than half the total cap."""
 UNAUTHENTICATED_TOTAL = 512
 """Unauthenticated connections the gateway holds at once, from all IPs together; never more
 than `1 / FD_SHARE` of the open-file limit."""
@@ -65,6 +67,10 @@ refuses RLIM_INFINITY there, and anything above `kern.maxfilesperproc`)."""
 LINGER_S = 2.0
 """After a 431 the gateway reads and drops what the client still sends for up to this long
 before it closes the connection (so that the answer is not lost to a reset)."""
+
+FRESH_S = 1.0
+"""For this long after it opens a connection is not closed to make room for another from
+the same IP: its request may still be on its way."""
 
 _CAP_WARNING_INTERVAL_S = 60.0
 
@@ -117,7 +123,22 @@ def connection_caps(fd_limit: int | None) -> tuple[int, int]:
 
 
 class ConnectionLimits:
-    """The unauthenticated connections, oldest first, per IP and in all; evicts at a cap."""
+    """The unauthenticated connections, oldest first, per IP and in all; makes room at a
+    cap by closing idle ones.
+
+    Which connection goes, at either cap: the oldest that never got a request through
+    (silent, or slow to send its headers), else the oldest idle between requests (a server
+    may close an idle keep-alive connection at any time). Never one with a request in
+    flight (a WebSocket in its handshake, a response being written): when only those are
+    left, the newcomer is refused with a 503.
+
+    - Per IP, a connection younger than `FRESH_S` is spared: its request may be on its way
+      (a client firing many requests at once opens all its connections first). While one
+      is, the IP may go over its cap; `FRESH_S` later it is brought back down.
+    - In all, nothing is spared (the file descriptors are at stake), and the connection
+      goes from the IP that holds the most: a flood from one address does not push out
+      the connections of another.
+    """
 
     def __init__(self, per_ip: int, total: int) -> None:
         self.per_ip = per_ip
@@ -127,9 +148,10 @@ class ConnectionLimits:
         self.evicted = 0
         """Connections closed to make room (since start)."""
         self.refused = 0
-        """Connections refused because nothing could be evicted (since start)."""
+        """Connections refused because nothing could be closed (since start)."""
         self._all: dict[GuardedRequestHandler, None] = {}
         self._by_ip: dict[str, dict[GuardedRequestHandler, None]] = {}
+        self._trims: dict[str, asyncio.TimerHandle] = {}
         self._warned_at = -_CAP_WARNING_INTERVAL_S
 
     def count(self, ip: str | None = None) -> int:
@@ -137,13 +159,25 @@ class ConnectionLimits:
         return len(self._all) if ip is None else len(self._by_ip.get(ip, ()))
 
     def admit(self, conn: GuardedRequestHandler) -> bool:
-        """Track a new connection, evicting an idle one at a cap; False when it must be
-        refused (every connection at the cap is busy)."""
+        """Track a new connection, closing another at a cap; False when it must be refused
+        (every connection it could replace has a request in flight)."""
         peers = self._by_ip.get(conn.ip)
-        if peers is not None and len(peers) >= self.per_ip and not self._evict(peers, conn.ip):
-            return False
-        if len(self._all) >= self.total and not self._evict(self._all, None):
-            return False
+        if peers is not None and len(peers) >= self.per_ip:
+            victim = _victim(peers, spare_after=conn.opened_at - FRESH_S)
+            if victim is not None:
+                self._evict(victim, conn.ip)
+            elif any(c.never_served for c in peers):  # fresh ones: a burst, not a flood
+                self._trim_later(conn.ip)
+            else:
+                self._refuse(conn.ip)
+                return False
+        if len(self._all) >= self.total:
+            heaviest = max(self._by_ip.values(), key=len)
+            victim = _victim(heaviest) or _victim(self._all)
+            if victim is None:
+                self._refuse(None)
+                return False
+            self._evict(victim, None)
         self._all[conn] = None
         self._by_ip.setdefault(conn.ip, {})[conn] = None
         return True
@@ -158,26 +192,32 @@ class ConnectionLimits:
         if not peers:
             del self._by_ip[conn.ip]
 
-    def _evict(self, group: dict[GuardedRequestHandler, None], ip: str | None) -> bool:
-        # The oldest connection that never got a request through (silent, or slow to send
-        # its headers); else the oldest idle between requests (a server may close an idle
-        # keep-alive connection at any time; clients retry). Never one with a request in
-        # flight (a WebSocket in its handshake, a response being written).
-        victim: GuardedRequestHandler | None = None
-        for conn in group:
-            if conn.never_served:
-                victim = conn
-                break
-            if victim is None and conn.idle:
-                victim = conn
-        self._warn(ip)
-        if victim is None:
-            self.refused += 1
-            return False
+    def _evict(self, victim: GuardedRequestHandler, cap_ip: str | None) -> None:
+        self._warn(cap_ip)
         self.evicted += 1
         self.forget(victim)
         victim.evict()
-        return True
+
+    def _refuse(self, cap_ip: str | None) -> None:
+        self._warn(cap_ip)
+        self.refused += 1
+
+    def _trim_later(self, ip: str) -> None:
+        """Bring `ip` back down to its cap once its fresh connections are not fresh."""
+        if ip not in self._trims:
+            loop = asyncio.get_running_loop()
+            self._trims[ip] = loop.call_later(FRESH_S, self._trim, ip)
+
+    def _trim(self, ip: str) -> None:
+        del self._trims[ip]
+        now = asyncio.get_running_loop().time()
+        while (peers := self._by_ip.get(ip)) is not None and len(peers) > self.per_ip:
+            victim = _victim(peers, spare_after=now - FRESH_S, silent_only=True)
+            if victim is None:
+                if any(c.never_served for c in peers):
+                    self._trim_later(ip)
+                return
+            self._evict(victim, ip)
 
     def _warn(self, ip: str | None) -> None:
         now = asyncio.get_running_loop().time()
@@ -186,15 +226,36 @@ class ConnectionLimits:
         self._warned_at = now
         if ip is None:
             _LOGGER.warning(
-                "%d unauthenticated connections open (the cap): closing the oldest idle ones",
+                "%d unauthenticated connections open (the cap): closing idle ones to make "
+                "room, refusing newcomers when none is idle",
                 self.total,
             )
         else:
             _LOGGER.warning(
-                "%d unauthenticated connections from %s (the cap): closing its oldest idle ones",
+                "%d unauthenticated connections from %s (its cap): closing its idle ones to "
+                "make room, refusing newcomers when none is idle",
                 self.per_ip,
                 ip,
             )
+
+
+def _victim(
+    group: dict[GuardedRequestHandler, None],
+    *,
+    spare_after: float | None = None,
+    silent_only: bool = False,
+) -> GuardedRequestHandler | None:
+    """The connection of `group` to close: the oldest that never got a request through
+    (opened before `spare_after`, when given), else the oldest idle between requests
+    (unless `silent_only`); None when every one has a request in flight (or is spared)."""
+    idle: GuardedRequestHandler | None = None
+    for conn in group:  # oldest first
+        if conn.never_served:
+            if spare_after is None or conn.opened_at <= spare_after:
+                return conn
+        elif idle is None and conn.idle:
+            idle = conn
+    return None if silent_only else idle
 
 
 def mark_authenticated(request: web.Request) -> None:
@@ -244,6 +305,7 @@ class GuardedRequestHandler(RequestHandler):
         "_limits",
         "_tracked",
         "ip",
+        "opened_at",
     )
 
     def __init__(
@@ -257,6 +319,8 @@ class GuardedRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.ip = ""
         """The peer's address (the key of the per-IP cap)."""
+        self.opened_at = 0.0
+        """When the connection opened (the loop's clock)."""
         self._limits = limits
         self._tracked = False
         self._answered = 0
@@ -297,6 +361,7 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else ""
+        self.opened_at = self._loop.time()
         self._arm_header_timer()
         if self._limits.admit(self):
             self._tracked = True
