@@ -21,6 +21,7 @@ from aiohttp import web
 
 from moltis_desktop.gateway.canvas_access import CANVAS_PATH, CAP_PREFIX
 from moltis_desktop.gateway.canvas_live import WatcherFailedError
+from moltis_desktop.gateway.limits import mark_authenticated
 from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 
@@ -118,7 +119,12 @@ def _checked(request: web.Request) -> tuple[GatewayState, str, float] | None:
     gateway = request.app[STATE_KEY]
     token = request.match_info["token"]
     left = gateway.canvas.capabilities.remaining_s(token)
-    return None if left is None else (gateway, token, left)
+    if left is None:
+        return None
+    # A good capability authenticates the connection: it leaves the caps on unauthenticated
+    # connections (live sockets have their own, `MAX_LIVE_SOCKETS`).
+    mark_authenticated(request)
+    return gateway, token, left
 
 
 async def enter(request: web.Request) -> web.StreamResponse:

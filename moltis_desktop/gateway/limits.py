@@ -37,6 +37,7 @@ from aiohttp.web_protocol import RequestHandler
 from moltis_desktop.config.settings import HttpSettings
 
 _LOGGER = logging.getLogger(__name__)
+_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
 
 MAX_LINE_BYTES = 8 * 1024
 """Longest request line (method, target and version) accepted, in bytes."""
@@ -424,7 +425,9 @@ class GuardedRequestHandler(RequestHandler):
         too_large = isinstance(exc, LineTooLong) or (
             isinstance(exc, BadHttpMessage) and "Too many headers" in exc.message
         )
-        _LOGGER.debug("bad request from %s: %s", request.remote, exc.message)
+        # Through aiohttp's logger, whose flood guard (core/logging.py) turns it into one
+        # line per peer a minute, with the error's class and never the request's bytes.
+        _AIOHTTP_SERVER_LOG.warning("Error handling request from %s", request.remote, exc_info=exc)
         response = web.Response(
             status=431 if too_large else 400,
             text="request headers too large\n" if too_large else "bad request\n",
