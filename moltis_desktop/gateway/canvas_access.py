@@ -16,7 +16,6 @@ them all. The expiry is on the gateway's monotonic clock, which the key's lifeti
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
@@ -79,7 +78,8 @@ class CanvasCapabilities:
         self._key = secrets.token_bytes(32)
 
     def _mac(self, body: bytes) -> bytes:
-        return hmac.new(self._key, _LABEL + body, hashlib.sha256).digest()[:_MAC_BYTES]
+        # hmac.digest: the one-shot C path (a token is minted for every hello-ok).
+        return hmac.digest(self._key, _LABEL + body, "sha256")[:_MAC_BYTES]
 
 
 class CanvasSurface:

@@ -30,6 +30,7 @@ TRUSTED_SUFFIXES = (".localhost", ".local", ".ts.net")
 loopback by definition, `.local` is answered by mDNS on the local network only, and
 `.ts.net` names are handed out by Tailscale to the machines of a tailnet."""
 _ADDRESSES_TTL_S = 30.0
+_MAX_ANSWERS = 256
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -134,6 +135,8 @@ class HostAllowlist:
     def __init__(self) -> None:
         self._own: frozenset[str] = frozenset()
         self._own_at = -1e9
+        self._answers: dict[tuple[str, str, tuple[str, ...]], bool] = {}
+        """Answers by (Host, bound address, allowed_hosts), dropped with the address list."""
         host = socket.gethostname().strip().rstrip(".").lower()
         short = host.split(".")[0]
         self._names = frozenset(n for n in ("localhost", host, short) if n)
@@ -142,6 +145,7 @@ class HostAllowlist:
         now = time.monotonic()
         if now - self._own_at > _ADDRESSES_TTL_S:
             self._own_at = now
+            self._answers.clear()
             try:
                 from moltis_desktop.pairing.setupcode import lan_addresses
 
@@ -151,8 +155,21 @@ class HostAllowlist:
         return self._own
 
     def allowed(self, host_header: str | None, *, bound: str, configured: tuple[str, ...]) -> bool:
+        """Whether a request for `host_header` is answered (remembered per Host, bound
+        address and `allowed_hosts`, and judged again when the address list is)."""
         if not host_header:
             return True  # HTTP/1.0 tools; every browser sends Host
+        if time.monotonic() - self._own_at > _ADDRESSES_TTL_S:
+            self._own_addresses()  # refreshed, and the answers with it
+        key = (host_header, bound, configured)
+        known = self._answers.get(key)
+        if known is None:
+            if len(self._answers) >= _MAX_ANSWERS:
+                self._answers.clear()
+            known = self._answers[key] = self._judge(host_header, bound, configured)
+        return known
+
+    def _judge(self, host_header: str, bound: str, configured: tuple[str, ...]) -> bool:
         name = _host_name(host_header)
         if name is None:
             return False
