@@ -352,3 +352,34 @@ async def test_hello_ok_carries_the_canvas_url_only_for_operators_that_may_read(
     ]
     for hello in hellos:
         assert "pluginSurfaceUrls" not in hello and "canvasHostUrl" not in hello, hello["auth"]
+
+
+async def test_canvas_urls_stop_working_when_the_secret_changes_or_a_device_goes(
+    gateway: GatewayHandle, http_session: aiohttp.ClientSession, make_client: MakeClient
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from moltis_desktop.gateway.auth import SharedSecret
+    from tests.support.devices import device_id
+
+    async def works(url: str) -> bool:
+        async with http_session.get(url + PREFIX + "/") as resp:
+            return resp.status == 200
+
+    # A phone (paired from this machine, silently) is given a canvas URL, then removed.
+    key = Ed25519PrivateKey.generate()
+    phone = make_client(gateway.url)
+    res = await phone.connect_signed(key, secret=gateway.token, token=gateway.token)
+    assert res["ok"], res
+    phone_url = res["payload"]["pluginSurfaceUrls"]["canvas"]
+    assert await works(phone_url)
+    owner = make_client(gateway.url)
+    assert (await owner.connect(token=gateway.token, scopes=["operator.admin"]))["ok"]
+    await owner.call("device.pair.remove", {"deviceId": device_id(key)})
+    assert not await works(phone_url)
+    # A new gateway token: URLs handed out under the old one stop working.
+    url = await canvas_url(gateway, make_client)
+    assert await works(url)
+    state(gateway).shared_secret = SharedSecret(mode="token", token="another-token-0123456789")
+    assert not await works(url)
+    await owner.close()

@@ -30,7 +30,7 @@ PREFIX = CANVAS_PATH
 old unauthenticated path, which now only says where the capability comes from."""
 CANVAS_CSP = (
     "sandbox allow-scripts allow-forms allow-popups allow-modals; "
-    "default-src 'self' data: blob: 'unsafe-inline'; connect-src 'self' ws: wss:; "
+    "default-src 'self' data: blob: 'unsafe-inline'; connect-src 'self'; "
     "img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'self'"
 )

@@ -93,8 +93,7 @@ class GatewayState:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.shared_secret = shared_secret
-        """What clients present to connect (the runtime replaces it when auth changes)."""
+        self._shared_secret = shared_secret
         self.log_file = log_file
         self.state_dir = state_dir
         self.secrets = secrets
@@ -168,6 +167,19 @@ class GatewayState:
         """Legacy v1 device signatures already used (each is accepted once)."""
         self.hosts = HostAllowlist()
         """The `Host` names requests may carry (with `gateway.allowed_hosts`)."""
+
+    @property
+    def shared_secret(self) -> SharedSecret:
+        """What clients present to connect (the runtime replaces it when auth changes)."""
+        return self._shared_secret
+
+    @shared_secret.setter
+    def shared_secret(self, secret: SharedSecret) -> None:
+        if secret != self._shared_secret:
+            # A new token or password: the canvas URLs handed out under the old one stop
+            # working too (clients get fresh ones when they reconnect with the new secret).
+            self.canvas.capabilities.rotate()
+        self._shared_secret = secret
 
     @property
     def settings(self) -> Settings:

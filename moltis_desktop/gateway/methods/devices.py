@@ -120,6 +120,9 @@ def pair_remove(ctx: MethodContext, params: DeviceParams) -> dict[str, Any]:
     for conn in list(ctx.connections):
         if conn.device_id == params.device_id:
             conn.close_soon(1008, "device removed")
+    # The canvas URLs it was given stop working (everyone else's with them: clients get
+    # fresh ones on their next connect).
+    ctx.state.canvas.capabilities.rotate()
     _LOGGER.info("device %s removed", params.device_id[:12])
     security_event("device.removed", level=logging.INFO, device=params.device_id)
     return {"deviceId": params.device_id, "removed": True}
@@ -158,6 +161,7 @@ def token_revoke(ctx: MethodContext, params: TokenParams) -> dict[str, Any]:
         # Its connections in that role end now (they would be refused on their next connect).
         if conn.device_id == params.device_id and conn.role == params.role:
             conn.close_soon(1008, "device token revoked")
+    ctx.state.canvas.capabilities.rotate()  # and its canvas URLs, as on removal
     _LOGGER.info("device %s: token for %s revoked", params.device_id[:12], params.role)
     return {"deviceId": params.device_id, "role": params.role, "revoked": True}
 
