@@ -128,7 +128,8 @@ class GatewaySettings:
     request with forwarding headers from anyone else is never treated as local."""
     allowed_hosts: tuple[str, ...] = ()
     """Host names the gateway answers to besides its own (`localhost`, this machine's
-    name and addresses, `.local` and `.ts.net` names): `name` or `.suffix`. Requests for
+    name and addresses, `.local`, `.home.arpa`, `.internal`, `.lan` and `.ts.net` names):
+    `name` or `.suffix`. Requests for
     any other `Host` get 421 (this is what defeats DNS rebinding)."""
     http: HttpSettings = field(default_factory=HttpSettings)
     """Timeouts of HTTP connections (slow or idle clients)."""

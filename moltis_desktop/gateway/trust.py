@@ -25,10 +25,12 @@ _LOGGER = logging.getLogger(__name__)
 
 FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host")
 """Headers a reverse proxy adds; their presence means the peer is not the client."""
-TRUSTED_SUFFIXES = (".localhost", ".local", ".ts.net")
-"""Names that cannot be pointed at this machine by someone else's DNS: `.localhost` is
-loopback by definition, `.local` is answered by mDNS on the local network only, and
-`.ts.net` names are handed out by Tailscale to the machines of a tailnet."""
+TRUSTED_SUFFIXES = (".localhost", ".local", ".home.arpa", ".internal", ".lan", ".ts.net")
+"""Names that someone else's public DNS cannot point at this machine: `.localhost` is
+loopback by definition, `.local` is answered by mDNS on the local network only,
+`.home.arpa` (RFC 8375), `.internal` (reserved for private use) and `.lan` (what home
+routers hand out) are answered by the local network's own resolver only, and `.ts.net`
+names are handed out by Tailscale to the machines of a tailnet."""
 _ADDRESSES_TTL_S = 30.0
 _MAX_ANSWERS = 256
 
@@ -216,8 +218,10 @@ def _host_name(host_header: str) -> str | None:
 
 def _trusted_host(host: str, local: bool) -> bool:
     host = host.strip("[]").lower()
-    if host.endswith((".local", ".ts.net")) or host == "localhost":
-        return host != "localhost" or local
+    if host == "localhost" or host.endswith(".localhost"):
+        return local
+    if host.endswith(TRUSTED_SUFFIXES):
+        return True
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
