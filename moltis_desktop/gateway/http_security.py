@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -39,22 +40,34 @@ ERROR_HEADERS = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
 _CLIENT_KEY: web.RequestKey[tuple[str, bool]] = web.RequestKey("moltis-client", tuple)
 
 
-def error(
-    status: int,
-    message: str,
-    code: str,
-    *,
-    kind: str = "invalid_request_error",
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    """A JSON error in the shape OpenAI clients read (`{"error": {message, type, code}}`)."""
+def json_answer(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer with the headers every non-page answer carries (never cached)."""
     return web.Response(
         status=status,
-        body=encode_json({"error": {"message": message, "type": kind, "code": code}}),
+        body=encode_json(body),
         content_type="application/json",
         charset="utf-8",
         headers={**ERROR_HEADERS, **(headers or {})},
     )
+
+
+def error_body(
+    message: str, code: str | None, kind: str = "invalid_request_error"
+) -> dict[str, Any]:
+    """The gateway's one JSON error shape, OpenAI's: `{"error": {message, type, param, code}}`."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def error(
+    status: int,
+    message: str,
+    code: str | None,
+    *,
+    kind: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An error answer in `error_body`'s shape."""
+    return json_answer(status, error_body(message, code, kind), headers)
 
 
 def client(request: web.Request) -> tuple[str, bool]:
@@ -111,7 +124,7 @@ async def authorize(gateway: GatewayState, request: web.Request) -> web.Response
     throttle = gateway.auth_throttle
     retry_ms = throttle.retry_after_ms(ip)
     if retry_ms is not None:
-        _security("auth.rate_limited", ip=ip, path=request.path)
+        security_event("auth.rate_limited", ip=ip, path=request.path)
         return error(
             429,
             f"too many failed attempts from {ip}; retry in {math.ceil(retry_ms / 1000)} s",
@@ -125,7 +138,7 @@ async def authorize(gateway: GatewayState, request: web.Request) -> web.Response
         mark_authenticated(request)
         return None
     delay = throttle.record_failure(ip)
-    _security("auth.failed", ip=ip, path=request.path, reason=f"{noun}_mismatch")
+    security_event("auth.failed", ip=ip, path=request.path, reason=f"{noun}_mismatch")
     if delay:
         await asyncio.sleep(delay)
     return error(
@@ -134,10 +147,6 @@ async def authorize(gateway: GatewayState, request: web.Request) -> web.Response
         "(the OpenAI SDKs send their api_key this way)",
         "invalid_api_key",
     )
-
-
-def _security(event: str, **fields: object) -> None:
-    security_event(event, level=logging.WARNING, **fields)
 
 
 # ---------------------------------------------------------------------- the middleware
@@ -185,7 +194,7 @@ async def _admit(
     if not gateway.hosts.allowed(
         request.headers.get("Host"), bound=gateway.host, configured=settings.allowed_hosts
     ):
-        _security("http.host_refused", ip=client(request)[0], path=request.path)
+        security_event("http.host_refused", ip=client(request)[0], path=request.path)
         return error(
             421,
             "this gateway does not answer to that host name (add it to gateway.allowed_hosts "

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.gateway.http_security import ERROR_HEADERS
+from moltis_desktop.gateway.http_security import ERROR_HEADERS, json_answer
 from moltis_desktop.gateway.openai_request import (
     OpenAIError,
     Prompt,
     Route,
-    json_response,
     parse_prompt,
     read_request,
     route,
@@ -240,7 +239,7 @@ async def _whole(
             await chat.runs.abort(turn.session_key, turn.run_id)
             return web.Response(status=499, reason="Client Closed Request")
     if reply.status == "ok":
-        return json_response(200, answer.whole(reply.text, reply.stop_reason, reply.usage))
+        return json_answer(200, answer.whole(reply.text, reply.stop_reason, reply.usage))
     raise _failure(reply)
 
 
@@ -332,7 +331,7 @@ async def _models(gateway: GatewayState) -> list[dict[str, Any]]:
 async def list_models(gateway: GatewayState, request: web.Request) -> web.StreamResponse:
     """`GET /v1/models`: the agents (`moltis:<id>`, `agent:<id>`) and the catalogue's
     `provider/model` refs."""
-    return json_response(200, {"object": "list", "data": await _models(gateway)})
+    return json_answer(200, {"object": "list", "data": await _models(gateway)})
 
 
 async def get_model(gateway: GatewayState, request: web.Request) -> web.StreamResponse:
@@ -340,7 +339,7 @@ async def get_model(gateway: GatewayState, request: web.Request) -> web.StreamRe
     wanted = request.match_info["model"]
     for model in await _models(gateway):
         if model["id"] == wanted:
-            return json_response(200, model)
+            return json_answer(200, model)
     raise OpenAIError(404, f"the model {wanted!r} does not exist", code="model_not_found")
 
 

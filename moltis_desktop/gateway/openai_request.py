@@ -14,8 +14,7 @@ import msgspec
 from aiohttp import web
 
 from moltis_desktop.core.errors import MoltisError
-from moltis_desktop.gateway.http_security import ERROR_HEADERS
-from moltis_desktop.protocol.frames import encode_json
+from moltis_desktop.gateway.http_security import error, error_body
 
 if TYPE_CHECKING:
     from moltis_desktop.agent.service import ChatService
@@ -53,22 +52,10 @@ class OpenAIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}
-        }
+        return error_body(self.message, self.code, self.kind)
 
     def response(self) -> web.Response:
-        return json_response(self.status, self.body(), self.headers)
-
-
-def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=encode_json(body),
-        content_type="application/json",
-        charset="utf-8",
-        headers={**ERROR_HEADERS, **(headers or {})},
-    )
+        return error(self.status, self.message, self.code, kind=self.kind, headers=self.headers)
 
 
 # ---------------------------------------------------------------------------- the request

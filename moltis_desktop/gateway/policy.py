@@ -41,19 +41,18 @@ _JSON_ATTR = "_moltis_json_body"
 
 
 def declare(handler: Handler, access: Access, *, json_body: bool = False) -> Handler:
-    """`handler` marked with its access (a wrapper, so one function can serve two policies).
+    """`handler` itself, marked with its access (no wrapper: nothing more runs per request).
     `json_body`: the route takes a JSON body, so anything not sent as `application/json` is
     refused (415) before the route runs: a page's `text/plain` form post needs no CORS
-    preflight, a JSON one does."""
-
-    async def declared(request: web.Request) -> web.StreamResponse:
-        return await handler(request)
-
-    declared.__name__ = getattr(handler, "__name__", "handler")
-    declared.__doc__ = handler.__doc__
-    setattr(declared, _ACCESS_ATTR, access)
-    setattr(declared, _JSON_ATTR, json_body)
-    return declared
+    preflight, a JSON one does. One function serves one policy: declaring it again with
+    another is a programming error."""
+    declared = (access_of(handler), takes_json(handler))
+    if declared[0] is not None and declared != (access, json_body):
+        name = getattr(handler, "__name__", handler)
+        raise ValueError(f"{name} is already declared {declared[0]}; one policy per handler")
+    setattr(handler, _ACCESS_ATTR, access)
+    setattr(handler, _JSON_ATTR, json_body)
+    return handler
 
 
 def access_of(handler: object) -> Access | None:

@@ -216,17 +216,15 @@ def _host_name(host_header: str) -> str | None:
 # ---------------------------------------------------------------------------- Origin
 
 
-def _trusted_host(host: str, local: bool) -> bool:
+def _same_origin_ok(host: str, local: bool) -> bool:
+    """A page on the gateway's own origin: its `Host` has passed the allowlist already (every
+    request does, the WebSocket upgrade included), so only names that mean "this machine"
+    need more: a page on `localhost` or a loopback address is the owner's only for a local
+    client (behind a proxy, `localhost` is the proxy's machine)."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost" or host.endswith(".localhost") or is_loopback(host):
         return local
-    if host.endswith(TRUSTED_SUFFIXES):
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return (addr.is_loopback and local) or addr.is_private or addr.is_link_local
+    return True
 
 
 def origin_listed(normalized: str, allowed: tuple[str, ...]) -> bool:
@@ -241,8 +239,9 @@ def check_origin(
     """None when a browser page at `origin` may use this gateway, else why not.
 
     Allowed: an origin in `gateway.cors.allowed_origins`; the gateway's own origin (the
-    page's host is the `Host` the request came to, and a name that cannot be rebound); and,
-    for a local client, a page on this machine (`localhost` or a loopback address)."""
+    page's host is the `Host` the request came to, which `HostAllowlist` vetted: one list
+    of trusted names for both); and, for a local client, a page on this machine
+    (`localhost` or a loopback address)."""
     if not origin or origin == "null":
         return "origin missing or invalid"
     parts = urlsplit(origin)
@@ -252,7 +251,8 @@ def check_origin(
     if origin_listed(normalized, allowed):
         return None
     origin_host = parts.netloc.lower()
-    if host_header and origin_host == host_header.lower() and _trusted_host(parts.hostname, local):
+    same = bool(host_header) and origin_host == str(host_header).lower()
+    if same and _same_origin_ok(parts.hostname, local):
         return None
     if local and (parts.hostname == "localhost" or is_loopback(parts.hostname)):
         return None

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from moltis_desktop.gateway.canvas_access import request_base_url
 from moltis_desktop.gateway.http_security import error
 from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.registry import MethodTable
@@ -156,8 +157,8 @@ async def mint_ticket(request: web.Request) -> web.Response:
     link is built from the name the caller reached the gateway by."""
     gateway = _gateway(request)
     ticket = gateway.ui_tickets.mint()
-    scheme = "https" if request.secure else "http"  # the connection's own TLS, not headers
-    return _json(200, {"ticket": ticket, "url": f"{scheme}://{request.host}/#ticket={ticket}"})
+    base = request_base_url(request, gateway.http_url)  # the connection's own TLS, not headers
+    return _json(200, {"ticket": ticket, "url": f"{base}/#ticket={ticket}"})
 
 
 class _Redeem(msgspec.Struct):
