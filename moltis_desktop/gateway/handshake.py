@@ -126,29 +126,30 @@ def _admit(state: GatewayState, params: ConnectParams, req: HandshakeRequest) ->
     auth = params.auth
     has_secret = bool(auth and (auth.token or auth.password))
     if auth and auth.bootstrap_token and not has_secret:
-        return admit_bootstrap(state, params, req, local, protocol)
+        return admit_bootstrap(state, params, req, protocol)
     if auth and auth.device_token and not has_secret:
-        return admit_device_token(state, params, req, local, protocol)
+        return admit_device_token(state, params, req, protocol)
     token_scopes: tuple[str, ...] | None = None
     try:
-        check_shared_secret(state, params, req, local, browser)
+        check_shared_secret(state, params, req, browser)
     except HandshakeRejectedError:
         # Not the shared secret: maybe this device's own token (a paired device).
         if params.device is None or not (auth and auth.token):
             raise
-        token_scopes = device_token_scopes(state, params, req, local)
+        token_scopes = device_token_scopes(state, params, req)
         if token_scopes is None:
             if state.pairing.has_token(params.device.id, params.role):
-                raise device_token_error(params, local) from None
+                raise device_token_error(params) from None
             raise
-    device_id = check_device(state, params, req, local)
+    device_id = check_device(state, params, req)
     client = client_dict(params)
     issued = None
     if device_id is not None and token_scopes is not None:
-        require_paired(state, params, req, device_id, (params.role,), requested, local,
-                       token_scopes=token_scopes)  # fmt: skip
+        require_paired(
+            state, params, req, device_id, (params.role,), requested, token_scopes=token_scopes
+        )
     elif device_id is not None:
-        issued = pairing_check(state, params, req, device_id, local, requested)
+        issued = pairing_check(state, params, req, device_id, requested)
     if token_scopes is not None:
         granted = requested if requested else token_scopes
         return Admission(protocol, params.role, granted, client, device_id)

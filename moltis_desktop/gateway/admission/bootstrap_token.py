@@ -32,7 +32,6 @@ def admit_bootstrap(
     state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
-    local: bool,
     protocol: int,
 ) -> Admission:
     """A device that scanned a setup code: paired once approved, then handed device tokens
@@ -47,8 +46,8 @@ def admit_bootstrap(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    throttled(state, req, params, local)
-    device_id = check_device(state, params, req, local)
+    throttled(state, req, params)
+    device_id = check_device(state, params, req)
     assert device_id is not None
     try:
         entry = state.bootstrap.check(params.auth.bootstrap_token, device_id)
@@ -83,7 +82,7 @@ def admit_bootstrap(
         )
     roles = tuple(sorted(profile))
     all_scopes = tuple(sorted({s for scopes in profile.values() for s in scopes}))
-    require_paired(state, params, req, device_id, roles, all_scopes, local,
+    require_paired(state, params, req, device_id, roles, all_scopes,
                    setup_id=entry["setupId"])  # fmt: skip
     store = state.pairing
     issued_all = tuple(store.issue(device_id, role, profile[role]) for role in roles)

@@ -131,16 +131,13 @@ def auth_error(
     )
 
 
-def throttled(state: GatewayState, req: HandshakeRequest, params: ConnectParams, local: bool
-              ) -> None:  # fmt: skip
+def throttled(state: GatewayState, req: HandshakeRequest, params: ConnectParams) -> None:
     retry_after = state.auth_throttle.retry_after_ms(req.remote_ip)
     if retry_after is not None:
-        raise HandshakeRejectedError(auth_error("rate_limited", params, local, retry_after))
+        raise HandshakeRejectedError(auth_error("rate_limited", params, req.local, retry_after))
 
 
-def check_device(
-    state: GatewayState, params: ConnectParams, req: HandshakeRequest, local: bool
-) -> str | None:
+def check_device(state: GatewayState, params: ConnectParams, req: HandshakeRequest) -> str | None:
     device = params.device
     if device is None:
         return None
@@ -162,7 +159,7 @@ def check_device(
         device_family=params.client.device_family or "",
     )
     try:
-        verify_device_proof(proof, challenge_nonce=req.nonce, now_ms=now_ms, loopback=local)
+        verify_device_proof(proof, challenge_nonce=req.nonce, now_ms=now_ms, loopback=req.local)
     except DeviceProofError as exc:
         _LOGGER.warning("device %s: proof refused (%s)", device.id[:12], exc.code)
         raise HandshakeRejectedError(

@@ -27,7 +27,6 @@ def require_paired(  # noqa: PLR0917 - one connect's state
     device_id: str,
     roles: tuple[str, ...],
     scopes: tuple[str, ...],
-    local: bool,
     *,
     token_scopes: tuple[str, ...] | None = None,
     setup_id: str | None = None,
@@ -60,7 +59,7 @@ def require_paired(  # noqa: PLR0917 - one connect's state
     if setup_id:
         device["setupId"] = setup_id
     device = {k: v for k, v in device.items() if v is not None}
-    if local and state.settings.gateway.auto_approve_loopback_devices and token_scopes is None:
+    if req.local and state.settings.gateway.auto_approve_loopback_devices and token_scopes is None:
         store.approve_directly(device)
         store.seen(device_id)
         _LOGGER.info("device %s paired silently (loopback) as %s", device_id[:12], ", ".join(roles))

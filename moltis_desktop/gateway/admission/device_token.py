@@ -30,7 +30,6 @@ def admit_device_token(
     state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
-    local: bool,
     protocol: int,
 ) -> Admission:
     """A paired device connecting with its own token (`auth.deviceToken`)."""
@@ -43,31 +42,32 @@ def admit_device_token(
                 {"code": "DEVICE_IDENTITY_REQUIRED"},
             )
         )
-    throttled(state, req, params, local)
-    token_scopes = device_token_scopes(state, params, req, local)
+    throttled(state, req, params)
+    token_scopes = device_token_scopes(state, params, req)
     if token_scopes is None:
         delay = state.auth_throttle.record_failure(req.remote_ip)
-        error = device_token_error(params, local)
+        error = device_token_error(params)
         error.delay_s = delay
         raise error
     state.auth_throttle.record_success(req.remote_ip)
     device_id = params.device.id
     requested = tuple(params.scopes or ())
-    require_paired(state, params, req, device_id, (params.role,), requested, local,
-                   token_scopes=token_scopes)  # fmt: skip
+    require_paired(
+        state, params, req, device_id, (params.role,), requested, token_scopes=token_scopes
+    )
     granted = requested if requested else token_scopes
     return Admission(protocol, params.role, granted, client_dict(params), device_id)
 
 
 def device_token_scopes(
-    state: GatewayState, params: ConnectParams, req: HandshakeRequest, local: bool
+    state: GatewayState, params: ConnectParams, req: HandshakeRequest
 ) -> tuple[str, ...] | None:
     """The scopes of the device token this connect carries (with a valid device proof)."""
     auth = params.auth
     token = (auth.device_token or auth.token or "") if auth else ""
     if params.device is None or not token:
         return None
-    device_id = check_device(state, params, req, local)
+    device_id = check_device(state, params, req)
     if device_id is None:
         return None
     scopes = state.pairing.check_token(device_id, params.role, token)
@@ -80,8 +80,7 @@ def device_token_scopes(
     return scopes
 
 
-def device_token_error(params: ConnectParams, local: bool) -> HandshakeRejectedError:
-    del local
+def device_token_error(params: ConnectParams) -> HandshakeRejectedError:
     return HandshakeRejectedError(
         ErrorShape(
             ErrorCode.INVALID_REQUEST,

@@ -21,15 +21,15 @@ if TYPE_CHECKING:
 
 
 def check_shared_secret(
-    state: GatewayState, params: ConnectParams, req: HandshakeRequest, local: bool, browser: bool
+    state: GatewayState, params: ConnectParams, req: HandshakeRequest, browser: bool
 ) -> None:
     secret = state.shared_secret
     auth = params.auth
     token = auth.token if auth else None
     password = auth.password if auth else None
     if secret.mode == "none":
-        if not local:
-            raise HandshakeRejectedError(auth_error("loopback_only", params, local))
+        if not req.local:
+            raise HandshakeRejectedError(auth_error("loopback_only", params, req.local))
         return
     if not token and not password and params.device is None:
         raise HandshakeRejectedError(
@@ -40,31 +40,30 @@ def check_shared_secret(
             )
         )
     throttle = state.browser_throttle if browser else state.auth_throttle
-    key = f"origin:{req.origin}" if browser and local and req.origin else req.remote_ip
+    key = f"origin:{req.origin}" if browser and req.local and req.origin else req.remote_ip
     retry_after = throttle.retry_after_ms(key)
     if retry_after is not None:
-        raise HandshakeRejectedError(auth_error("rate_limited", params, local, retry_after))
+        raise HandshakeRejectedError(auth_error("rate_limited", params, req.local, retry_after))
     # The field matching the mode is preferred, and the other one is tried in its place:
     # the OpenClaw CLI sends whichever it was given.
     given = (token or password) if secret.mode == "token" else (password or token)
     reason = secret.check(given)
     if reason is not None:
         delay = throttle.record_failure(key)
-        raise HandshakeRejectedError(auth_error(reason, params, local), delay_s=delay)
+        raise HandshakeRejectedError(auth_error(reason, params, req.local), delay_s=delay)
     throttle.record_success(key)
 
 
-def pairing_check(  # noqa: PLR0917 - one call site, all of it the connect's state
+def pairing_check(
     state: GatewayState,
     params: ConnectParams,
     req: HandshakeRequest,
     device_id: str,
-    local: bool,
     requested: tuple[str, ...],
 ) -> Any:
     """A device with the shared secret must be paired (loopback ones are, silently); a
     paired device without a token for its role gets one (returned, for `hello-ok`)."""
-    require_paired(state, params, req, device_id, (params.role,), requested, local)
+    require_paired(state, params, req, device_id, (params.role,), requested)
     store = state.pairing
     if store.has_token(device_id, params.role):
         return None
