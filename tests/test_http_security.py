@@ -373,3 +373,25 @@ def test_bad_proxy_and_host_settings_are_refused_with_the_key(
         store.current.hash,
     )
     assert store.current.settings.gateway.trusted_proxies == ("127.0.0.1", "fd00::/8")
+
+
+async def test_malformed_host_and_forwarding_headers_fail_closed(
+    gateway: GatewayHandle, http_session: aiohttp.ClientSession
+) -> None:
+    """Forged inputs: a Host that is not a host, forwarding chains that do not parse."""
+    port = gateway.gateway.state.port
+    for host in ("[::1", "::1", "a b.local", "user@127.0.0.1", "127.0.0.1/x", ".", ":80"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status = (await asyncio.wait_for(reader.readline(), 5)).split()[1]
+        writer.close()
+        assert status in (b"400", b"421"), (host, status)
+    # From a trusted proxy, a chain with a hop that is not an address is not local.
+    proxies = ("127.0.0.1",)
+    for chain in ("unknown", "127.0.0.1, garbage", "", "[::1"):
+        assert client_address("127.0.0.1", {"X-Forwarded-For": chain}, proxies)[1] is False, chain
+    assert client_address("127.0.0.1", {"Forwarded": "for=_hidden"}, proxies)[1] is False
+    # The gateway still answers normally afterwards.
+    async with http_session.get(gateway.http + "/healthz") as resp:
+        assert resp.status == 200

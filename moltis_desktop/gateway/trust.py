@@ -53,7 +53,9 @@ def parse_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = text.strip().strip('"').split("%", 1)[0]
     if text.startswith("["):  # [v6]:port
-        text = text[1 : text.find("]")] if "]" in text else text[1:]
+        if "]" not in text:
+            return None  # an unclosed bracket is not an address
+        text = text[1 : text.find("]")]
     elif text.count(":") == 1:  # v4:port
         text = text.split(":", 1)[0]
     try:
