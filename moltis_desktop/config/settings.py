@@ -236,12 +236,13 @@ class BindingSettings:
 @dataclass(frozen=True)
 class ProviderSettings:
     """One LLM provider. The table name is its id; a known id (`anthropic`, `openai`,
-    `gemini`, `groq`, `xai`, `deepseek`, `openrouter`, `mistral`, `ollama`, `lmstudio`) brings
+    `gemini`, `groq`, `xai`, `deepseek`, `openrouter`, `mistral`, `ollama`, `lmstudio`,
+    `local`) brings
     its preset, so most keys can stay empty."""
 
-    kind: Literal["", "anthropic", "openai"] = ""
-    """Wire API: `anthropic` (Messages) or `openai` (Chat Completions); empty means the
-    preset's."""
+    kind: Literal["", "anthropic", "openai", "local"] = ""
+    """Wire API: `anthropic` (Messages), `openai` (Chat Completions) or `local` (the
+    embedded llama.cpp model, see `models.local`); empty means the preset's."""
     base_url: str = ""
     """API base URL; empty means the preset's (or the SDK's own environment variable)."""
     api_key_secret: str = ""
@@ -345,11 +346,38 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class LocalModelSettings:
+    """The embedded local model (provider `local`): a GGUF chat model run in-process by
+    llama.cpp. It answers when no key and no local server (Ollama, LM Studio) is found."""
+
+    model: str = ""
+    """Catalog id (`moltis models local list`) or the path of a `.gguf` file; empty means
+    the best one installed: a downloaded tier, else the built-in SmolLM2-135M."""
+    idle_unload_s: float = 300.0
+    """Seconds without a turn after which the model is unloaded (its memory returned);
+    0 keeps it loaded until the gateway stops."""
+    context_tokens: int = 4096
+    """Context window the model is loaded with (prompt and reply together)."""
+    threads: int = 0
+    """CPU threads for inference; 0 means the machine's physical cores (at most 8)."""
+    max_tokens: int = 512
+    """Longest reply, in tokens."""
+    tools: tuple[str, ...] = ()
+    """Lean mode: the tools a local model is offered on every turn (default none: small
+    models call tools when none is needed). Any tool can still be asked for explicitly
+    with a `/command` in the message."""
+    mirror: str = ""
+    """Base URL of a mirror serving `<model id>/<file name>` (or MOLTIS_MODEL_MIRROR)."""
+
+
+@dataclass(frozen=True)
 class ModelsSettings:
     """The model catalogue."""
 
     catalog: tuple[ModelEntry, ...] = ()
     """Models published to clients (`models.list`)."""
+    local: LocalModelSettings = field(default_factory=LocalModelSettings)
+    """The embedded local model."""
 
 
 @dataclass(frozen=True)

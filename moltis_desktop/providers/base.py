@@ -242,7 +242,10 @@ ErrorKind = Literal[
     "timeout",
     "context_overflow",
     "cancelled",
+    "setup",
 ]
+"""`setup`: nothing is set up to answer (no key, no local server, no local model); the
+message says what to do, and clients offer the buttons to do it."""
 
 
 class ProviderError(MoltisError):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from moltis_desktop.providers.base import ProviderCapabilities
 
-Kind = Literal["anthropic", "openai"]
+Kind = Literal["anthropic", "openai", "local"]
 NO_KEY = "no-key-needed"
 """Sent to servers that need no key: both SDKs refuse to build a request without one."""
 
