@@ -1,15 +1,18 @@
-# Moltis Desktop. `make run` runs the app; `make test` sets up everything the tests need and
-# runs lint and the whole suite. Both start with `make install`, which is idempotent.
+# Moltis Desktop. `make run` sets up what the app needs and runs it; `make test` sets up
+# everything the tests need and runs lint and the whole suite. The set-up is idempotent.
 VENV ?= .venv
 BIN := $(VENV)/bin
 export MOLTIS_TEST_CACHE ?= $(HOME)/.cache/moltis-desktop
 
-.PHONY: install run test lint bench bench-ui bench-desktop bench-voice clean
+.PHONY: install install-run run test lint bench bench-ui bench-desktop bench-voice clean
 
 install:
-	@scripts/install.sh
+	@scripts/install.sh test
 
-run: install
+install-run:
+	@scripts/install.sh run
+
+run: install-run
 	$(BIN)/moltis-desktop
 
 lint: install

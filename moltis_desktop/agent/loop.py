@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -194,6 +195,22 @@ class TurnSpec:
     """The agent's auth profile (credentials used for its model calls)."""
 
 
+_EXPLICIT_TOOL = re.compile(r"(?:^|(?<=\s))/(?P<name>[A-Za-z][\w.-]*)")
+
+
+def lean_tools(
+    provider: Provider, tools: tuple[ToolSpec, ...], message: str
+) -> tuple[ToolSpec, ...]:
+    """The tools offered to `provider`: all of them, except in lean mode (a provider with a
+    `tool_allowlist`, the embedded local model), where only the allowlisted ones and those
+    the message names as `/tool_name` are (small models call tools when none is needed)."""
+    allow = provider.capabilities.tool_allowlist
+    if allow is None:
+        return tools
+    asked = {m.group("name") for m in _EXPLICIT_TOOL.finditer(message)}
+    return tuple(t for t in tools if t.name in allow or t.name in asked)
+
+
 class AgentError(MoltisError):
     """A turn could not run (no model, …); the message says what to do."""
 
@@ -256,7 +273,11 @@ class AgentLoop:
             spec.session_key,
             to_entries(Message("user", (TextPart(spec.message), *spec.images))),
         )
-        tools = tuple(self.tools.specs(spec.tools_allow, spec.tools_deny, spec.tool_services))
+        tools = lean_tools(
+            provider,
+            tuple(self.tools.specs(spec.tools_allow, spec.tools_deny, spec.tool_services)),
+            spec.message,
+        )
         try:
             for _ in range(spec.max_iterations):
                 entries = await self._io(self.store.history, spec.session_key)

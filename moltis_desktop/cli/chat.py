@@ -13,6 +13,9 @@ from moltis_desktop.cli.output import print_json, run
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.protocol.constants import Scope
 
+AGENT_TIMEOUT_S = 120.0
+"""How long `moltis agent` waits for the next part of the reply by default."""
+
 
 def add_chat_parsers(sub: Any, client_flags: Any) -> None:
     """The subcommands of this module, added to the main parser."""
@@ -32,6 +35,13 @@ def add_chat_parsers(sub: Any, client_flags: Any) -> None:
     agent.add_argument("--session", help="session key (default: the agent's main session)")
     agent.add_argument("--model", help="model for this message, as provider/model")
     client_flags(agent)
+    for action in agent._actions:
+        if action.dest == "timeout":  # a turn may load the local model first: wait longer
+            action.default = AGENT_TIMEOUT_S
+            action.help = (
+                "seconds to wait for the reply while nothing arrives (default "
+                f"{AGENT_TIMEOUT_S:g}, which covers loading the local model)"
+            )
 
     sessions = sub.add_parser("sessions", help="list sessions, show or clear one")
     actions = sessions.add_subparsers(dest="sessions_command", metavar="ACTION")
@@ -80,7 +90,7 @@ async def _agent(args: argparse.Namespace) -> int:
             return await _agent_method(client, args, run_id)
         rid = await client.send_request("chat.send", params)
         streamed = False
-        async for frame in client.frames(timeout_s=max(args.timeout, 600.0)):
+        async for frame in client.frames(timeout_s=args.timeout):
             if frame.get("type") == "res" and frame.get("id") == rid and not frame.get("ok"):
                 raise MoltisError(str((frame.get("error") or {}).get("message")))
             if frame.get("type") != "event":
@@ -141,7 +151,7 @@ async def _agent_method(client: Any, args: argparse.Namespace, run_id: str) -> i
         if value:
             params[name] = value
     rid = await client.send_request("agent", params)
-    async for frame in client.frames(timeout_s=max(args.timeout, 600.0)):
+    async for frame in client.frames(timeout_s=args.timeout):
         if frame.get("type") != "res" or frame.get("id") != rid:
             continue
         payload = frame.get("payload") or {}

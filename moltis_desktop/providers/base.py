@@ -228,6 +228,9 @@ class ProviderCapabilities:
     thinking: bool = False
     prompt_caching: bool = False
     default_context_window: int = 128_000
+    tool_allowlist: tuple[str, ...] | None = None
+    """Lean mode (the embedded local model): only these tools are offered on every turn,
+    others only when the message names them as a `/command`. None: every tool."""
 
 
 # ---------------------------------------------------------------------------- errors
@@ -266,6 +269,9 @@ class ProviderError(MoltisError):
         self.kind = kind
         self.status = status
         self.retry_after_s = retry_after_s
+        self.details: dict[str, Any] = {}
+        """Machine-readable help for `setup` errors (e.g. `download`: the local model to
+        offer, with its id, title and size), for clients to make buttons of."""
 
     @property
     def retryable(self) -> bool:

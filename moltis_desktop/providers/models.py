@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.settings import Settings
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.providers.base import ModelInfo, Provider, ProviderSpec
+from moltis_desktop.providers.local import LocalEngine
 from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry
 
 if TYPE_CHECKING:
@@ -39,8 +40,15 @@ class Models:
         secrets: SecretStore | None = None,
         env: Mapping[str, str] | None = None,
         state_dir: Path | None = None,
+        local_models: Any = None,
+        probe_local_servers: bool = True,
     ) -> None:
+        """`local_models`: the local model manager (`providers.local_catalog`); the embedded
+        model's engine is kept here, across config reloads, so it is loaded at most once."""
         self._specs = list(specs) if specs is not None else None
+        self.local_models = local_models
+        self.local_engine = LocalEngine(settings.models.local)
+        self._probe = probe_local_servers
         self._secrets = secrets
         self._env = env
         self._state_dir = state_dir
@@ -51,7 +59,13 @@ class Models:
 
     def _build(self, settings: Settings) -> tuple[ProviderRegistry, ModelCatalog]:
         registry = ProviderRegistry(
-            settings, specs=self._specs, secrets=self._secrets, env=self._env
+            settings,
+            specs=self._specs,
+            secrets=self._secrets,
+            env=self._env,
+            local_models=self.local_models,
+            local_engine=self.local_engine,
+            probe_local_servers=self._probe,
         )
         return registry, ModelCatalog(registry)
 
@@ -112,3 +126,4 @@ class Models:
         for catalog in catalogs:
             await catalog.close()
             await catalog.registry.close()
+        await self.local_engine.close()

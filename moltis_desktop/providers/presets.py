@@ -215,6 +215,7 @@ PRESETS: dict[str, Preset] = {
             "openai",
             "http://127.0.0.1:11434/v1",
             label="Ollama",
+            base_url_env="OLLAMA_BASE_URL",
             key_required=False,
             local=True,
             capabilities=_LOCAL_CAPS,
@@ -229,10 +230,22 @@ PRESETS: dict[str, Preset] = {
             "openai",
             "http://127.0.0.1:1234/v1",
             label="LM Studio",
+            base_url_env="LMSTUDIO_BASE_URL",
             key_required=False,
             local=True,
             capabilities=_LOCAL_CAPS,
             # Whatever model is loaded: discovery finds it.
+        ),
+        Preset(
+            "local",
+            "local",
+            "",
+            label="Local model (built in)",
+            key_required=False,
+            local=True,
+            capabilities=_caps(4096, vision=False),
+            # The catalog id comes from models.local.model or what is installed
+            # (`LocalProvider.default_model`); `moltis models local list` shows them.
         ),
     )
 }

@@ -3,10 +3,12 @@
 `ProviderRegistry` turns `Settings.providers` + the presets + the plugin-registered
 `ProviderSpec`s (keyed by wire kind) into `Provider` instances, each with the key found
 first in: the agent's auth profile, the secret store, the environment. With no
-`[providers]` at all it enables what the environment offers (Anthropic, OpenAI, else a
-local Ollama). `ModelCatalog` merges the config's models, the presets' known models and
-what each provider's model list says (cached, refreshed in the background), and resolves
-`provider/model` references for the agent loop.
+`[providers]` at all it enables what is there, in this order: a key in the secret store or
+the environment (Anthropic, OpenAI), else a running Ollama or LM Studio, and always the
+embedded local model (`local`), which answers when nothing else does. `ModelCatalog`
+merges the config's models, the presets' known models and what each provider's model list
+says (cached, refreshed in the background), and resolves `provider/model` references for
+the agent loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from moltis_desktop.config.secrets import SecretStore, SecretStoreError
 from moltis_desktop.config.settings import ModelEntry, ProviderSettings, Settings
 from moltis_desktop.core.logging import REDACTOR
 from moltis_desktop.providers.base import ModelInfo, Provider, ProviderError, ProviderSpec
+from moltis_desktop.providers.local import LocalEngine, LocalProvider
 from moltis_desktop.providers.presets import PRESETS, KnownModel
 from moltis_desktop.providers.resolved import ProviderConfig, ProviderConfigError, resolve_config
 
@@ -32,7 +35,37 @@ _LOGGER = logging.getLogger(__name__)
 
 AUTO_ORDER = ("anthropic", "openai")
 """Providers enabled without config when their key is found, in order of preference."""
-LOCAL_FALLBACK = "ollama"
+LOCAL_SERVERS = ("ollama", "lmstudio")
+"""Local servers enabled without config (and without a key) when they answer."""
+LOCAL_FALLBACK = "local"
+"""The embedded model: enabled without config, the default when nothing else is found."""
+PROBE_TIMEOUT_S = 0.5
+
+
+def probe_local_server(base_url: str, timeout_s: float = PROBE_TIMEOUT_S) -> list[str] | None:
+    """The model ids an OpenAI-compatible local server lists at `<base_url>/models`, or
+    None when nothing answers there (a refused connection costs no wait on loopback)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url.rstrip("/") + "/models")
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout_s)
+    try:
+        connection.request("GET", parts.path, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            return None
+        body = json.loads(response.read(1_000_000))
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
 
 
 @dataclass(frozen=True)
@@ -53,7 +86,13 @@ class ProviderRegistry:
         specs: Iterable[ProviderSpec] | None = None,
         secrets: SecretStore | None = None,
         env: Mapping[str, str] | None = None,
+        local_models: Any = None,
+        local_engine: LocalEngine | None = None,
+        probe_local_servers: bool = True,
     ) -> None:
+        """`local_models`: the local model manager (`providers.local_catalog`) the `local`
+        provider finds its models with; `probe_local_servers`: look for a running Ollama /
+        LM Studio when `[providers]` is empty."""
         if specs is None:
             from moltis_desktop.providers.builtin import SPECS
 
@@ -62,6 +101,11 @@ class ProviderRegistry:
         self._specs = {spec.kind: spec for spec in specs}
         self._secrets = secrets
         self._env = os.environ if env is None else env
+        self.local_models = local_models
+        self.local_engine = local_engine
+        self._probe = probe_local_servers
+        self._server_models: dict[str, str] = {}
+        """The first model a probed local server listed, by provider id."""
         self._instances: dict[tuple[str, str], Provider] = {}
         self._instance_keys: dict[tuple[str, str], str | None] = {}
         self._retired: list[Provider] = []
@@ -87,7 +131,7 @@ class ProviderRegistry:
                 self.errors[pid] = exc.message
                 _LOGGER.warning("provider %s left out: %s", pid, exc.message)
                 continue
-            if config.kind not in self._specs:
+            if config.kind not in self._specs and config.kind != "local":
                 self.errors[pid] = (
                     f"no plugin provides the {config.kind!r} wire API (providers.{pid}.kind)"
                 )
@@ -102,14 +146,30 @@ class ProviderRegistry:
                 self.auto_enabled[pid] = f"{preset.api_key_env} is set"
             elif self._secret(f"{pid}-api-key") is not None:
                 self.auto_enabled[pid] = f"the secret {pid}-api-key exists"
-        if not self.auto_enabled:
-            self.auto_enabled[LOCAL_FALLBACK] = "no API key found: using a local Ollama"
+        if not self.auto_enabled and self._probe:
+            for pid in LOCAL_SERVERS:
+                base_url = resolve_config(pid, None, self._env).base_url
+                models = probe_local_server(base_url)
+                if models:
+                    preset = PRESETS[pid]
+                    self._server_models[pid] = (
+                        preset.default_model if preset.default_model in models else models[0]
+                    )
+                    self.auto_enabled[pid] = (
+                        f"no API key found: {preset.label} answers at {base_url}"
+                    )
+                    break
+        reason = (
+            "the embedded local model (no key, no local server found)"
+            if not self.auto_enabled
+            else "the embedded local model"
+        )
+        self.auto_enabled[LOCAL_FALLBACK] = reason
         default = next(iter(self.auto_enabled))
         _LOGGER.info(
-            "no providers configured: enabled %s; the default model is %s/%s (%s)",
+            "no providers configured: enabled %s; the default is %s (%s)",
             ", ".join(self.auto_enabled),
             default,
-            PRESETS[default].default_model,
             self.auto_enabled[default],
         )
         return {pid: ProviderSettings() for pid in self.auto_enabled}
@@ -133,7 +193,15 @@ class ProviderRegistry:
                 "a [providers.<id>] table to the config"
             )
         config = self.configs[pid]
-        model = config.preset.default_model or next(iter(config.settings.models), "")
+        if config.kind == "local":
+            local = self.get(pid)
+            assert isinstance(local, LocalProvider)
+            return f"{pid}/{local.default_model() or 'default'}"
+        model = (
+            self._server_models.get(pid)
+            or config.preset.default_model
+            or next(iter(config.settings.models), "")
+        )
         return f"{pid}/{model}" if model else ""
 
     def config(self, provider_id: str) -> ProviderConfig:
@@ -223,7 +291,14 @@ class ProviderRegistry:
             source = self.resolve_key(provider_id, auth_profile)
             if source is not None:
                 _LOGGER.debug("provider %s: key from %s", provider_id, source.origin)
-            provider = self._specs[config.kind].factory(config, source.value if source else None)
+            if config.kind == "local":
+                provider = LocalProvider(
+                    config, self.settings.models.local, self.local_models, self.local_engine
+                )
+            else:
+                provider = self._specs[config.kind].factory(
+                    config, source.value if source else None
+                )
             self._instances[key] = provider
             self._instance_keys[key] = source.value if source else None
         return provider
@@ -474,7 +549,12 @@ class ModelCatalog:
             if known is not None:
                 return replace(_known_info(config, known), id=model)
             state = self._state.get(pid)
-            if state is None or state.models is None or not config.settings.discover_models:
+            if (
+                state is None
+                or state.models is None
+                or not config.settings.discover_models
+                or config.kind == "local"  # the provider says what is installed or missing
+            ):
                 # Nothing to check against (no list yet): let the provider judge the id.
                 return _configured_info(config, model)
             raise ProviderError(
