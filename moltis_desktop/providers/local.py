@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -261,12 +262,16 @@ class LocalEngine:
         return loaded
 
     async def _unload_now(self) -> None:
-        loaded, self._loaded = self._loaded, None
+        """Free the model (under the turn lock): `loaded_path` turns None once its memory
+        is back with the OS."""
+        loaded = self._loaded
         if loaded is None:
             return
         await self._worker.run(_close_llama, loaded.llama)
+        loaded.llama = None
         del loaded
         await self._worker.run(_release_memory)
+        self._loaded = None
         _LOGGER.info("local model unloaded")
 
     def _schedule_unload(self) -> None:
@@ -374,6 +379,9 @@ class _Worker:
 
 
 def _import_llama_cpp() -> Any:
+    module = sys.modules.get("llama_cpp")
+    if module is not None:
+        return module
     enabled = gc.isenabled()
     gc.disable()
     try:
