@@ -206,6 +206,7 @@ class Runtime:
             secrets=services.secrets,
             env=self.env,
             state_dir=self.paths.state_dir,
+            local_models=services.gateway.state.local_models,  # one manager: the gateway's
         )
         sessions = SessionStore(
             self.paths.state_dir, settings=settings.session, default_agent=settings.agents.default
