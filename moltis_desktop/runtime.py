@@ -34,6 +34,7 @@ from moltis_desktop.gateway.server import GatewayServer
 if TYPE_CHECKING:
     from moltis_desktop.gateway.services import AgentServices
     from moltis_desktop.media.attachments import Transcribe
+    from moltis_desktop.providers.local_catalog import LocalModelManager
     from moltis_desktop.voice.service import VoiceService
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class Runtime:
         )
         shared = ServiceMap()
         voice = self._voice(config)
+        local_models = self._local_models(settings)
         gateway = GatewayServer(
             config,
             shared_secret=self.resolve_shared_secret(settings, secrets),
@@ -137,6 +139,7 @@ class Runtime:
             secrets=secrets,
             voice=voice,
             voice_models=voice.models,
+            local_models=local_models,
             services=shared,
         )
         self.services = Services(config, secrets, shared, gateway, voice)
@@ -146,6 +149,7 @@ class Runtime:
         # stopped); the gateway stops even when its listener could not bind.
         self._stack.push_async_callback(self._close_models)
         self._stack.push_async_callback(gateway.stop)
+        self._stack.push_async_callback(local_models.aclose)  # downloads in flight
         await gateway.start()
         # The agent side (providers, sessions, tools) loads once the gateway answers: its
         # imports would otherwise double the start-up time. Until then its methods answer
@@ -202,6 +206,7 @@ class Runtime:
             secrets=services.secrets,
             env=self.env,
             state_dir=self.paths.state_dir,
+            local_models=services.gateway.state.local_models,  # one manager: the gateway's
         )
         sessions = SessionStore(
             self.paths.state_dir, settings=settings.session, default_agent=settings.agents.default
@@ -218,6 +223,14 @@ class Runtime:
             transcribe=_transcriber(services.voice) if services.voice is not None else None,
         )
         return AgentServices(chat, models, plugins.report)
+
+    def _local_models(self, settings: Settings) -> LocalModelManager:
+        """The local chat models' manager (light: a catalog and a directory)."""
+        from moltis_desktop.modelstore.manager import mirror_from
+        from moltis_desktop.providers.local_catalog import CACHE_SUBDIR, LocalModelManager
+
+        mirror = mirror_from(settings.models.local.mirror, self.env)
+        return LocalModelManager(self.paths.cache_dir / CACHE_SUBDIR, mirror=mirror)
 
     # ------------------------------------------------------------------ voice
 

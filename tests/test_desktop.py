@@ -111,6 +111,7 @@ def test_tray_menu_chat_window_streams_and_quit(qapp: QApplication, tmp_path: Pa
                 "New Chat",
                 "Recent Sessions",
                 "Voice",
+                "Local Model",
                 "Pair a Phone…",
                 "Set Up a Provider…",
                 "Settings…",

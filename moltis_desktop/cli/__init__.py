@@ -162,9 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moltis_desktop.cli.qr import cmd_qr
 
             return cmd_qr(args)
-        from moltis_desktop.cli.models import is_models_voice
+        from moltis_desktop.cli.models import is_models_store
 
-        if is_models_voice(args):
+        if is_models_store(args):
             from moltis_desktop.cli.models import cmd_models
 
             return cmd_models(args)

@@ -33,6 +33,7 @@ from moltis_desktop.runtime import Runtime
 if TYPE_CHECKING:
     from moltis_desktop.desktop.canvas import DesktopCanvas
     from moltis_desktop.desktop.chat_window import ChatWindow
+    from moltis_desktop.desktop.local_model_menu import LocalModelMenu
     from moltis_desktop.desktop.node_bridge import DesktopNode
     from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
     from moltis_desktop.desktop.pair_dialog import PairDialog
@@ -98,6 +99,7 @@ class DesktopApp(QObject):
         self.ollama_url = runtime.env.get("OLLAMA_HOST", "http://127.0.0.1:11434")
         self._quit = asyncio.Event()
         self.voice_menu: VoiceMenu | None = None
+        self.local_model_menu: LocalModelMenu | None = None
         self.tray = QSystemTrayIcon(app_icon(), self)
         self.tray_menu = TrayMenu(self)
         self.tray.setContextMenu(self.tray_menu.menu)
@@ -139,6 +141,14 @@ class DesktopApp(QObject):
             notify=lambda title, text: self.notifier.message(title, text, msecs=8000),
         )
         self.voice_menu.start()
+        from moltis_desktop.desktop.local_model_menu import LocalModelMenu
+
+        self.local_model_menu = LocalModelMenu(
+            state,
+            show_progress=self._download_tip,
+            notify=lambda title, text: self.notifier.message(title, text, msecs=8000),
+        )
+        self.local_model_menu.start()
         self._set_state("idle")
         self.tray.show()
         if self.first_run():
@@ -197,6 +207,8 @@ class DesktopApp(QObject):
             listeners.remove(self._on_event)
         if self.voice_menu is not None:
             self.voice_menu.stop()
+        if self.local_model_menu is not None:
+            self.local_model_menu.stop()
         if self.node is not None:
             await self.node.stop()
             self.node = None
@@ -225,6 +237,12 @@ class DesktopApp(QObject):
         if error:
             tip += f" ({error})"
         self.tray.setToolTip(tip)
+
+    def _download_tip(self, text: str) -> None:
+        """A model download's progress in the tooltip ("" puts the state's back)."""
+        self._set_state(self.state, self.error)
+        if text:
+            self.tray.setToolTip(f"{self.tray.toolTip()}\n{text}")
 
     def _voice_state(self, state: str, error: str) -> None:
         """The voice loop's state on the tray icon; replies and pairing keep theirs."""

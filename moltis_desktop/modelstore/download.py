@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from moltis_desktop import __version__
-from moltis_desktop.voice.errors import VoiceError
+from moltis_desktop.modelstore.catalog import Wording
+from moltis_desktop.modelstore.errors import ChecksumError, ModelStoreError
 
 if TYPE_CHECKING:
-    from moltis_desktop.voice.catalog import ModelFile
+    from moltis_desktop.modelstore.catalog import ModelFile
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ class Fetched:
     checksum: str
     """How it was checked: `pinned` (the catalog's hash), `server` (the hash the server
     stated) or `first-download` (nothing to check against: the hash is recorded)."""
-
-
-class ChecksumError(VoiceError):
-    """A downloaded file's SHA-256 is not the expected one (the file has been deleted)."""
 
 
 class _InterruptedError(Exception):
@@ -80,6 +77,7 @@ async def download_files(
     label: str,
     client_timeout: aiohttp.ClientTimeout,
     progress: Callable[[int, int], None] | None = None,
+    wording: Wording = Wording(),  # noqa: B008 - frozen
 ) -> list[dict[str, Any]]:
     """Download a model's (file, url) pairs into `directory`, one after the other; the
     manifest entries of the files. `progress(done, total)` counts bytes across them all.
@@ -116,7 +114,7 @@ async def download_files(
             try:
                 fetched = await fetch_file(
                     session, url, part, pinned=file.sha256, label=f"{label}/{file.name}",
-                    progress=on_bytes,
+                    progress=on_bytes, wording=wording,
                 )  # fmt: skip
             except ChecksumError:
                 # The bad file is gone; leave no half-model behind either.
@@ -131,11 +129,15 @@ async def download_files(
     return entries
 
 
-def reach_error(url: str, exc: BaseException) -> VoiceError:
+def reach_error(
+    url: str,
+    exc: BaseException,
+    wording: Wording = Wording(),  # noqa: B008 - frozen
+) -> ModelStoreError:
     host = urlsplit(url).netloc or url
     detail = str(exc) or type(exc).__name__
-    return VoiceError(
-        f"cannot reach {host}: {detail}; check your network or set voice.model_mirror"
+    return wording.error(
+        f"cannot reach {host}: {detail}; check your network or set {wording.mirror_setting}"
     )
 
 
@@ -201,23 +203,27 @@ async def fetch_file(
     pinned: str,
     label: str,
     progress: ByteProgress,
+    wording: Wording = Wording(),  # noqa: B008 - frozen
 ) -> Fetched:
     """Download `url` into `part`, resuming from what `part` already holds.
 
     Retries while each try makes progress (a dropped connection mid-file), sending
     `Range: bytes=<n>-`; a 206 answer appends, a 200 starts over. The finished file is
     checked against `pinned`, else the hash the server states; on a mismatch `part` is
-    deleted and VoiceError raised. `label` names the file in messages.
+    deleted and `wording.checksum` raised. `label` names the file in messages.
     """
     attempt = 0
     while True:
         attempt += 1
         before = _size(part)
         try:
-            return await _attempt(session, url, part, pinned=pinned, label=label, progress=progress)
+            return await _attempt(
+                session, url, part, pinned=pinned, label=label, progress=progress,
+                wording=wording,
+            )  # fmt: skip
         except _RestartError:
             if attempt >= MAX_ATTEMPTS:
-                raise VoiceError(
+                raise wording.error(
                     f"cannot resume {label} from {url}: the server keeps changing the file; "
                     "try again later, or check the mirror"
                 ) from None
@@ -225,7 +231,7 @@ async def fetch_file(
         except _InterruptedError as exc:
             after = _size(part)
             if after <= before or attempt >= MAX_ATTEMPTS:
-                raise VoiceError(
+                raise wording.error(
                     f"the download of {label} was interrupted ({exc}) at {after} bytes; run "
                     "the download again to resume it, or check your network"
                 ) from None
@@ -241,6 +247,7 @@ async def _attempt(
     pinned: str,
     label: str,
     progress: ByteProgress,
+    wording: Wording = Wording(),  # noqa: B008 - frozen
 ) -> Fetched:
     offset = _size(part)
     # Hashing what is already there may read hundreds of MB: keep it off the event loop.
@@ -252,7 +259,7 @@ async def _attempt(
     try:
         response = await session.get(url, headers=headers)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise reach_error(url, exc) from None
+        raise reach_error(url, exc, wording) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _InterruptedError(str(exc) or type(exc).__name__) from None
     async with response:
@@ -265,7 +272,7 @@ async def _attempt(
                 raise _RestartError
             size = offset
         else:
-            _check_status(response, url, label)
+            _check_status(response, url, label, wording)
             if response.status == 206:
                 start, total = _parse_content_range(response.headers.get("Content-Range", ""))
                 if start != offset:
@@ -284,7 +291,7 @@ async def _attempt(
     got = hasher.hexdigest()
     if expected and got != expected.lower():
         _drop(part)
-        raise ChecksumError(
+        raise wording.checksum(
             f"{label}: checksum mismatch (expected {expected}, got {got}); try again, or "
             "check the mirror"
         )
@@ -318,17 +325,17 @@ async def _stream(
     return done
 
 
-def _check_status(response: aiohttp.ClientResponse, url: str, label: str) -> None:
+def _check_status(response: aiohttp.ClientResponse, url: str, label: str, wording: Wording) -> None:
     status = response.status
     if status in (200, 206):
         return
     reason = response.reason or ""
     if status == 404:
-        raise VoiceError(
-            f"{label} is not at {url} (HTTP 404); check voice.model_mirror, or update Moltis "
-            "if the model has moved"
+        raise wording.error(
+            f"{label} is not at {url} (HTTP 404); check {wording.mirror_setting}, or update "
+            "Moltis if the model has moved"
         )
-    raise VoiceError(
+    raise wording.error(
         f"cannot download {label} from {url}: HTTP {status} {reason}".rstrip()
-        + "; check your network or set voice.model_mirror"
+        + f"; check your network or set {wording.mirror_setting}"
     )
