@@ -120,6 +120,14 @@ function AddKey({ gw, action, onRetry, onClose }) {
   </form>`;
 }
 
+/** The gateway's message as a sentence, its `commands` as code. */
+function MessageText({ text }) {
+  let t = String(text || "").trim();
+  if (t && !/[.!?)]$/.test(t)) t += ".";
+  const parts = (t.charAt(0).toUpperCase() + t.slice(1)).split("`");
+  return parts.map((p, i) => (i % 2 ? html`<code class="notice-cmd">${p}</code>` : p));
+}
+
 /** The notice: the gateway's message and its actions. `onRetry` sends the message again. */
 export function SetupNotice({ gw, notice, onRetry, busy }) {
   const [keyOpen, setKeyOpen] = useState(false);
@@ -132,7 +140,7 @@ export function SetupNotice({ gw, notice, onRetry, busy }) {
     <div class="avatar" aria-hidden="true">M</div>
     <div class="msg-main">
       <div class="notice-card">
-        <p class="notice-text" id=${`setup-${notice.runId}`} role="alert" data-testid="setup-message">${notice.message}</p>
+        <p class="notice-text" id=${`setup-${notice.runId}`} role="alert" data-testid="setup-message"><${MessageText} text=${notice.message} /></p>
         <div class="notice-actions">
           ${download ? html`<${Download} gw=${gw} action=${download} onRetry=${retry} />` : null}
           ${addKey ? html`<button type="button" class="btn" data-testid="setup-add-key" aria-expanded=${keyOpen}
