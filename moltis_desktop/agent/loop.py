@@ -32,6 +32,7 @@ from moltis_desktop.providers.base import (
     ModelInfo,
     Provider,
     ProviderError,
+    SetupAction,
     TextDelta,
     TextPart,
     ThinkingDelta,
@@ -141,8 +142,14 @@ class RunAborted:
 class RunFailed:
     message: str
     kind: str
+    """A provider's `ErrorKind` (`setup`, `auth`, …) or the agent's own (`iteration_limit`,
+    `internal`)."""
     text: str = ""
     usage: Usage = field(default_factory=Usage)
+    provider: str = ""
+    """The provider whose call failed ("" when the failure was not a provider's)."""
+    actions: tuple[SetupAction, ...] = ()
+    """A `setup` failure's ways out (download a model, add a key, start a server)."""
 
 
 AgentEvent = (
@@ -320,7 +327,14 @@ class AgentLoop:
                 self.store.append(spec.session_key, entry)
             raise
         except ProviderError as exc:
-            yield RunFailed(exc.message, exc.kind, state.text, state.total)
+            yield RunFailed(
+                exc.message,
+                exc.kind,
+                state.text,
+                state.total,
+                provider=exc.provider,
+                actions=exc.actions,
+            )
 
     async def _model_call(
         self,

@@ -267,6 +267,17 @@ class RunManager:
     def get(self, run_id: str) -> Run | None:
         return self._active.get(run_id) or self._finished.get(run_id)
 
+    def latest(self, session_key: str) -> Run | None:
+        """The session's most recent run: one in flight, else the last that finished (of
+        those still remembered)."""
+        for run in reversed(self._active.values()):
+            if run.session_key == session_key:
+                return run
+        for run in reversed(self._finished.values()):
+            if run.session_key == session_key:
+                return run
+        return None
+
     def active(self, session_key: str | None = None) -> list[Run]:
         return [
             r for r in self._active.values() if session_key is None or r.session_key == session_key

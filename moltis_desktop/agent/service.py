@@ -8,6 +8,7 @@ endpoint, voice, the session tools) reaches it through `agent.ask`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypedDict
 
 from moltis_desktop.agent.directives import HELP_TEXT, ParsedMessage, exec_options, parse
-from moltis_desktop.agent.loop import AgentError, AgentLoop, Compacted, TurnSpec
+from moltis_desktop.agent.loop import AgentError, AgentLoop, Compacted, RunFailed, TurnSpec
 from moltis_desktop.agent.prompt import PromptContext, build_system_prompt
 from moltis_desktop.agent.runs import DirectReply, Run, RunManager, RunRef
 from moltis_desktop.agent.tools import ToolRegistry
@@ -49,6 +50,8 @@ class ModelSource(Protocol):
     def default_model(self) -> str: ...
 
     async def ensure_credentials(self, auth_profile: str) -> None: ...
+
+    def rediscover(self) -> bool: ...
 
 
 class SendOptions(TypedDict, total=False):
@@ -122,6 +125,14 @@ class ChatService:
         self.transcribe = transcribe
         """Turns a voice note into text (None without voice)."""
         self.runs = RunManager(AgentLoop(models, sessions, tools), clock=clock)
+        self._rediscover = False
+        """A turn found nothing set up to answer: the next one looks again for providers
+        (the user may have stored a key or started Ollama since, and says "try again")."""
+        self.runs.subscribe(self._watch_setup)
+
+    def _watch_setup(self, ref: RunRef, event: object) -> None:
+        if isinstance(event, RunFailed) and event.kind == "setup":
+            self._rediscover = True
 
     # ------------------------------------------------------------------ lookups
 
@@ -205,6 +216,10 @@ class ChatService:
                 self.runs.publish(RunRef(run_id, key, agent.id), DirectReply(answer))
             return SendOutcome(key, agent.id, run_id, None, answer)
         entry = self.sessions.entry(key) or entry
+        if self._rediscover:
+            self._rediscover = False
+            # It probes loopback ports and reads the secret store: off the event loop.
+            await asyncio.to_thread(self.models.rediscover)
         if agent.auth_profile:
             await self.models.ensure_credentials(agent.auth_profile)
         turn_model = parsed.value("model") or model

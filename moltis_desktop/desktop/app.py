@@ -273,6 +273,8 @@ class DesktopApp(QObject):
             if self.state == "error":  # a reply went through: the problem is over
                 self._set_state("working" if self.running else "idle")
             self.notifier.reply_finished(payload)
+        elif event == "moltis.chat.setup" and isinstance(payload, dict):
+            self.notifier.setup_needed(payload)
         elif event == "device.pair.requested" and isinstance(payload, dict):
             who = payload.get("displayName") or str(payload.get("deviceId", ""))[:12]
             self._set_state("attention", f"{who} wants to pair")

@@ -1,6 +1,7 @@
 """The tray icon's notifications: a reply that ended while the chat window was not in front,
-a node's `system.notify`, a pairing request, and passing messages. Clicking one opens the
-session of the last notification kept."""
+a reply that could not start because no model is set up, a node's `system.notify`, a
+pairing request, and passing messages. Clicking one opens the session of the last
+notification kept."""
 
 from __future__ import annotations
 
@@ -77,6 +78,22 @@ class Notifier:
         if not text:
             return
         self.keep(Notification("Moltis replied", text[:160], str(payload.get("sessionKey", ""))))
+
+    def setup_needed(self, payload: dict[str, Any]) -> None:
+        """A `moltis.chat.setup` event (a reply failed: nothing is set up to answer): unless
+        the chat window is in front, where the notice shows, a notification that opens the
+        chat on that session, whose notice has the buttons. Shown even with reply
+        notifications off: without it, a message sent from elsewhere gets no answer."""
+        if self.chat_in_front():
+            return
+        message = str(payload.get("message") or "No model is set up yet.")
+        self.keep(
+            Notification(
+                "Moltis needs a model",
+                f"{message} Click to open the chat and set one up.",
+                str(payload.get("sessionKey", "")),
+            )
+        )
 
     def pairing_requested(self, who: str, role: object) -> None:
         self.message(

@@ -3,7 +3,9 @@
 The bridge subscribes once to the run manager's hub and sees every run, whoever started
 it. Deltas are coalesced: at most one `chat` delta per run every 150 ms (OpenClaw's rate),
 each carrying the increment (`deltaText`) and the whole text so far (`message`); they are
-droppable for slow clients, the final / aborted / error events are not.
+droppable for slow clients, the final / aborted / error events are not. A run that failed
+because nothing is set up to answer (a `setup` error) is announced by `moltis.chat.setup`
+(its message and buttons) just before its `chat` error.
 """
 
 from __future__ import annotations
@@ -33,12 +35,29 @@ from moltis_desktop.gateway.broadcast import EventSink
 from moltis_desktop.protocol.constants import Scope
 
 DELTA_INTERVAL_S = 0.150
+SETUP_EVENT = "moltis.chat.setup"
+"""A run failed because nothing is set up to answer: its message and the actions that
+would fix it (`SetupAction.to_dict`), sent just before the run's `chat` error."""
 _ERROR_KINDS = {
     "rate_limit": "rate_limit",
     "timeout": "timeout",
     "context_overflow": "context_length",
 }
 _TERMINAL = (RunFinished, RunFailed, RunAborted, DirectReply)
+
+
+def setup_notice(ref: RunRef, failed: RunFailed, ts: int) -> dict[str, Any]:
+    """What `moltis.chat.setup` (and `moltis.chat.setup.get`) say of a run that failed
+    because nothing is set up to answer."""
+    return {
+        "runId": ref.run_id,
+        "sessionKey": ref.session_key,
+        "agentId": ref.agent_id,
+        "provider": failed.provider,
+        "message": failed.message,
+        "actions": [action.to_dict() for action in failed.actions],
+        "ts": ts,
+    }
 
 
 @dataclass
@@ -223,11 +242,20 @@ class ChatEventBridge:
 
     def _failed(self, state: _RunState, event: RunFailed) -> None:
         self._flush(state)
+        if event.kind == "setup":
+            # Nothing is set up to answer. OpenClaw's chat event allows no extra fields, so
+            # the buttons go in an event of ours, sent first: a client that knows it shows
+            # one notice with them when the `error` follows; others show the message.
+            self._events.broadcast(
+                SETUP_EVENT, setup_notice(state.ref, event, self._clock.now_ms()), scope=Scope.READ
+            )
+        detail = {"provider": event.provider[:300], "providerErrorType": event.kind[:300]}
         self._chat(
             state,
             "error",
             errorMessage=event.message,
             errorKind=_ERROR_KINDS.get(event.kind, "unknown"),
+            errorDetail=detail if event.provider else None,
             message=self._message(event.text) if event.text else None,
         )
         self._agent(

@@ -251,9 +251,54 @@ ErrorKind = Literal[
 message says what to do, and clients offer the buttons to do it."""
 
 
+SetupActionKind = Literal["download_model", "add_key", "start_server"]
+
+
+@dataclass(frozen=True)
+class SetupAction:
+    """One way out of a `setup` error, which clients offer as a button: download a local
+    model, add an API key, or start a local server (Ollama, LM Studio) and try again."""
+
+    kind: SetupActionKind
+    label: str
+    """The button's text: "Download Qwen2.5 1.5B (1.1 GB)", "Add an API key", …"""
+    model_id: str = ""
+    """`download_model`: the local catalog id (`moltis.models.local.download {id}`)."""
+    title: str = ""
+    """`download_model`: the model's name as people read it."""
+    size_bytes: int = 0
+    """`download_model`: the download's size."""
+    provider: str = ""
+    """`add_key`: the provider whose key is wanted (`anthropic`); `start_server`: the server
+    (`ollama`, `lmstudio`)."""
+    secret: str = ""
+    """`add_key`: the secret-store name the key goes under (`anthropic-api-key`)."""
+    url: str = ""
+    """`start_server`: where the server is looked for (`http://127.0.0.1:11434`)."""
+    command: str = ""
+    """What does the same in a terminal (`moltis models local download qwen2.5-1.5b`,
+    `moltis secrets set anthropic-api-key`, `ollama serve`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (camelCase; empty fields left out)."""
+        fields = {
+            "kind": self.kind,
+            "label": self.label,
+            "modelId": self.model_id,
+            "title": self.title,
+            "bytes": self.size_bytes,
+            "provider": self.provider,
+            "secret": self.secret,
+            "url": self.url,
+            "command": self.command,
+        }
+        return {k: v for k, v in fields.items() if v}
+
+
 class ProviderError(MoltisError):
     """A provider call failed; `message` says what to do. `retryable` errors may be retried
-    or failed over to a fallback model."""
+    or failed over to a fallback model. A `setup` error carries the `actions` that would
+    fix it (clients show them as buttons)."""
 
     def __init__(
         self,
@@ -263,19 +308,83 @@ class ProviderError(MoltisError):
         *,
         status: int | None = None,
         retry_after_s: float | None = None,
+        actions: tuple[SetupAction, ...] = (),
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.kind = kind
         self.status = status
         self.retry_after_s = retry_after_s
-        self.details: dict[str, Any] = {}
-        """Machine-readable help for `setup` errors (e.g. `download`: the local model to
-        offer, with its id, title and size), for clients to make buttons of."""
+        self.actions = actions
 
     @property
     def retryable(self) -> bool:
         return self.kind in ("rate_limit", "server", "unreachable", "timeout")
+
+
+def human_size(size_bytes: int) -> str:
+    """`491 MB`, `1.1 GB`: a download's size as a button shows it (decimal units)."""
+    if size_bytes >= 1_000_000_000:
+        return f"{size_bytes / 1e9:.1f} GB"
+    return f"{max(1, round(size_bytes / 1e6))} MB"
+
+
+def nothing_set_up(
+    provider: str,
+    *,
+    model_id: str = "",
+    title: str = "",
+    size_bytes: int = 0,
+    key_provider: str = "anthropic",
+    server: str = "ollama",
+    server_url: str = "http://127.0.0.1:11434",
+) -> ProviderError:
+    """The first-run `setup` error: no key, no local server, and the local model
+    `model_id` is not downloaded (none named: "download a local model"). Its message says
+    the three ways out with their commands (a terminal shows only the message); its
+    actions are the same as buttons."""
+    server_name = {"ollama": "Ollama", "lmstudio": "LM Studio"}.get(server, server)
+    key_command = f"moltis secrets set {key_provider}-api-key"
+    actions: list[SetupAction] = []
+    if model_id:
+        size = human_size(size_bytes)
+        download_command = f"moltis models local download {model_id}"
+        first = f"use the local model {title or model_id} (download {size}: `{download_command}`)"
+        actions.append(
+            SetupAction(
+                "download_model",
+                f"Download {title or model_id} ({size})",
+                model_id=model_id,
+                title=title or model_id,
+                size_bytes=size_bytes,
+                command=download_command,
+            )
+        )
+    else:
+        first = "download a local model (`moltis models local download`)"
+    actions += [
+        SetupAction(
+            "add_key",
+            "Add an API key",
+            provider=key_provider,
+            secret=f"{key_provider}-api-key",
+            command=key_command,
+        ),
+        SetupAction(
+            "start_server",
+            f"I started {server_name} — try again",
+            provider=server,
+            url=server_url,
+            command="ollama serve" if server == "ollama" else "",
+        ),
+    ]
+    return ProviderError(
+        provider,
+        "setup",
+        f"no model is set up yet: {first}, add an API key (`{key_command}`), or start "
+        f"{server_name}",
+        actions=tuple(actions),
+    )
 
 
 # ---------------------------------------------------------------------------- the interface

@@ -53,6 +53,7 @@ from moltis_desktop.providers.base import (
     ToolResult,
     ToolSpec,
     Usage,
+    nothing_set_up,
 )
 from moltis_desktop.providers.resolved import ProviderConfig
 
@@ -605,19 +606,10 @@ class LocalProvider:
 
 def _setup_error(provider_id: str, entry: Any | None) -> ProviderError:
     if entry is None:
-        return ProviderError(
-            provider_id,
-            "setup",
-            "no model is set up yet: download a local model (`moltis models local download`), "
-            "add an API key (`moltis secrets set anthropic-api-key`), or start Ollama",
-        )
-    size_mb = round(getattr(entry, "size_bytes", 0) / 1_000_000)
-    error = ProviderError(
+        return nothing_set_up(provider_id)
+    return nothing_set_up(
         provider_id,
-        "setup",
-        f"no model is set up yet: use the local model {entry.title} (download {size_mb} MB: "
-        f"`moltis models local download {entry.id}`), add an API key (`moltis secrets set "
-        "anthropic-api-key`), or start Ollama",
+        model_id=entry.id,
+        title=entry.title,
+        size_bytes=int(getattr(entry, "size_bytes", 0) or 0),
     )
-    error.details = {"download": {"id": entry.id, "title": entry.title, "bytes": entry.size_bytes}}
-    return error

@@ -120,6 +120,17 @@ class Models:
         _LOGGER.info("providers reconfigured: %s", ", ".join(self.registry.configs) or "none")
         return True
 
+    def rediscover(self) -> bool:
+        """With no `[providers]`, look again for what is there (a key stored since, an
+        Ollama or LM Studio started since): the registry and catalogue are rebuilt. Called
+        before the turn after one that found nothing set up; returns whether it rebuilt."""
+        if self._settings.providers:
+            return False
+        self._retired.append(self.catalog)
+        self.registry, self.catalog = self._build(self._settings)
+        _LOGGER.info("providers looked for again: %s", ", ".join(self.registry.configs))
+        return True
+
     async def close(self) -> None:
         """Close the catalogues and providers, the replaced ones included."""
         catalogs, self._retired = [*self._retired, self.catalog], []

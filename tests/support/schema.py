@@ -137,6 +137,10 @@ class FrameValidator:
             validator("ShutdownEvent").validate(payload)
         elif event == "health":
             health_validator().validate(payload)
+        elif event == "chat":
+            # No extra fields are allowed: what OpenClaw's chat event has no room for (a
+            # setup error's buttons) goes in an event of ours (`moltis.chat.setup`).
+            validator("ChatEvent").validate(payload)
         elif event == "presence":
             for entry in payload["presence"]:
                 validator("PresenceEntry").validate(entry)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from moltis_desktop.agent.service import ChatService
     from moltis_desktop.gateway.context import MethodContext
 
-TABLE = MethodTable(events=("chat", "agent"))
+TABLE = MethodTable(events=("chat", "agent", "moltis.chat.setup"))
 
 
 def _attachments(raw: Any) -> Any:
@@ -71,6 +71,29 @@ async def chat_send(ctx: MethodContext, params: ChatSendParams) -> dict[str, Any
     turn.close()  # the reply streams to every client through the chat event bridge
     status = "started" if turn.run is not None else "ok"
     return {"runId": params.idempotency_key, "status": status, "sessionKey": turn.session_key}
+
+
+class SetupGetParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    session_key: NonEmpty
+    agent_id: str | None = None
+
+
+@TABLE.method("moltis.chat.setup.get", scope=Scope.READ, params=SetupGetParams)
+def chat_setup_get(ctx: MethodContext, params: SetupGetParams) -> dict[str, Any]:
+    """The session's first-run notice, when its last run failed because nothing is set up
+    to answer (what `moltis.chat.setup` said then); `notice` is null otherwise. A page
+    opened after the failure (a reload, the tray's chat window) shows it from here."""
+    from moltis_desktop.agent.loop import RunFailed
+    from moltis_desktop.gateway.chat_events import setup_notice
+
+    chat = ctx.chat
+    key = chat.session_key(params.session_key, params.agent_id)
+    run = chat.runs.latest(key)
+    outcome = run.outcome if run is not None and run.done.is_set() else None
+    if isinstance(outcome, RunFailed) and outcome.kind == "setup":
+        assert run is not None
+        return {"sessionKey": key, "notice": setup_notice(run.ref, outcome, run.finished_at_ms)}
+    return {"sessionKey": key, "notice": None}
 
 
 class ChatHistoryParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):

@@ -3,6 +3,7 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState, useCallback } fr
 import { html, formatCost, formatTokens, readFileAsBase64, sessionTitle, textOf, timeAgo, toMs, toast } from "./ui.js";
 import { onGrammarLoaded, renderMarkdown } from "./markdown.js";
 import { uuid } from "./gateway.js";
+import { SetupNotice } from "./setup.js";
 
 const THINKING_LEVELS = ["off", "minimal", "low", "medium", "high", "xhigh"];
 const MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024;
@@ -419,6 +420,9 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
   const [dragging, setDragging] = useState(false);
   const [meta, setMeta] = useState({});
   const [showAll, setShowAll] = useState(false);
+  // Nothing is set up to answer: the one notice that says what to do (`moltis.chat.setup`).
+  const [setup, setSetup] = useState(null);
+  const setupByRun = useRef(new Map());
   const scroller = useRef(null);
   const stick = useRef(true);
   const liveRef = useRef(null);
@@ -429,10 +433,18 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
     try {
       const early = prefetched.get(sessionKey);
       prefetched.delete(sessionKey);
+      // A first-run notice from before this page opened (a reload, the tray's window).
+      const notice = gw.can("moltis.chat.setup.get")
+        ? gw.request("moltis.chat.setup.get", { sessionKey }).then((r) => r?.notice || null, () => undefined)
+        : Promise.resolve(undefined);
       const res = await (early || gw.request("chat.history", { sessionKey, limit: 200 }));
       if (!performance.getEntriesByName("moltis:history").length) performance.mark("moltis:history");
       setMessages(res.messages || []);
       setMeta({ thinkingLevel: res.thinkingLevel, modelOverride: res.modelOverride });
+      const n = await notice;
+      if (n && !liveRef.current) {
+        setSetup((cur) => (cur?.runId === n.runId ? cur : { runId: n.runId, message: n.message || "", actions: n.actions || [] }));
+      }
       setLoaded(true);
       setError("");
     } catch (err) {
@@ -443,7 +455,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
 
   useEffect(() => {
     setLoaded(false); setMessages([]); setLive(null); liveRef.current = null; stick.current = true;
-    setShowAll(false);
+    setShowAll(false); setSetup(null); setupByRun.current.clear();
     load();
   }, [load]);
 
@@ -482,19 +494,31 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
       }
       liveRef.current = null;
       setLive(null);
-      if (p.state === "error") setError(p.errorMessage || "the reply failed");
+      if (p.state === "error") {
+        // A run that failed because nothing is set up: its notice (with buttons) instead
+        // of an error; it replaces an earlier one, so there is only ever one.
+        const notice = setupByRun.current.get(p.runId);
+        setupByRun.current.delete(p.runId);
+        if (notice) { setSetup(notice); setError(""); }
+        else setError(p.errorMessage || "the reply failed");
+      } else if (p.state === "final") setSetup(null);   // a reply went through
+
       load();
       onSessionsChanged?.();
     });
+    const offSetup = gw.on("moltis.chat.setup", (p) => {
+      if (!mine(p) || !p.runId) return;
+      setupByRun.current.set(p.runId, { runId: p.runId, message: p.message || "", actions: Array.isArray(p.actions) ? p.actions : [] });
+    });
     const offHello = gw.on("hello", ({ reconnect }) => { if (reconnect) load(); });
     const offGap = gw.on("gap", () => load());
-    return () => { offAgent(); offChat(); offHello(); offGap(); };
+    return () => { offAgent(); offChat(); offSetup(); offHello(); offGap(); };
   }, [gw, sessionKey, load]);
 
   useLayoutEffect(() => {
     const el = scroller.current;
     if (el && stick.current) el.scrollTop = el.scrollHeight;
-  }, [messages, live]);
+  }, [messages, live, setup]);
 
   // Earlier messages render when the reader scrolls up to them, keeping the view in place.
   const reveal = useRef(null);
@@ -524,6 +548,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
     const body = messageText.trim();
     if (!body && !attachments.length) return;
     setError("");
+    setSetup(null);
     const payload = await Promise.all(attachments.map(async (f) => ({
       type: f.type.startsWith("image/") ? "image" : "file",
       mimeType: f.type || "text/plain",
@@ -656,6 +681,7 @@ export function ChatView({ gw, sessionKey, session, models, defaults, onSessions
           isLastAssistant=${i === lastAssistantIdx && i === grouped.length - 1}
           onRetry=${retry} onEdit=${(t) => send(t)} />`; })}
       ${live ? html`<${LiveReply} live=${live} />` : null}
+      ${setup && !live ? html`<${SetupNotice} key=${setup.runId} gw=${gw} notice=${setup} busy=${busy} onRetry=${retry} />` : null}
     </div>
     ${error ? html`<div class="chat-error" role="alert" data-testid="chat-error">${error}
       <button type="button" class="btn small ghost" onClick=${() => setError("")} aria-label="Dismiss error">✕</button></div>` : null}
