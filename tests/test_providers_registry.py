@@ -70,7 +70,7 @@ async def say_hi(registry: ProviderRegistry, pid: str, *, auth_profile: str = ""
 
 
 async def test_every_preset_builds_a_client_on_its_base_url() -> None:
-    assert set(PRESETS) == set(PRESET_URLS)
+    assert set(PRESETS) - {"local"} == set(PRESET_URLS)  # local: no server, no SDK
     settings = Settings(providers={pid: ProviderSettings() for pid in PRESETS})
     env = {p.api_key_env: f"key-for-{p.id}" for p in PRESETS.values() if p.api_key_env}
     registry = ProviderRegistry(settings, env=env)
@@ -249,16 +249,21 @@ def test_custom_key_names_and_profile_mistakes(
 @pytest.mark.parametrize(
     ("env", "secrets", "enabled", "model"),
     [
-        ({"ANTHROPIC_API_KEY": "sk-a-123456"}, [], ["anthropic"], "anthropic/claude-sonnet-4-6"),
-        ({"OPENAI_API_KEY": "sk-o-123456"}, [], ["openai"], "openai/gpt-4.1"),
+        (
+            {"ANTHROPIC_API_KEY": "sk-a-123456"},
+            [],
+            ["anthropic", "local"],
+            "anthropic/claude-sonnet-4-6",
+        ),
+        ({"OPENAI_API_KEY": "sk-o-123456"}, [], ["openai", "local"], "openai/gpt-4.1"),
         (
             {"OPENAI_API_KEY": "sk-o-123456", "ANTHROPIC_API_KEY": "sk-a-123456"},
             [],
-            ["anthropic", "openai"],
+            ["anthropic", "openai", "local"],
             "anthropic/claude-sonnet-4-6",
         ),
-        ({}, ["anthropic-api-key"], ["anthropic"], "anthropic/claude-sonnet-4-6"),
-        ({}, [], ["ollama"], "ollama/llama3.2"),
+        ({}, ["anthropic-api-key"], ["anthropic", "local"], "anthropic/claude-sonnet-4-6"),
+        ({}, [], ["local"], "local/default"),
     ],
 )
 def test_the_auto_default(
@@ -272,13 +277,32 @@ def test_the_auto_default(
     store = make_store(tmp_path, "keyring")
     for name in secrets:
         store.set(name, "sk-stored-123456")
+    closed = "http://127.0.0.1:9/v1"  # no Ollama / LM Studio answers
+    env = {**env, "OLLAMA_BASE_URL": closed, "LMSTUDIO_BASE_URL": closed}
     registry = ProviderRegistry(Settings(), secrets=store, env=env)
     assert list(registry.configs) == enabled
     assert list(registry.auto_enabled) == enabled
     assert registry.default_provider == enabled[0]
     assert registry.default_model() == model
     reason = registry.auto_enabled[enabled[0]]
-    assert ("is set" in reason) or ("secret" in reason) or ("Ollama" in reason)
+    assert ("is set" in reason) or ("secret" in reason) or ("local model" in reason)
+
+
+@pytest.mark.parametrize("server", ["ollama", "lmstudio"])
+async def test_a_running_local_server_comes_before_the_embedded_model(
+    server: str, fake: FakeLLM
+) -> None:
+    """No key: a local server that answers `/v1/models` is the default (its first model,
+    or the preset's default when it has it); the embedded model stays as the fallback."""
+    other = "lmstudio" if server == "ollama" else "ollama"
+    env = {
+        f"{server.upper()}_BASE_URL": f"{fake.base_url}/v1",
+        f"{other.upper()}_BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    registry = await asyncio.to_thread(ProviderRegistry, Settings(), env=env)
+    assert list(registry.auto_enabled) == [server, "local"]
+    assert registry.default_model() == f"{server}/fake-model-1"
+    assert "answers at" in registry.auto_enabled[server]
 
 
 def test_configured_providers_turn_the_auto_default_off() -> None:

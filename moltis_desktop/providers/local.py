@@ -75,7 +75,11 @@ class LocalModelStore(Protocol):
 
     def best_installed(self) -> str | None: ...
 
+    def recommended(self) -> str: ...
+
     def model(self, model_id: str) -> Any: ...
+
+    def list(self) -> Any: ...
 
 
 def default_threads() -> int:
@@ -530,8 +534,10 @@ class LocalProvider:
                 f"the local model file {path} does not exist: fix models.local.model, or "
                 "run `moltis models local list` to pick one",
             )
-        if self.models is None or not wanted:
+        if self.models is None:
             raise _setup_error(self.id, None)
+        if not wanted:  # nothing named, nothing installed: offer the tier for this machine
+            wanted = self.models.recommended()
         try:
             entry = self.models.model(wanted)
         except Exception as exc:  # an unknown id: the manager's message names close ones
@@ -544,7 +550,7 @@ class LocalProvider:
         if self.models is None:
             return []
         out = []
-        for status in self.models.list():  # type: ignore[attr-defined]
+        for status in self.models.list():
             if status.path is None:
                 continue
             model = status.model
