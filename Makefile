@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export MOLTIS_TEST_CACHE ?= $(HOME)/.cache/moltis-desktop
 
-.PHONY: install install-run run test lint bench bench-ui bench-desktop bench-voice clean
+.PHONY: install install-run run test lint bench bench-ui bench-desktop bench-voice bench-local clean
 
 install:
 	@scripts/install.sh test
@@ -34,6 +34,10 @@ bench-desktop: install
 
 bench-voice: install
 	$(BIN)/python bench/bench_voice.py
+
+bench-local: install-run
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r bench/requirements-local-llm.txt
+	$(BIN)/python bench/bench_local_llm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -299,6 +299,15 @@ class LocalEngine:
         async with self._turn:
             await self._unload_now()
 
+    async def load(self, path: Path) -> float:
+        """Load `path` now (waits for the running turn); the seconds loading took (0 when
+        it was loaded already). The idle timer starts."""
+        async with self._turn:
+            loads = self.loads
+            loaded = await self._ensure(path)
+            self._schedule_unload()
+            return loaded.load_s if self.loads > loads else 0.0
+
     async def unload(self) -> None:
         """Unload now (waits for the running turn)."""
         async with self._turn:
