@@ -162,6 +162,16 @@ async def child(model_id: str, threads: int) -> dict[str, Any]:
     long = await ask(LONG, max_tokens=160)
     out["decode_tokens"] = long["tokens"]
     out["decode_tok_s"] = (long["tokens"] - 1) / long["decode_s"] if long["decode_s"] else 0.0
+    out.update(await quiz(ask))
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    await provider.engine.unload()
+    out["rss_unloaded_mib"] = rss_mib()
+    await provider.close()
+    return out
+
+
+async def quiz(ask: Any) -> dict[str, Any]:
+    """The 20 questions, each in a fresh conversation, scored by the expected answer."""
     score = 0
     answers = []
     for question, expected in QUIZ:
@@ -169,13 +179,7 @@ async def child(model_id: str, threads: int) -> dict[str, Any]:
         ok = correct(answer["text"], expected)
         score += ok
         answers.append({"q": question, "a": answer["text"].strip(), "ok": ok})
-    out["quiz"] = score
-    out["quiz_answers"] = answers
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    await provider.engine.unload()
-    out["rss_unloaded_mib"] = rss_mib()
-    await provider.close()
-    return out
+    return {"quiz": score, "quiz_answers": answers}
 
 
 def run_child(model_id: str, threads: int) -> dict[str, Any]:
@@ -232,7 +236,7 @@ def main() -> int:
     print(f"{'':42}" + "".join(f"{r['model']:>22}" for r in results))
     for label, key, fmt in rows:
         cells = [fmt.format(r[key]) if key in r else r.get("error", "-") for r in results]
-        print(f"{label:42}" + "".join(f"{str(c):>22}" for c in cells))
+        print(f"{label:42}" + "".join(f"{c!s:>22}" for c in cells))
     for r in results:
         for answer in r.get("quiz_answers", []):
             if not answer["ok"]:

@@ -246,6 +246,34 @@ async def ask(provider: LocalProvider, text: str) -> str:
     return out
 
 
+async def test_each_conversation_resumes_from_its_cached_prompt() -> None:
+    """Two conversations alternate: the second turn of the first resumes from the state its
+    first turn left (the prompt cache), not from the other conversation's."""
+    settings = LocalModelSettings(model=str(builtin_model()), idle_unload_s=0, max_tokens=24)
+    provider = LocalProvider(resolve_config("local"), settings, None)
+
+    async def turn(history: tuple[Message, ...]) -> tuple[Message, ...]:
+        reply = ""
+        async for event in provider.stream(
+            CompletionRequest(model="default", messages=history, system="Be brief.")
+        ):
+            if isinstance(event, Completed):
+                reply = event.message.text
+        return (*history, Message("assistant", (TextPart(reply),)))
+
+    def user(text: str) -> Message:
+        return Message("user", (TextPart(text),))
+
+    try:
+        a = await turn((user("My name is Ada. Tell me about cats in detail, please."),))
+        await turn((user("Describe the weather on Mars in a few words."),))
+        assert provider.engine.prompt_cache_hits == 0
+        await turn((*a, user("What is my name?")))
+        assert provider.engine.prompt_cache_hits == 1
+    finally:
+        await provider.close()
+
+
 async def test_the_model_loads_on_the_first_turn_and_unloads_when_idle() -> None:
     import llama_cpp  # noqa: F401  (the runtime's own memory is not the model's)
 

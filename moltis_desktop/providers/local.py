@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -236,6 +237,11 @@ class LocalEngine:
         return self._loaded.path if self._loaded is not None else None
 
     @property
+    def prompt_cache_hits(self) -> int:
+        """Turns of the loaded model that resumed a conversation from its cached state."""
+        return int(getattr(self._loaded.llama, "resumed", 0)) if self._loaded else 0
+
+    @property
     def threads(self) -> int:
         return self.settings.threads or default_threads()
 
@@ -418,7 +424,7 @@ def _load_llama(path: Path, context_tokens: int, threads: int) -> Any:
             f"(or scripts/install.sh run), which builds it once ({exc})",
         ) from exc
     try:
-        llama = llama_cpp.Llama(
+        llama = _lean_llama_class(llama_cpp)(
             model_path=str(path),
             n_ctx=context_tokens,
             n_threads=threads,
@@ -434,6 +440,54 @@ def _load_llama(path: Path, context_tokens: int, threads: int) -> Any:
         ) from exc
     llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=PROMPT_CACHE_BYTES))
     return llama
+
+
+@functools.cache
+def _lean_llama_class(llama_cpp: Any) -> Any:
+    """`llama_cpp.Llama` with a prompt-cache state that leaves out the logits matrix.
+
+    llama-cpp-python's `save_state` copies `scores` (tokens x vocabulary floats: 600 KB a
+    token for Qwen's 152k vocabulary, 300 MB for a 500-token conversation) into every
+    cached state, although without `logits_all` sampling never reads them: the cache made
+    the gateway's peak RSS grow by gigabytes. Here a state is the KV cache and the token
+    ids only (llama.cpp's own state, a few MB), which is all a resumed turn needs.
+    """
+    import numpy as np
+
+    class LeanLlama(llama_cpp.Llama):  # type: ignore[misc]
+        def save_state(self) -> Any:
+            ctx = self._ctx.ctx
+            size = int(llama_cpp.llama_state_get_size(ctx))
+            buffer = (ctypes.c_uint8 * size)()
+            used = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
+            if used > size:
+                raise RuntimeError("failed to copy the llama.cpp state")
+            return llama_cpp.LlamaState(
+                input_ids=self.input_ids[: self.n_tokens].copy(),
+                scores=np.empty((0, self._n_vocab), dtype=np.single),
+                n_tokens=self.n_tokens,
+                llama_state=ctypes.string_at(buffer, used),
+                llama_state_size=used,
+                seed=self._seed,
+            )
+
+        resumed = 0
+        """Turns that resumed from a cached state (the prompt cache's hits)."""
+
+        def load_state(self, state: Any) -> None:
+            self.resumed += 1
+            self.input_ids[: state.n_tokens] = state.input_ids[: state.n_tokens]
+            self.n_tokens = state.n_tokens
+            self._requires_eval = True
+            self._seed = state.seed
+            data = (ctypes.c_uint8 * state.llama_state_size).from_buffer_copy(state.llama_state)
+            ctx = self._ctx.ctx
+            if llama_cpp.llama_state_set_data(ctx, data, state.llama_state_size) != (
+                state.llama_state_size
+            ):
+                raise RuntimeError("failed to restore the llama.cpp state")
+
+    return LeanLlama
 
 
 def _close_llama(llama: Any) -> None:
