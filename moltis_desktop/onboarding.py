@@ -15,6 +15,7 @@ provider's table, the model and the name.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.settings import ProviderSettings, Settings
 from moltis_desktop.config.store import ConfigStore, text_hash
 from moltis_desktop.core.errors import MoltisError
+from moltis_desktop.modelstore.errors import ChecksumError
 from moltis_desktop.providers.local_catalog import BUILTIN_MODEL
 from moltis_desktop.providers.presets import PRESETS
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from moltis_desktop.modelstore.manager import Progress
     from moltis_desktop.providers.local_catalog import LocalModelManager
 
+_LOGGER = logging.getLogger(__name__)
 OLLAMA_URL = "http://127.0.0.1:11434"
 _KEY_ENV = "MOLTIS_ONBOARD_KEY"
 _ORDER = ("anthropic", "openai", "openrouter", "gemini", "groq", "mistral", "deepseek", "xai")
@@ -81,8 +84,8 @@ class LocalOption:
 
     @property
     def label(self) -> str:
-        """`Qwen2.5 Coder 0.5B Instruct, 491 MB download (recommended for this computer)`."""
-        note = " (recommended for this computer)" if self.recommended else ""
+        """`Qwen2.5 Coder 0.5B Instruct, 491 MB download (recommended)`."""
+        note = " (recommended)" if self.recommended else ""
         return f"{self.title}, {self.state}{note}"
 
 
@@ -172,9 +175,7 @@ def local_choice(manager: LocalModelManager, total_ram: int | None = None) -> Ch
     if installed:
         lines.append(f"Installed: {', '.join(installed)}")
     if best is not None and not best.installed:
-        lines.append(
-            f"Recommended for this computer: {best.title}, {size_text(best.size_bytes)} download"
-        )
+        lines.append(f"Recommended: {best.title}, {size_text(best.size_bytes)} download")
     return Choice(
         LOCAL,
         LOCAL_LABEL,
@@ -275,10 +276,14 @@ async def install_local(
     model = manager.model(plan.model)
     try:
         return await manager.start_download(model.id, progress)
+    except ChecksumError as exc:
+        _LOGGER.warning("%s", exc.message)  # the hashes: for the log, not the user
+        reason = "the file is not the expected one (checksum mismatch), so it was deleted"
     except MoltisError as exc:
-        raise OnboardingError(
-            f"the download of {short_title(model.title)} failed: {exc.message}. Nothing was saved"
-        ) from None
+        reason = exc.message
+    raise OnboardingError(
+        f"the download of {short_title(model.title)} failed: {reason}. Nothing was saved"
+    )
 
 
 async def check_connection(plan: Plan, local: LocalModelManager | None = None) -> list[str]:

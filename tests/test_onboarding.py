@@ -184,12 +184,8 @@ def test_the_local_choice_lists_the_catalog_with_states_and_sizes(tmp_path: Path
     recommended = options[DEFAULT_TIER_MODEL]
     assert recommended.recommended and small.default_model == DEFAULT_TIER_MODEL
     if not recommended.installed:  # (its six parts may be installed as packages)
-        assert recommended.label == (
-            "Qwen2.5 Coder 0.5B Instruct, 491 MB download (recommended for this computer)"
-        )
-        assert "Recommended for this computer: Qwen2.5 Coder 0.5B Instruct, 491 MB download" in (
-            small.detail
-        )
+        assert recommended.label == ("Qwen2.5 Coder 0.5B Instruct, 491 MB download (recommended)")
+        assert "Recommended: Qwen2.5 Coder 0.5B Instruct, 491 MB download" in (small.detail)
     assert options["qwen2.5-0.5b"].label == "Qwen2.5 0.5B Instruct, 491 MB download"
     assert options["llama-3.2-3b"].label == "Llama 3.2 3B Instruct, 2.0 GB download"
     assert "Built in: SmolLM2 135M Instruct" in small.detail
@@ -197,7 +193,7 @@ def test_the_local_choice_lists_the_catalog_with_states_and_sizes(tmp_path: Path
     better = local_choice(manager, total_ram=BETTER_MIN_RAM_BYTES)
     assert better.models[1] == BETTER_TIER_MODEL
     assert better.default_model == BETTER_TIER_MODEL
-    assert "1.1 GB download (recommended for this computer)" in better.local_models[1].label
+    assert "1.1 GB download (recommended)" in better.local_models[1].label
 
 
 async def test_the_local_model_is_checked_without_a_key_or_a_request(tmp_path: Path) -> None:
