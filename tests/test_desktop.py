@@ -420,7 +420,12 @@ def test_onboarding_dialog_tests_the_key_and_stores_it_in_the_keyring(
                 assert dialog is not None and dialog.isVisible()
                 assert app._onboarding_load is not None
                 await app._onboarding_load
-                assert dialog.provider.itemData(0) == "anthropic"  # no Ollama running
+                # No Ollama running: the local model first, then the cloud providers.
+                assert dialog.provider.itemData(0) == "local"
+                assert dialog.provider.itemData(1) == "anthropic"
+                dialog.provider.setCurrentIndex(1)
+                assert dialog.key.isVisibleTo(dialog) and dialog.test.isVisibleTo(dialog)
+                assert dialog.save_button.text() == "Save"
                 widget_shot(dialog, "onboarding")
                 dialog.key.setText("sk-wrong")
                 dialog.base_url.setText(fake.anthropic_base_url)

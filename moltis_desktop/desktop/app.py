@@ -378,7 +378,8 @@ class DesktopApp(QObject):
         from moltis_desktop.desktop.onboarding_dialog import OnboardingDialog
 
         if self._onboarding is None or not self._onboarding.isVisible():
-            self._onboarding = OnboardingDialog(self.runtime, self.ollama_url)
+            local = self.gateway_state.local_models if self.gateway_state is not None else None
+            self._onboarding = OnboardingDialog(self.runtime, self.ollama_url, local)
             self._onboarding.saved.connect(
                 lambda ref: self.notifier.message("Moltis is set up", f"Model: {ref}")
             )
