@@ -27,7 +27,7 @@ from moltis_desktop.config.store import ConfigSnapshot, ConfigStore
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.core.keys import ServiceMap
 from moltis_desktop.core.logging import REDACTOR, configure_logging
-from moltis_desktop.core.paths import AppPaths, tighten_state_dir
+from moltis_desktop.core.paths import AppPaths, gateway_socket_path, tighten_state_dir
 from moltis_desktop.gateway.auth import SharedSecret
 from moltis_desktop.gateway.server import GatewayServer
 
@@ -41,6 +41,9 @@ _LOGGER = logging.getLogger(__name__)
 
 TOKEN_ENV = "MOLTIS_TOKEN"
 PASSWORD_ENV = "MOLTIS_PASSWORD"
+START_LINK_TTL_MS = 10 * 60_000
+"""How long the sign-in link printed at start works (once), when the token is for this run
+only: long enough to read the start-up output, short enough to be worthless later."""
 
 
 def log_file_for(paths: AppPaths, settings: Settings) -> Path:
@@ -141,6 +144,7 @@ class Runtime:
             voice_models=voice.models,
             local_models=local_models,
             services=shared,
+            owner_socket=gateway_socket_path(self.paths, self.env),
         )
         self.services = Services(config, secrets, shared, gateway, voice)
         config.subscribe(self._on_config_changed)
@@ -151,6 +155,8 @@ class Runtime:
         self._stack.push_async_callback(gateway.stop)
         self._stack.push_async_callback(local_models.aclose)  # downloads in flight
         await gateway.start()
+        if self.ephemeral_secret:
+            self._show_sign_in(gateway)
         # The agent side (providers, sessions, tools) loads once the gateway answers: its
         # imports would otherwise double the start-up time. Until then its methods answer
         # OpenClaw's retryable "starting" error.
@@ -346,7 +352,6 @@ class Runtime:
                 TOKEN_ENV,
                 "MOLTIS_SECRETS_PASSPHRASE",
             )
-            self._show_ephemeral_token(token)
         return SharedSecret("token", token=token)
 
     def auth_hint(self) -> str:
@@ -360,13 +365,31 @@ class Runtime:
         if self.env.get(TOKEN_ENV):
             return f"token from {TOKEN_ENV}"
         if self.ephemeral_secret:
+            if self.gateway is not None and self.gateway.owner_socket is not None:
+                return "token valid for this run only; `moltis` commands need none here"
             return "token valid for this run only"
         return f"token: `moltis secrets get {auth.token_secret}`"
 
-    def _show_ephemeral_token(self, token: str) -> None:
-        # Straight to the user's terminal, never through logging (which may reach files).
-        if self.console is not None and self.console.isatty():
-            print(f"Gateway token for this run: {token}", file=self.console)
+    def _show_sign_in(self, gateway: GatewayServer) -> None:
+        """With a token for this run only: how to sign in. The token and a one-time link
+        (ten minutes, once) go straight to the user's terminal, never through logging
+        (which reaches files, and the journal other users may read); the log says how
+        local tools get in without them."""
+        secret = gateway.state.shared_secret
+        if self.console is not None and self.console.isatty() and secret.token:
+            ticket = gateway.state.ui_tickets.mint(START_LINK_TTL_MS)
+            print(f"Gateway token for this run: {secret.token}", file=self.console)
+            print(
+                f"Sign in to the web app (this link works once, within 10 minutes): "
+                f"{gateway.http_url}/#ticket={ticket}",
+                file=self.console,
+            )
+        if gateway.owner_socket is not None:
+            _LOGGER.info(
+                "this user's `moltis` commands sign in through %s without the token; "
+                "`moltis dashboard` opens the web app signed in",
+                gateway.owner_socket,
+            )
 
     def _on_config_changed(self, old: ConfigSnapshot, new: ConfigSnapshot) -> None:
         self._update_agent(old.settings, new.settings)
@@ -386,6 +409,8 @@ class Runtime:
         if old.settings.gateway.auth != new.settings.gateway.auth and services is not None:
             secret = self.resolve_shared_secret(new.settings, services.secrets)
             services.gateway.state.shared_secret = secret
+            if self.ephemeral_secret:
+                self._show_sign_in(services.gateway)
             _LOGGER.info("gateway auth settings changed (mode %s)", new.settings.gateway.auth.mode)
 
     async def stop(self) -> None:

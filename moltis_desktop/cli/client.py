@@ -8,6 +8,7 @@ import json
 import platform
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -69,8 +70,30 @@ def tls_failure(url: str, exc: BaseException) -> MoltisError | None:
     return None
 
 
+START_HINT = (
+    "Is it running? Start it with `moltis gateway` (or the app: `make run`, "
+    "`moltis-desktop`), or point --url / MOLTIS_URL at it."
+)
+"""What to do when no gateway answers."""
+SOCKET_URL = "ws://localhost"
+"""The URL of the gateway on its owner socket (the socket carries it; `localhost` is only
+the `Host` header, one the gateway's allowlist accepts)."""
+
+
+def http_session(
+    unix_socket: Path | None = None, timeout: aiohttp.ClientTimeout | None = None
+) -> aiohttp.ClientSession:
+    """An HTTP session to the gateway: over its owner socket when `unix_socket` is given."""
+    connector = aiohttp.UnixConnector(path=str(unix_socket)) if unix_socket else None
+    if timeout is None:
+        return aiohttp.ClientSession(connector=connector)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
 class GatewayClient:
-    """One connection: challenge, `connect`, then `call(method, params)`."""
+    """One connection: challenge, `connect`, then `call(method, params)`. With
+    `unix_socket`, over the gateway's owner socket (no credential needed: the gateway asks
+    the kernel who is calling), else to `url`."""
 
     def __init__(
         self,
@@ -83,8 +106,12 @@ class GatewayClient:
         client_id: str = "cli",
         mode: str = "cli",
         tls_fingerprint: str | None = None,
+        unix_socket: Path | None = None,
     ) -> None:
-        self.url = url
+        self.unix_socket = unix_socket
+        self.url = SOCKET_URL if unix_socket else url
+        self.where = f"unix:{unix_socket}" if unix_socket else url
+        """Where the gateway is, for messages."""
         self.ssl = tls_for(url, tls_fingerprint)
         self.token = token
         self.password = password
@@ -115,7 +142,7 @@ class GatewayClient:
 
     async def connect(self) -> dict[str, Any]:
         """Open the socket and complete the handshake; returns the hello-ok payload."""
-        self._session = aiohttp.ClientSession()
+        self._session = http_session(self.unix_socket)
         try:
             self._ws = await self._session.ws_connect(
                 self.url,
@@ -129,14 +156,13 @@ class GatewayClient:
             if tls_error is not None:
                 raise tls_error from None
             raise GatewayUnreachableError(
-                f"cannot reach the gateway at {self.url} ({exc}). Is it running? Start it "
-                "with `moltis gateway`, or point --url / MOLTIS_URL at it."
+                f"cannot reach the gateway at {self.where} ({exc}). {START_HINT}"
             ) from None
         try:
             challenge = await self._receive()
             if challenge.get("event") != "connect.challenge":
                 raise MoltisError(
-                    f"{self.url} does not speak the gateway protocol "
+                    f"{self.where} does not speak the gateway protocol "
                     f"(first frame: {str(challenge)[:120]})"
                 )
             auth: dict[str, str] = {}
@@ -173,7 +199,7 @@ class GatewayClient:
             msg = await asyncio.wait_for(self._ws.receive(), self.timeout_s)
         except TimeoutError:
             raise MoltisError(
-                f"the gateway at {self.url} did not answer within {self.timeout_s:g} s"
+                f"the gateway at {self.where} did not answer within {self.timeout_s:g} s"
             ) from None
         if msg.type == aiohttp.WSMsgType.TEXT:
             frame: dict[str, Any] = json.loads(msg.data)

@@ -6,11 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from moltis_desktop.cli.client import GatewayUnreachableError
-from moltis_desktop.cli.connect import call, credentials, gateway_url, local_config, tls_fingerprint
+from moltis_desktop.cli.client import START_HINT, GatewayUnreachableError
+from moltis_desktop.cli.connect import (
+    call,
+    credentials,
+    gateway_url,
+    local_config,
+    owner_socket,
+    tls_fingerprint,
+)
 from moltis_desktop.cli.output import print_json, run
 from moltis_desktop.core.errors import MoltisError
 from moltis_desktop.protocol.constants import Scope
@@ -123,23 +131,27 @@ def _error_message(body: Any) -> str | None:
 
 
 async def _mint_ticket(
-    base: str, secret: str | None, timeout_s: float, tls_fingerprint: str | None = None
+    base: str,
+    secret: str | None,
+    timeout_s: float,
+    tls_fingerprint: str | None = None,
+    unix_socket: Path | None = None,
 ) -> tuple[int, Any]:
-    """`POST /ui/ticket` with the credential as a bearer token: (status, JSON body or None)."""
+    """`POST /ui/ticket` with the credential as a bearer token, or, over the owner socket,
+    `POST /api/local/sign-in` with none: (status, JSON body or None)."""
     import aiohttp
 
-    from moltis_desktop.cli.client import tls_failure, tls_for
+    from moltis_desktop.cli.client import http_session, tls_failure, tls_for
 
     pin = tls_for(base, tls_fingerprint)
-
+    where = f"unix:{unix_socket}" if unix_socket else base
+    url = "http://localhost/api/local/sign-in" if unix_socket else f"{base}/ui/ticket"
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.post(
-                f"{base}/ui/ticket", headers=headers, ssl=pin if pin is not None else True
-            ) as res,
+            http_session(unix_socket, timeout) as http,
+            http.post(url, headers=headers, ssl=pin if pin is not None else True) as res,
         ):
             try:
                 body = await res.json(content_type=None)
@@ -147,14 +159,13 @@ async def _mint_ticket(
                 body = None
             return res.status, body
     except TimeoutError:
-        raise MoltisError(f"the gateway at {base} did not answer within {timeout_s:g} s") from None
+        raise MoltisError(f"the gateway at {where} did not answer within {timeout_s:g} s") from None
     except (aiohttp.ClientError, OSError) as exc:
         tls_error = tls_failure(base, exc)
         if tls_error is not None:
             raise tls_error from None
         raise GatewayUnreachableError(
-            f"cannot reach the gateway at {base} ({exc}). Is it running? Start it with "
-            "`moltis gateway`, or point --url / MOLTIS_URL at it."
+            f"cannot reach the gateway at {where} ({exc}). {START_HINT}"
         ) from None
 
 
@@ -187,6 +198,17 @@ def _refused(base: str, token: str | None, password: str | None, from_store: boo
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Open the web app signed in, through a one-time ticket (the credential stays out of
     the address bar and the browser history)."""
+    path = owner_socket(args)
+    if path is not None:
+        # This user's own gateway: a link for the asking, no credential involved.
+        status, body = run(_mint_ticket("http://localhost", None, args.timeout, None, path))
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            detail = _error_message(body)
+            raise MoltisError(
+                f"the gateway on {path} answered {status} to POST /api/local/sign-in"
+                + (f": {detail}" if detail else "")
+            )
+        return _show_link(args, body)
     store = local_config()
     url = gateway_url(args, store)
     base = _http_base(url)
@@ -207,6 +229,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             f"the gateway at {base} answered {status} to POST /ui/ticket"
             + (f": {detail}" if detail else "")
         )
+    return _show_link(args, body)
+
+
+def _show_link(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    """Print the sign-in link (and open it, unless --no-open)."""
     link = str(body["url"])
     if args.json:
         print_json(body)

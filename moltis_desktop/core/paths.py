@@ -183,3 +183,42 @@ def _existing_config(config_dir: Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+SOCKET_DIR_NAME = "moltis-desktop"
+"""The gateway's folder in the user's runtime directory (`$XDG_RUNTIME_DIR`)."""
+SOCKET_NAME = "gateway.sock"
+_MAX_SOCKET_PATH = 100
+"""Longest socket path used (the kernel's limit is 107 bytes on Linux, 103 on macOS)."""
+
+
+def gateway_socket_path(paths: AppPaths, env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the gateway's owner socket lives (the same answer for the gateway and the
+    CLI, from the same environment); None on Windows, which has no peer credentials.
+
+    - With `MOLTIS_HOME` (a self-contained install, tests): `<state dir>/run/gateway.sock`,
+      so that two homes never share a socket.
+    - Else `$XDG_RUNTIME_DIR/moltis-desktop/gateway.sock` (a per-user tmpfs, 0700, emptied
+      at logout), else `<state dir>/run/gateway.sock`.
+    - A path too long for the kernel becomes `<tmp>/moltis-desktop-<uid>/<hash>.sock`, the
+      hash naming the state dir.
+
+    The folder is created 0700 by `private_dir` when the gateway listens, which refuses a
+    folder of another user (someone who made `/tmp/moltis-desktop-<uid>` first gets no
+    socket out of it, only a refusal).
+    """
+    if os.name == "nt":  # pragma: no cover
+        return None
+    env = os.environ if env is None else env
+    runtime_dir = env.get("XDG_RUNTIME_DIR")
+    if runtime_dir and not env.get("MOLTIS_HOME") and os.path.isabs(runtime_dir):
+        path = Path(runtime_dir) / SOCKET_DIR_NAME / SOCKET_NAME
+    else:
+        path = paths.state_dir / "run" / SOCKET_NAME
+    if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+        return path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(os.fsencode(paths.state_dir)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"{SOCKET_DIR_NAME}-{os.getuid()}" / f"{digest}.sock"

@@ -131,7 +131,10 @@ def _admit(state: GatewayState, params: ConnectParams, req: HandshakeRequest) ->
         return admit_device_token(state, params, req, protocol)
     token_scopes: tuple[str, ...] | None = None
     try:
-        check_shared_secret(state, params, req, browser)
+        # An operator over the owner socket is the owner: the kernel has checked its uid,
+        # which is what holding the token proves on TCP. (A node still pairs, below.)
+        if not (req.owner and params.role == Role.OPERATOR):
+            check_shared_secret(state, params, req, browser)
     except HandshakeRejectedError:
         # Not the shared secret: maybe this device's own token (a paired device).
         if params.device is None or not (auth and auth.token):
@@ -162,7 +165,8 @@ def _admit(state: GatewayState, params: ConnectParams, req: HandshakeRequest) ->
         # A client holding the shared secret (token or password) is the owner's own tool,
         # whether it is local, on the LAN or the web app: OpenClaw lets a token-authenticated
         # client skip device identity and keep its declared scopes. (Browsers were held to
-        # an allowed Origin above; auth mode `none` admits loopback only.)
+        # an allowed Origin above; auth mode `none` admits loopback only.) A client on the
+        # owner socket is the same: the owner, with the scopes it asks for.
         scopes = requested
     return Admission(protocol, params.role, scopes, client, device_id, issued)
 

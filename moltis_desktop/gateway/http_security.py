@@ -6,9 +6,10 @@ In order, for every request:
 2. the origin policy (403 for a page on an origin the WebSocket would refuse; CORS
    preflights answered here). WebSocket upgrades are judged at `connect`, which answers
    with the protocol's own error;
-3. the route's access: `TOKEN` (Bearer, under the failed-auth throttle), `APP` (a
-   same-origin request), `CAPABILITY` (the route checks its token), `PUBLIC`,
-   `WEBSOCKET`. A route without a declaration is refused (500), never served;
+3. the route's access: `TOKEN` (Bearer, under the failed-auth throttle, or the owner
+   socket), `APP` (a same-origin request), `CAPABILITY` (the route checks its token),
+   `OWNER` (the owner socket only), `PUBLIC`, `WEBSOCKET`. A route without a declaration
+   is refused (500), never served;
 4. the security headers on whatever is answered.
 """
 
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from moltis_desktop.core.logging import security_event
-from moltis_desktop.gateway.limits import mark_authenticated
+from moltis_desktop.gateway.limits import is_owner, mark_authenticated
 from moltis_desktop.gateway.policy import Access, Handler, access_of, takes_json
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
 from moltis_desktop.gateway.trust import check_origin, client_address, origin_listed
@@ -70,9 +71,17 @@ def error(
     return json_answer(status, error_body(message, code, kind), headers)
 
 
+OWNER_ADDRESS = "unix"
+"""The client address of a request over the owner socket (in logs and throttle keys)."""
+
+
 def client(request: web.Request) -> tuple[str, bool]:
-    """(the caller's address, whether it is local), through `gateway.trusted_proxies`."""
+    """(the caller's address, whether it is local), through `gateway.trusted_proxies`. Over
+    the owner socket, `("unix", True)`: the kernel vouched for the peer, headers say
+    nothing about it."""
     known = request.get(_CLIENT_KEY)
+    if known is None and is_owner(request):
+        known = request[_CLIENT_KEY] = (OWNER_ADDRESS, True)
     if known is None:
         gateway = request.app[STATE_KEY]
         known = client_address(
@@ -107,8 +116,11 @@ def bearer(request: web.Request) -> str | None:
 
 async def authorize(gateway: GatewayState, request: web.Request) -> web.Response | None:
     """None when the request carries the gateway's secret (or, in auth mode `none`, comes
-    from a local client); else the answer. Every comparison goes through the failed-auth
-    throttle the WebSocket uses: a locked-out address is answered 429 without one."""
+    from a local client, or comes over the owner socket); else the answer. Every comparison
+    goes through the failed-auth throttle the WebSocket uses: a locked-out address is
+    answered 429 without one."""
+    if is_owner(request):
+        return None  # the kernel checked the peer's uid when the connection opened
     secret = gateway.shared_secret
     ip, local = client(request)
     noun = "password" if secret.mode == "password" else "token"
@@ -227,6 +239,14 @@ async def _admit(
         )
     if access is Access.TOKEN:
         return await authorize(gateway, request)
+    if access is Access.OWNER and not is_owner(request):
+        security_event("http.owner_only", ip=client(request)[0], path=request.path)
+        return error(
+            403,
+            "this route answers only on the gateway's local socket, to the user running it "
+            "(`moltis dashboard` on the gateway's machine uses it)",
+            "owner_socket_required",
+        )
     if access is Access.APP and not same_origin(request):
         return error(403, "only the gateway's own web app may call this", "same_origin_required")
     return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from moltis_desktop.config.settings import HttpSettings
+from moltis_desktop.gateway.owner_socket import peer_is_owner
 
 _LOGGER = logging.getLogger(__name__)
 _AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
@@ -259,6 +261,14 @@ def _victim(
     return None if silent_only else idle
 
 
+def is_owner(request: web.Request) -> bool:
+    """The request came over the owner socket from a process of the gateway's own user
+    (the kernel's peer credentials, checked when the connection opened). Nothing the
+    client sends can make this true: it is a property of the connection."""
+    handler = request.protocol
+    return isinstance(handler, GuardedRequestHandler) and handler.owner
+
+
 def mark_authenticated(request: web.Request) -> None:
     """The connection `request` came on passed authentication: it no longer counts against
     the caps on unauthenticated connections, and is never evicted to make room."""
@@ -307,6 +317,7 @@ class GuardedRequestHandler(RequestHandler):
         "_tracked",
         "ip",
         "opened_at",
+        "owner",
     )
 
     def __init__(
@@ -322,6 +333,8 @@ class GuardedRequestHandler(RequestHandler):
         """The peer's address (the key of the per-IP cap)."""
         self.opened_at = 0.0
         """When the connection opened (the loop's clock)."""
+        self.owner = False
+        """Over the owner socket, from a process of this user (see `owner_socket.py`)."""
         self._limits = limits
         self._tracked = False
         self._answered = 0
@@ -360,6 +373,19 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == getattr(socket, "AF_UNIX", None):
+            # The owner socket: the kernel says who the peer is. Another user's process is
+            # closed before a byte of it is read; the owner's is authenticated already.
+            if not peer_is_owner(sock):
+                self.force_close()
+                transport.close()
+                return
+            self.owner = True
+            self.ip = "unix"
+            self.opened_at = self._loop.time()
+            self._arm_header_timer()
+            return
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else ""
         self.opened_at = self._loop.time()

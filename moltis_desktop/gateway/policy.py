@@ -12,6 +12,10 @@ refuses it (fail closed); a test walks the route table to catch that early.
   its pages run sandboxed, with `Origin: null`, so they cannot send a header or a cookie).
 - `APP`: the gateway's own web app (a same-origin request from a page it served).
 - `WEBSOCKET`: `/`, where the `connect` handshake decides (and the web app for a browser).
+- `OWNER`: only over the owner socket (`owner_socket.py`), from a process of the gateway's
+  own user as the kernel reports it; refused over TCP whatever the request carries.
+
+Over the owner socket every `TOKEN` route is open too: that caller is the owner.
 
 Whatever the access, every request passes the Host allowlist and the origin policy first.
 """
@@ -34,6 +38,7 @@ class Access(enum.StrEnum):
     CAPABILITY = "capability"
     APP = "app"
     WEBSOCKET = "websocket"
+    OWNER = "owner"
 
 
 _ACCESS_ATTR = "_moltis_access"

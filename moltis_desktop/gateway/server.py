@@ -34,6 +34,7 @@ from moltis_desktop.gateway.limits import (
     raise_fd_limit,
 )
 from moltis_desktop.gateway.methods import method_table
+from moltis_desktop.gateway.owner_socket import OwnerSocket, OwnerSocketBusyError, bind_owner_socket
 from moltis_desktop.gateway.routes import add_routes
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState, resolve_bind, throttles
 from moltis_desktop.gateway.voice_events import publish_voice_event
@@ -65,7 +66,12 @@ class GatewayServer:
         voice_models: ModelManager | None = None,
         local_models: LocalModelManager | None = None,
         services: ServiceMap | None = None,
+        owner_socket: Path | None = None,
     ) -> None:
+        self.owner_socket_path = owner_socket
+        """Where to listen for the owner's own processes (`owner_socket.py`); None: no
+        socket (Windows, or a caller that wants TCP only)."""
+        self._owner_socket: OwnerSocket | None = None
         self.state = GatewayState(
             config,
             methods=method_table(),
@@ -158,7 +164,14 @@ class GatewayServer:
             shutdown_timeout=1.0,
         )
         await self._runner.setup()
-        await self._bind()
+        await self._listen_owner_socket()
+        try:
+            await self._bind()
+        except BaseException:
+            if self._owner_socket is not None:  # free the lock: this gateway did not start
+                self._owner_socket.close()
+                self._owner_socket = None
+            raise
         self.state.loop_monitor.start()
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="gateway-tick"),
@@ -172,6 +185,37 @@ class GatewayServer:
 
         self.mdns = MdnsAdvertiser(version=self.state.version, env=os.environ)
         self._advertise(self.state.settings)
+
+    @property
+    def owner_socket(self) -> Path | None:
+        """The owner socket the gateway listens on (None when it does not)."""
+        return self._owner_socket.path if self._owner_socket is not None else None
+
+    async def _listen_owner_socket(self) -> None:
+        """Serve the app on the owner socket too (before TCP: a second gateway for the same
+        state dir is refused here, with the reason). Any other failure leaves TCP only."""
+        path = self.owner_socket_path
+        if path is None:
+            return
+        assert self._runner is not None
+        try:
+            bound = await asyncio.to_thread(bind_owner_socket, path)
+        except OwnerSocketBusyError:
+            raise
+        except (OSError, MoltisError) as exc:
+            _LOGGER.error(
+                "cannot listen on the owner socket %s (%s): local tools need the token", path, exc
+            )
+            return
+        site = web.SockSite(self._runner, bound.sock, backlog=128)
+        try:
+            await site.start()
+        except OSError as exc:
+            bound.close()
+            _LOGGER.error("cannot listen on the owner socket %s: %s", path, exc)
+            return
+        self._owner_socket = bound
+        _LOGGER.info("owner socket: %s (this user's processes sign in without a token)", path)
 
     async def _bind(self, port: int | None = None) -> None:
         """Listen where the settings say (on `port` instead of theirs when given)."""
@@ -307,6 +351,9 @@ class GatewayServer:
             self.mdns = None
         await self._runner.cleanup()
         self._runner = None
+        if self._owner_socket is not None:
+            self._owner_socket.close()
+            self._owner_socket = None
         _LOGGER.info("gateway stopped")
 
     async def _tick_loop(self) -> None:

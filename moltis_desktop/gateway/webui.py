@@ -8,7 +8,9 @@ Sign-in without the credential in a visible URL: a local client that holds the c
 (the desktop app in-process, `moltis dashboard` over HTTP with `Authorization: Bearer`)
 mints a one-time *ticket*, opens `/#ticket=…`, and the page trades the ticket for the
 credential with a same-origin POST, then removes it from the address bar. A ticket works
-once and for one minute, so a URL left in a history or a screenshot is worthless.
+once and for one minute, so a URL left in a history or a screenshot is worthless. A
+process of the owner's user that holds no credential (no keyring, no passphrase) gets a
+ticket over the owner socket instead (`POST /api/local/sign-in`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from moltis_desktop.gateway.http_security import error
 from moltis_desktop.gateway.policy import Access, add_route
 from moltis_desktop.gateway.registry import MethodTable
 from moltis_desktop.gateway.state import STATE_KEY, GatewayState
+from moltis_desktop.gateway.tickets import TICKET_TTL_MS
 from moltis_desktop.protocol.frames import encode_json
 
 CSP = (
@@ -161,6 +164,23 @@ async def mint_ticket(request: web.Request) -> web.Response:
     return _json(200, {"ticket": ticket, "url": f"{base}/#ticket={ticket}"})
 
 
+async def local_sign_in(request: web.Request) -> web.Response:
+    """`POST /api/local/sign-in`, over the owner socket only (route access `OWNER`): a
+    one-time sign-in link to the web app on the gateway's TCP address, for `moltis
+    dashboard` on a machine where the CLI cannot read the token (no keyring, no
+    passphrase). The page trades the ticket for the credential as with `/ui/ticket`."""
+    gateway = _gateway(request)
+    ticket = gateway.ui_tickets.mint()
+    return _json(
+        200,
+        {
+            "ticket": ticket,
+            "url": f"{gateway.http_url}/#ticket={ticket}",
+            "expiresInMs": TICKET_TTL_MS,
+        },
+    )
+
+
 class _Redeem(msgspec.Struct):
     ticket: str
 
@@ -280,6 +300,7 @@ def add_webui_routes(app: web.Application) -> None:
     add_route(app, "GET", "/ui/methods.json", methods_json, Access.PUBLIC)
     add_route(app, "POST", "/ui/ticket", mint_ticket, Access.TOKEN)
     add_route(app, "POST", "/ui/redeem", redeem_ticket, Access.APP, json_body=True)
+    add_route(app, "POST", "/api/local/sign-in", local_sign_in, Access.OWNER)
     add_route(app, "GET", "/ui/{path:.+}", static, Access.PUBLIC)
     add_route(app, "GET", "/favicon.ico", favicon, Access.PUBLIC)
 

@@ -21,8 +21,8 @@ from moltis_desktop.gateway.canvas_access import request_base_url
 from moltis_desktop.gateway.connection import Connection
 from moltis_desktop.gateway.context import MethodContext
 from moltis_desktop.gateway.handshake import admit
-from moltis_desktop.gateway.http_security import client
-from moltis_desktop.gateway.limits import mark_authenticated
+from moltis_desktop.gateway.http_security import OWNER_ADDRESS, client
+from moltis_desktop.gateway.limits import is_owner, mark_authenticated
 from moltis_desktop.gateway.registry import (
     MethodSpec,
     convert_params,
@@ -59,7 +59,7 @@ _HEARTBEAT_S = 25.0
 
 async def websocket_handler(gateway: GatewayState, request: web.Request) -> web.StreamResponse:
     """Serve one WebSocket client from upgrade to close."""
-    ip = request.remote or ""
+    ip = OWNER_ADDRESS if is_owner(request) else (request.remote or "")
     if gateway.draining:
         return web.Response(status=503, text="gateway is shutting down\n")
     if gateway.preauth[ip] >= MAX_PREAUTH_SOCKETS_PER_IP:
@@ -147,6 +147,7 @@ async def _handshake(
     hs = HandshakeRequest(
         remote_ip=ip,
         local=local,
+        owner=is_owner(request),
         origin=request.headers.get("Origin"),
         host_header=request.headers.get("Host"),
         nonce=nonce,

@@ -79,6 +79,10 @@ class HandshakeRequest:
     nonce: str
     local: bool = False
     """On this machine and not behind an undeclared proxy (`trust.client_address`)."""
+    owner: bool = False
+    """Over the owner socket, from a process of the gateway's own user (the kernel's peer
+    credentials; `gateway/owner_socket.py`). Stronger than `local`: loopback TCP is open to
+    every user of the machine, this socket to one. Implies `local`."""
 
 
 def auth_error(
