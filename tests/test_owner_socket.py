@@ -5,8 +5,10 @@ sign-in link `moltis dashboard` gets through it."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -383,3 +385,37 @@ def test_the_socket_path(tmp_path: Path) -> None:
     assert long_path is not None and len(str(long_path)) < 100
     assert long_path.parent.name == f"moltis-desktop-{os.getuid()}"
     assert sys.platform != "win32"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_start_prints_a_one_time_link_to_a_terminal_only(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    env = {"MOLTIS_HOME": str(home), "HOME": str(home), **NO_KEYRING}
+    console = _Terminal()
+    runtime = Runtime(env=env, overrides={"gateway": {"port": 0}}, console=console, prompt=None)
+    try:
+        gateway = await runtime.start()
+        assert runtime.ephemeral_secret
+        shown = console.getvalue()
+        match = re.search(r"within 10 minutes\): (\S+/#ticket=(\S+))", shown)
+        assert match, shown
+        assert match.group(1).startswith(gateway.http_url)
+        async with aiohttp.ClientSession() as page:
+            origin = gateway.http_url
+            for expected in (200, 401):
+                status, _ = await post(
+                    page,
+                    f"{origin}/ui/redeem",
+                    json={"ticket": match.group(2)},
+                    headers={"Origin": origin},
+                )
+                assert status == expected
+        logged = (runtime.paths.log_dir / "moltis.log").read_text()
+        assert match.group(2) not in logged
+        assert str(gateway.owner_socket) in logged
+    finally:
+        await runtime.stop()
