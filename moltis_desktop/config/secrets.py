@@ -234,11 +234,14 @@ def terminal_passphrase(creating: bool) -> str:
         sys.stderr.write(
             "No OS keyring is available here, so Moltis keeps secrets in an encrypted file.\n"
         )
-        first = getpass.getpass("Choose a passphrase for it: ")
+        first = getpass.getpass("Choose a passphrase for it (Enter: skip, keep no secrets): ")
+        if not first:
+            raise SecretStoreError(
+                "no passphrase given: no secrets are kept for now (on this machine the CLI "
+                "and `moltis dashboard` sign in without one)"
+            )
         if first != getpass.getpass("Type it again: "):
             raise SecretStoreError("the two passphrases differ; start again")
-        if not first:
-            raise SecretStoreError("the passphrase must not be empty")
         return first
     return getpass.getpass("Passphrase for the Moltis secrets file: ")
 
