@@ -121,3 +121,20 @@ async def test_openclaw_agent_gets_the_reply(
     payloads = result["result"]["payloads"]
     assert payloads[0]["text"] == "The answer from the fake model, via Moltis."
     assert fake.count("/v1/chat/completions") == 1
+
+
+async def test_moltis_agent_waits_as_long_as_the_reply_takes(
+    gateway: GatewayProcess, fake: FakeLLM
+) -> None:
+    """`moltis agent` waits 120 s for each part of a reply by default (the local model's
+    first load included); `--timeout` changes it."""
+    rc, out, _ = await moltis(gateway, "agent", "--help")
+    assert rc == 0 and "default 120" in " ".join(out.split())
+    fake.script(Turn(text="Slow but sure.", chunks=1, delay_s=2.5))
+    rc, out, err = await moltis(gateway, "agent", "-m", "take your time")
+    assert rc == 0, err
+    assert out.strip() == "Slow but sure."
+    fake.script(Turn(text="Too slow.", chunks=1, delay_s=4.0))
+    rc, _, err = await moltis(gateway, "agent", "--timeout", "1", "-m", "hurry")
+    assert rc != 0
+    assert "did not answer within 1 s" in err
