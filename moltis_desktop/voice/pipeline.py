@@ -5,10 +5,13 @@ One task reads the microphone and decides what each 80 ms chunk is for (the wake
 question, or a possible barge-in while a reply plays); the work on a question runs in a task
 of its own so that the microphone keeps being read. All model work runs in worker threads.
 
-Privacy: before the wake word, audio lives only in the detector's 2 s buffer and is never
-written or sent. A question starts with the 0.5 s that led to the wake (the end of the wake
-phrase itself), then what follows; only that is transcribed, and kept only with
-`voice.keep_audio`.
+Privacy: before the wake word, audio lives only in a 2 s buffer (the detector's own window)
+and is never written or sent. A question is transcribed from the start of the wake phrase
+(those 2 s, then what follows) and the wake phrase is taken out of the text: a question said
+in one breath with the wake phrase is heard whole, wherever the detector happened to fire
+(a cut inside the phrase glued its tail to the question and Whisper garbled both; see
+`strip_wake_phrase` and docs/BENCHMARKS.md). Only that audio is transcribed, and kept only
+with `voice.keep_audio`.
 """
 
 from __future__ import annotations
@@ -46,9 +49,12 @@ _LOGGER = logging.getLogger(__name__)
 EventCallback = Callable[[str, dict[str, Any]], None]
 Ask = Callable[[str], Awaitable[str]]
 
-_LEAD_IN_S = 0.5
-"""Audio from just before the wake fired that starts the question (the detector fires a
-few hundred ms after the phrase ends; a question said without a pause starts in there)."""
+WAKE_LEAD_IN_S = 2.0
+"""Audio from before the wake fired that starts the question: the whole wake phrase (the
+detector fires a few hundred ms after it ends, and scores a 2 s window), so that Whisper
+hears the phrase and the question as they were said; the phrase is stripped from the text."""
+BARGE_IN_LEAD_IN_S = 0.5
+"""Audio from before a barge-in that starts the question (more would be the reply's echo)."""
 _SPECULATE_MS = 240
 """Silence after speech at which transcription starts, before the utterance is known to
 have ended: when the silence lasts, the transcript is ready about as soon as it does."""
@@ -113,9 +119,14 @@ class VoicePipeline:
         self._capture_started = 0.0
         self._speech_seen = False
         self._silence = 0
+        self.wake_lead_in_s = WAKE_LEAD_IN_S
+        """Seconds of audio before a wake that the question's transcript starts with (the
+        benchmark compares values)."""
         self._recent: deque[Pcm] = deque(
-            maxlen=max(1, round(_LEAD_IN_S * SAMPLE_RATE / CHUNK_SAMPLES))
+            maxlen=max(1, round(WAKE_LEAD_IN_S * SAMPLE_RATE / CHUNK_SAMPLES))
         )
+        self._lead_chunks = 0
+        self._wake_phrase = ""
         self._barge_run = 0
         self._work: asyncio.Task[None] | None = None
         self._trigger: str | None = None
@@ -180,7 +191,7 @@ class VoicePipeline:
             source, self._trigger = self._trigger, None
             if self._mode == "busy":
                 self._interrupt()
-            self._start_capture(Turn(source), lead_in=False)
+            self._start_capture(Turn(source), lead_in_s=0.0)
         if self._mode == "wake":
             await self._listen_for_wake(chunk)
         elif self._mode == "capture":
@@ -198,13 +209,16 @@ class VoicePipeline:
         best = max(detections, key=lambda d: d.score)
         _LOGGER.info("wake word %s (score %.3f)", best.model, best.score)
         self._emit("wake", {"model": best.model, "score": round(best.score, 3)})
-        self._start_capture(Turn("wake", score=best.score), lead_in=True)
+        self._wake_phrase = best.phrase
+        self._start_capture(Turn("wake", score=best.score), lead_in_s=self.wake_lead_in_s)
 
-    def _start_capture(self, turn: Turn, *, lead_in: bool) -> None:
+    def _start_capture(self, turn: Turn, *, lead_in_s: float) -> None:
         settings = self.settings()
         self._turn = turn
         self._mode = "capture"
-        self._capture = list(self._recent) if lead_in else []
+        keep = round(lead_in_s * SAMPLE_RATE / CHUNK_SAMPLES)
+        self._capture = list(self._recent)[-keep:] if keep else []
+        self._lead_chunks = len(self._capture)
         self._recent.clear()
         self._capture_started = time.monotonic()
         self._speculation = None
@@ -240,8 +254,11 @@ class VoicePipeline:
                     self._emit("talk.mode", {"enabled": False, "phase": "timeout"})
                 self._to_wake()
             elif heard_s > 1.0 and not self._speech_seen:
-                # Nothing said yet: keep only the last second (the start of speech).
-                self._capture = self._capture[-int(SAMPLE_RATE / CHUNK_SAMPLES) :]
+                # Nothing said yet: keep the lead-in (the wake phrase) and the last second.
+                second = int(SAMPLE_RATE / CHUNK_SAMPLES)
+                lead, rest = self._capture[: self._lead_chunks], self._capture[self._lead_chunks :]
+                if len(rest) > second:
+                    self._capture = lead + rest[-second:]
             return
         if self._silence >= settings.end_silence_ms or heard_s >= settings.max_utterance_s:
             self._finish_capture()
@@ -306,7 +323,7 @@ class VoicePipeline:
             _LOGGER.info("barge-in: the user spoke over the reply")
             self._emit("barge-in", {})
             self._interrupt()
-            self._start_capture(Turn("barge-in"), lead_in=True)
+            self._start_capture(Turn("barge-in"), lead_in_s=BARGE_IN_LEAD_IN_S)
 
     def _interrupt(self) -> None:
         if self._turn is not None:
@@ -348,7 +365,11 @@ class VoicePipeline:
         # Started during the silence that ended the question (same speech, a little less
         # trailing silence), so usually finished by now.
         result = await (speculation or self.transcriber.transcribe(audio))
-        text = _WAKE_WORDS.sub("", result.text).strip() if turn.source == "wake" else result.text
+        text = (
+            strip_wake_phrase(result.text, self._wake_phrase)
+            if turn.source == "wake"
+            else result.text
+        )
         turn.transcript = text
         self._emit(
             "transcript",
@@ -412,6 +433,40 @@ class VoicePipeline:
         private_dir(self.recordings_dir)
         name = time.strftime("%Y%m%d-%H%M%S") + f"-{int(time.time() * 1000) % 1000:03d}.wav"
         (self.recordings_dir / name).write_bytes(wav_bytes(audio, SAMPLE_RATE))
+
+
+_WORD = re.compile(r"[\w']+")
+
+
+def strip_wake_phrase(text: str, phrase: str = "") -> str:
+    """The question in a transcript that starts with the wake phrase (and maybe words said
+    before it): everything up to the end of the phrase goes. Whisper writes the phrase in
+    many ways ("Hey Jarvis,", "Hey, Jarvis.", "Hey Jervis", "A Jarvis", "Jarvis"), so the
+    known forms go first, then the words among the first few that sound most like it
+    (letters alike by at least 60 %, the name alone by 70 %)."""
+    import difflib
+
+    stripped = _WAKE_WORDS.sub("", text, count=1)
+    if stripped != text:
+        return stripped.strip()
+    target = " ".join((phrase or "hey jarvis").lower().replace("_", " ").split())
+    name = target.split()[-1]
+    words = list(_WORD.finditer(text))
+    best_end, best_score = -1, 0.0
+    for start in range(min(4, len(words))):
+        for size in (1, 2, 3):
+            window = words[start : start + size]
+            if len(window) < size:
+                break
+            said = " ".join(w.group().lower() for w in window)
+            score = difflib.SequenceMatcher(None, said, target).ratio()
+            if size == 1:
+                score = max(score, difflib.SequenceMatcher(None, said, name).ratio() - 0.1)
+            if score > best_score:
+                best_end, best_score = window[-1].end(), score
+    if best_score >= 0.6:
+        return text[best_end:].lstrip(" ,.!?;:-").strip()
+    return text.strip()
 
 
 def _words(text: str) -> str:
