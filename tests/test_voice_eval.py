@@ -31,7 +31,10 @@ def models() -> tuple[Any, Any, Any]:
     path = ModelManager(speech._CACHE / "no-downloads").require(f"whisper/{defaults.stt.model}")
     transcriber = Transcriber(path, compute_type=defaults.stt.compute_type, threads=1)
     detector = WakeWordDetector(
-        defaults.wake.models, threshold=defaults.wake.threshold, vad=Vad()
+        defaults.wake.models,
+        threshold=defaults.wake.threshold,
+        patience=defaults.wake.patience,
+        vad=Vad(),
     )
     return detector, Vad(), transcriber
 

@@ -411,6 +411,10 @@ class WakeSettings:
     threshold: float = 0.5
     """Score (0 to 1) at which a wake word counts; higher means fewer false wakes and more
     missed ones."""
+    patience: int = 1
+    """Consecutive 80 ms frames scored at or over the threshold before the wake word counts
+    (openWakeWord's `patience`): more means fewer false wakes on near misses and 80 ms more
+    latency a frame."""
     refractory_s: float = 2.0
     """After a wake, the same model cannot fire again for this many seconds."""
     vad_gate: bool = True

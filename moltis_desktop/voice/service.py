@@ -195,6 +195,7 @@ class VoiceService:
             detector = WakeWordDetector(
                 settings.wake.models,
                 threshold=settings.wake.threshold,
+                patience=settings.wake.patience,
                 refractory_s=settings.wake.refractory_s,
                 vad=Vad() if settings.wake.vad_gate else None,
             )
