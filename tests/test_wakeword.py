@@ -1,5 +1,6 @@
 """The wake-word detector on the real openWakeWord models: built-in and user model files
-(.tflite, .onnx), threshold, refractory period, VAD gating, and the errors for bad models."""
+(.tflite, .onnx), threshold, patience, refractory period, VAD gating, and the errors for bad
+models."""
 
 from __future__ import annotations
 
@@ -53,6 +54,33 @@ def test_threshold_and_refractory_period() -> None:
     assert len(_run(WakeWordDetector(refractory_s=6.0), twice)) == 1
     scores = [d.score for d in _run(WakeWordDetector(refractory_s=0.0), _jarvis())]
     assert _run(WakeWordDetector(threshold=min(0.9999, max(scores) + 1e-4)), _jarvis()) == []
+
+
+def test_patience_needs_consecutive_frames_over_the_threshold() -> None:
+    """Found by experiment: espeak's `en-us+f2` "hey jarvis" at 120 wpm scores 0.735 for one
+    80 ms frame, under 0.5 before and after; piper's "Hey Jarvis!" stays over it for longer.
+    A lone frame over the threshold fires at patience 1 only; a held phrase fires at every
+    patience, one frame (80 ms) later for each."""
+    spike = speech.join(
+        speech.silence(1.0),
+        speech.read(speech.espeak("hey jarvis", speed=120, pitch=50, voice="en-us+f2")),
+        speech.silence(1.0),
+    )
+    (hit,) = _run(WakeWordDetector(patience=1), spike)
+    assert hit.score > 0.7
+    for gate in (None, Vad()):
+        assert _run(WakeWordDetector(patience=2, vad=gate), spike) == []
+    held = [_run(WakeWordDetector(patience=p, vad=Vad()), _jarvis()) for p in (1, 2, 3, 4)]
+    assert [len(hits) for hits in held] == [1, 1, 1, 1]
+    at = [hits[0].at_s for hits in held]
+    assert [round(b - a, 2) for a, b in itertools.pairwise(at)] == [0.08, 0.08, 0.08]
+    # One detector, the spike and then (after reset) the held phrase: only the phrase fires.
+    detector = WakeWordDetector(patience=2)
+    assert _run(detector, spike) == []
+    detector.reset()
+    assert len(_run(detector, _jarvis())) == 1
+    with pytest.raises(VoiceError, match="patience"):
+        WakeWordDetector(patience=0)
 
 
 def test_vad_gating_skips_silence_and_still_hears_the_phrase() -> None:
