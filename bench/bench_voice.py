@@ -140,7 +140,7 @@ TARGETS = {
     "false wakes per hour (default threshold, patience)": ("false_accepts.per_hour", "<=", 2),
     "WER through the pipeline (%)": ("wer.all.pipeline", "", None),
     "WER of bare Whisper on the question alone (%)": ("wer.all.bare", "", None),
-    "WER, pipeline over bare Whisper (points)": ("wer.over_bare_points", "<=", 2),
+    "WER, pipeline over bare Whisper, detected (points)": ("wer.over_bare_points", "<=", 2),
     "WER through the pipeline, old 0.5 s lead-in (%)": ("wer.all.old", "", None),
     "WER on detected utterances: pipeline (%)": ("wer.detected.pipeline", "", None),
     "  same, bare Whisper (%)": ("wer.detected.bare", "", None),
@@ -522,7 +522,8 @@ async def eval_wer(items: list[dict[str, Any]]) -> dict[str, Any]:
         group: {key: round(voice_eval.wer(p), 2) for key, p in by_key.items()}
         for group, by_key in pairs.items()
     }
-    out["over_bare_points"] = round(out["all"]["pipeline"] - out["all"]["bare"], 2)
+    # As tests/test_voice_eval.py holds it: over the utterances the wake word was heard in.
+    out["over_bare_points"] = round(out["detected"]["pipeline"] - out["detected"]["bare"], 2)
     out["cases"] = len(items)
     out["pipeline_detection_pct"] = round(100 * (len(items) - len(missed)) / len(items), 2)
     out["pipeline_missed"] = missed
