@@ -73,6 +73,17 @@ def _service() -> Any:
     return VoiceService(models, settings=lambda: store.current.settings.voice)
 
 
+def _without_speech(settings: Any) -> Any:
+    """`settings` (a getter) with speech off: replies are not synthesised at all."""
+    from dataclasses import replace
+
+    def current() -> Any:
+        voice = settings()
+        return replace(voice, tts=replace(voice.tts, enabled=False))
+
+    return current
+
+
 def cmd_voice(args: argparse.Namespace) -> int:
     if args.voice_command == "devices":
         return _devices(args)
@@ -126,10 +137,22 @@ async def _say(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stage_printer(json_lines: bool) -> Any:
+def _stage_printer(json_lines: bool, not_spoken: str = "") -> Any:
+    """Prints each stage; `not_spoken` (why replies are not spoken) is said once, after the
+    first reply."""
+    told = not not_spoken
+
     def show(kind: str, data: dict[str, Any]) -> None:
+        nonlocal told
         if json_lines:
             print(json.dumps({"event": kind, **data}), flush=True)
+        if kind == "reply" and not told:
+            told = True
+            if json_lines:
+                print(json.dumps({"event": "not-spoken", "reason": not_spoken}), flush=True)
+            else:
+                print(f"(not spoken: {not_spoken})", file=sys.stderr, flush=True)
+        if json_lines:
             return
         if kind == "wake":
             print(f"wake word: {data['model']} (score {data['score']:.3f})", flush=True)
@@ -175,11 +198,59 @@ async def _ask_gateway(args: argparse.Namespace, text: str) -> str:
     raise MoltisError("the gateway closed the connection before the reply")
 
 
+def _forgiving_speaker(device: str) -> Any:
+    """The speakers; when they go away mid-run (unplugged), the reply is not spoken, which
+    is said once, and the turn goes on (its reply was printed already)."""
+    from moltis_desktop.voice.audio import Speaker
+    from moltis_desktop.voice.errors import AudioDeviceError
+
+    class ForgivingSpeaker(Speaker):
+        told = False
+
+        async def play(self, pcm: Any, rate: int) -> bool:
+            try:
+                return await super().play(pcm, rate)
+            except AudioDeviceError as exc:
+                if not self.told:
+                    self.told = True
+                    print(f"(not spoken: {exc.message})", file=sys.stderr, flush=True)
+                return True
+
+    return ForgivingSpeaker(device)
+
+
+async def _speaker_missing(device: str) -> str:
+    """Why there is no speaker to play replies on ("" when there is one)."""
+    from moltis_desktop.voice.audio import resolve_device
+    from moltis_desktop.voice.errors import AudioDeviceError
+
+    try:
+        await asyncio.to_thread(resolve_device, device, "output")
+    except AudioDeviceError as exc:
+        return exc.message
+    return ""
+
+
+async def _why_not_spoken(args: argparse.Namespace, output_device: str) -> str:
+    """Why replies will not be spoken when they should be ("" when they will): no speaker
+    here (a server, a container). The replies are printed all the same and the run still
+    succeeds; `-o` writes the speech to a file instead, and needs no speaker."""
+    if args.output is not None or args.no_speak or args.no_send:
+        return ""
+    missing = await _speaker_missing(output_device)
+    if missing and args.input:
+        return f"{missing}; use -o reply.wav to keep the audio"
+    return missing
+
+
 async def _listen(args: argparse.Namespace) -> int:
-    from moltis_desktop.voice.audio import MemorySink, Microphone, Speaker, WavSource, wav_bytes
+    from moltis_desktop.voice.audio import MemorySink, Microphone, WavSource, wav_bytes
 
     service = _service()
-    show = _stage_printer(args.json)
+    not_spoken = await _why_not_spoken(args, service.settings().output_device)
+    if args.no_speak or not_spoken:
+        service.settings = _without_speech(service.settings)
+    show = _stage_printer(args.json, not_spoken)
     service.observers.append(show)
     done = asyncio.Event()
     replies: list[str] = []
@@ -205,8 +276,8 @@ async def _listen(args: argparse.Namespace) -> int:
     service.ask = ask
     settings = service.settings()
     source = WavSource(args.input) if args.input else Microphone(settings.input_device)
-    quiet = args.output is not None or args.no_speak or args.no_send
-    sink = MemorySink() if quiet else Speaker(settings.output_device)
+    quiet = args.output is not None or args.no_speak or args.no_send or bool(not_spoken)
+    sink = MemorySink() if quiet else _forgiving_speaker(settings.output_device)
     pipeline = await asyncio.to_thread(
         service.build_pipeline, source, sink, wake=not args.no_wake, chime_sink=MemorySink()
     )
