@@ -448,6 +448,9 @@ class TtsSettings:
 
     enabled: bool = True
     """Speak the replies to spoken questions (talk mode and the wake word)."""
+    speak_chat_replies: bool = False
+    """Also speak the replies to typed chat messages (the web app, the tray's chat window)
+    on this computer's speakers; `tts.status` reports it as `auto` (`always` or `off`)."""
     provider: Literal["piper", "openai"] = "piper"
     """`piper` (local, no cloud) or `openai` (the `openai` provider's key; sends the text)."""
     voice: str = "en_US-joe-medium"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,11 @@ class VoiceService:
         self.ask = ask
         """Sends a transcript to the assistant and returns the reply (the runtime's)."""
         self.pipeline: VoicePipeline | None = None
+        self.say_sink: AudioSink | None = None
+        """Where `say` plays (None: the speakers, `voice.output_device`)."""
         self._task: asyncio.Task[None] | None = None
+        self._saying: asyncio.Task[bool] | None = None
+        self._say_sink: AudioSink | None = None
         self._transcribers: dict[tuple[str, str, str, int], Transcriber] = {}
         self._piper: Any = None
         self.last_error = ""
@@ -159,6 +163,71 @@ class VoiceService:
             self._emit("download", {"id": model_id, "done": 0, "total": 0})
             await self.models.download(model_id, progress)
 
+    # ------------------------------------------------------------------ replies to chat
+
+    def say_reply(self, reply: Callable[[], Awaitable[str]]) -> asyncio.Task[bool]:
+        """Speak a typed chat message's reply (`voice.tts.speak_chat_replies`) once `reply`
+        gives it, in a task of its own; what was being said this way stops. A question to
+        the voice loop, or its reply, stops it too, and so does `hush` or `stop`."""
+        self.hush()
+        task = asyncio.get_running_loop().create_task(self._say_when_ready(reply))
+        self._saying = task
+        task.add_done_callback(self._said)
+        return task
+
+    async def _say_when_ready(self, reply: Callable[[], Awaitable[str]]) -> bool:
+        return await self.say(await reply())
+
+    def _said(self, task: asyncio.Task[bool]) -> None:
+        if self._saying is task:
+            self._saying = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, VoiceError):
+            _LOGGER.warning("a chat reply was not spoken: %s", exc)
+        elif exc is not None:
+            _LOGGER.error("a chat reply was not spoken", exc_info=exc)
+
+    async def say(self, text: str) -> bool:
+        """Speak `text` (a reply: a voice directive is dropped, a long one cut to
+        `tts.max_chars`) with the configured voice; True when said to the end, False when
+        `hush` stopped it. Synthesis runs in a worker thread, playback on the audio
+        device's own."""
+        from moltis_desktop.voice.audio import Speaker
+        from moltis_desktop.voice.directive import speakable, split_directive
+        from moltis_desktop.voice.tts import VoiceOptions
+
+        settings = self.settings()
+        spoken = speakable(split_directive(text)[1], settings.tts.max_chars)
+        if not spoken.strip():
+            return True
+        sink = self.say_sink or Speaker(settings.output_device)
+        self._say_sink = sink
+        try:
+            provider = self.speech_provider()
+            async for pcm, rate in provider.stream(spoken, VoiceOptions(speed=settings.tts.speed)):
+                if self._say_sink is not sink or not await sink.play(pcm, rate):
+                    return False
+            return True
+        finally:
+            if self._say_sink is sink:
+                self._say_sink = None
+
+    @property
+    def saying(self) -> bool:
+        """A chat reply is being spoken."""
+        return self._saying is not None and not self._saying.done()
+
+    def hush(self) -> None:
+        """Stop speaking a chat reply (now: the audio stops within a block)."""
+        sink, self._say_sink = self._say_sink, None
+        task = self._saying
+        if sink is not None:
+            sink.stop()  # `say` returns at its next step
+        elif task is not None and not task.done():
+            task.cancel()  # still waiting for the reply
+
     # ------------------------------------------------------------------ the loop
 
     @property
@@ -168,6 +237,8 @@ class VoiceService:
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "error":
             self.last_error = str(data.get("message", ""))
+        elif kind == "state" and data.get("state") in ("capturing", "speaking"):
+            self.hush()  # a question started, or its reply: a chat reply stops for it
         for observer in list(self.observers):
             try:
                 observer(kind, data)
@@ -242,6 +313,7 @@ class VoiceService:
 
     async def stop(self) -> None:
         """Stop listening (and speaking)."""
+        self.hush()
         task, self._task = self._task, None
         if self.pipeline is not None:
             self.pipeline.sink.stop()

@@ -12,6 +12,7 @@ from moltis_desktop.protocol.constants import ErrorCode, Scope
 from moltis_desktop.protocol.frames import GatewayError, NonEmpty, encode_ok
 
 if TYPE_CHECKING:
+    from moltis_desktop.agent.ask import Turn
     from moltis_desktop.agent.runs import Reply
     from moltis_desktop.agent.service import ChatService
     from moltis_desktop.gateway.context import MethodContext
@@ -69,8 +70,29 @@ async def chat_send(ctx: MethodContext, params: ChatSendParams) -> dict[str, Any
         interpret_commands=not params.suppress_command_interpretation,
     )
     turn.close()  # the reply streams to every client through the chat event bridge
+    _speak_reply(ctx, turn)
     status = "started" if turn.run is not None else "ok"
     return {"runId": params.idempotency_key, "status": status, "sessionKey": turn.session_key}
+
+
+def _speak_reply(ctx: MethodContext, turn: Turn) -> None:
+    """With `voice.tts.speak_chat_replies` on, the reply is spoken on this machine too.
+    Not a spoken question's (`moltis voice listen` sends those as `voice-…` runs and speaks
+    the reply itself)."""
+    voice = ctx.state.voice
+    if (
+        voice is None
+        or turn.run is None
+        or not ctx.settings.voice.tts.speak_chat_replies
+        or turn.run_id.startswith("voice-")
+    ):
+        return
+
+    async def reply_text() -> str:
+        reply = await turn.reply()
+        return reply.text if reply.status == "ok" else ""
+
+    voice.say_reply(reply_text)
 
 
 class SetupGetParams(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):

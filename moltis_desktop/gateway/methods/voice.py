@@ -3,6 +3,7 @@
 OpenClaw's shapes: `tts.status` / `tts.providers` / `tts.enable` / `tts.disable` /
 `tts.setProvider` / `tts.convert` (`{audioBase64, mimeType, provider, outputFormat}`), and
 `talk.mode` (`{enabled, phase?}`, broadcast as the `talk.mode` event). Ours besides:
+`moltis.tts.setAuto` (typed chat's replies spoken too, `tts.status.auto`),
 `moltis.voice.status`, `moltis.voice.listen` (wake-word listening on or off),
 `moltis.voice.pushToTalk`, `moltis.voice.transcribe` (the web app's mic: the browser
 records, the gateway transcribes).
@@ -14,7 +15,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -56,7 +57,7 @@ def _tts_status(gateway: GatewayState) -> dict[str, Any]:
     fallback = [s["id"] for s in states if s["id"] != tts.provider and s["configured"]]
     return {
         "enabled": tts.enabled,
-        "auto": "off",
+        "auto": "always" if tts.speak_chat_replies else "off",
         "provider": tts.provider,
         "voice": tts.voice if tts.provider == "piper" else tts.openai_voice,
         "speed": tts.speed,
@@ -112,6 +113,22 @@ async def tts_enable(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
 async def tts_disable(ctx: MethodContext, params: EmptyParams) -> dict[str, Any]:
     """Stop speaking replies (saved in the config)."""
     return await _set_enabled(ctx, False)
+
+
+class SetAutoParams(msgspec.Struct, forbid_unknown_fields=True):
+    auto: Literal["off", "always"]
+
+
+@TABLE.method("moltis.tts.setAuto", scope=Scope.WRITE, params=SetAutoParams)
+async def tts_set_auto(ctx: MethodContext, params: SetAutoParams) -> dict[str, Any]:
+    """Speak the replies to typed chat too (`always`) or not (`off`), on this machine's
+    speakers (saved as voice.tts.speak_chat_replies); `off` stops one being spoken."""
+    on = params.auto == "always"
+    if not on and ctx.state.voice is not None:
+        ctx.state.voice.hush()
+    await _persist(ctx.state, {"tts": {"speak_chat_replies": on}})
+    ctx.events.broadcast("moltis.tts.changed", _tts_status(ctx.state))
+    return {"auto": params.auto}
 
 
 class SetProviderParams(msgspec.Struct, forbid_unknown_fields=True):
