@@ -45,6 +45,7 @@ def test_voice_menu_tray_states_and_no_microphone(qapp: QApplication, tmp_path: 
                 assert "Listen for “Hey Jarvis”" in texts
                 assert "Push to Talk\tCtrl+Alt+Space" in texts
                 assert {"Talk Mode", "Speak Replies", "Microphone", "Voice"} <= set(texts)
+                assert "Speak Typed Chat Replies" in texts
                 talk = next(a for a in menu.actions() if a.text() == "Talk Mode")
                 assert not talk.isEnabled(), "talk mode needs listening on"
                 voices = next(a for a in menu.actions() if a.text() == "Voice").menu()
@@ -52,6 +53,26 @@ def test_voice_menu_tray_states_and_no_microphone(qapp: QApplication, tmp_path: 
                 joe = next(a for a in voices.actions() if a.text() == "en_US-joe-medium")
                 assert joe.isChecked(), "the configured voice is ticked"
                 widget_shot(menu, "tray-voice-menu")
+
+                # Speaking typed chat's replies: off by default, toggled here, saved.
+                typed = next(a for a in menu.actions() if a.text() == "Speak Typed Chat Replies")
+                assert typed.isCheckable() and not typed.isChecked() and typed.isEnabled()
+                typed.trigger()
+
+                async def saved_on() -> bool:
+                    return gw.settings.voice.tts.speak_chat_replies
+
+                await until(saved_on)
+                assert "speak_chat_replies = true" in runtime.paths.config_file.read_text()
+                again = _voice_menu(app)
+                typed = next(a for a in again.actions() if a.text() == "Speak Typed Chat Replies")
+                assert typed.isChecked()
+                typed.trigger()
+
+                async def saved_off() -> bool:
+                    return not gw.settings.voice.tts.speak_chat_replies
+
+                await until(saved_off)
 
                 # No microphone here: turning listening on says what to do, on the icon too.
                 listen = next(a for a in menu.actions() if a.text().startswith("Listen for"))

@@ -1,6 +1,6 @@
 """The tray's Voice submenu and indicator: listening on/off, talk mode, push-to-talk (also a
-global shortcut), the microphone and the voice; the tray icon shows when Moltis listens to
-a question and when it speaks."""
+global shortcut), speaking replies (to spoken questions, and to typed chat), the microphone
+and the voice; the tray icon shows when Moltis listens to a question and when it speaks."""
 
 from __future__ import annotations
 
@@ -147,6 +147,12 @@ class VoiceMenu:
         except MoltisError as exc:
             self.notify("Voice", exc.message)
 
+    def set_speak_chat_replies(self, on: bool) -> None:
+        """Speak the replies to typed chat too (saved); off stops one being spoken."""
+        if not on and self.voice is not None:
+            self.voice.hush()
+        self._run(self._save({"tts": {"speak_chat_replies": on}}))
+
     def choose(self, key: str, value: str) -> None:
         """Save a voice setting (`input_device`, `tts.voice`, `tts.provider`, …)."""
         head, _, tail = key.partition(".")
@@ -186,6 +192,10 @@ class VoiceMenu:
         speak = _add(menu, "Speak Replies", lambda on: self.choose("tts.enabled", on))
         speak.setCheckable(True)
         speak.setChecked(settings.tts.enabled)
+        typed = _add(menu, "Speak Typed Chat Replies", self.set_speak_chat_replies)
+        typed.setCheckable(True)
+        typed.setChecked(settings.tts.speak_chat_replies)
+        typed.setEnabled(voice is not None)
         menu.addSeparator()
         self._microphones(menu.addMenu("Microphone"), settings.input_device)
         self._voices(menu.addMenu("Voice"), settings.tts.provider, settings.tts.voice)
