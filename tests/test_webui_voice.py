@@ -337,6 +337,47 @@ async def test_voice_page_provider_wake_words_and_models(
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+async def test_speak_typed_replies_switch_and_a_typed_reply_spoken_on_the_laptop(
+    chromium: Chromium, ui_gateway: GatewayHandle, fake: FakeLLM, make_client: MakeClient
+) -> None:
+    from moltis_desktop.voice.audio import SAMPLE_RATE, MemorySink, resample
+
+    voice = ui_gateway.gateway.state.voice
+    sink = MemorySink()  # the laptop's speakers, in memory (this machine has none)
+    voice.say_sink = sink
+    client = await operator(ui_gateway, make_client)
+    page = await open_voice(chromium, ui_gateway)
+    typed = page.get_by_role("switch", name="Speak typed chat replies too")
+    await expect(typed).not_to_be_checked()
+    await typed.click()
+    await expect(typed).to_be_checked()
+    assert (await call(client, "tts.status"))["auto"] == "always"
+    await page.locator("[data-testid=voice-speech]").scroll_into_view_if_needed()
+    await shot(page, "voice-speak-typed-replies-desktop-light")
+
+    # A message typed in the chat: its reply shows, and is spoken on the laptop.
+    fake.script(Turn(text=REPLY))
+    await page.click("[data-testid=nav-chat]")
+    await page.fill("[data-testid=composer]", "How is the weather?")
+    await page.keyboard.press("Enter")
+    await expect(await last_reply(page)).to_contain_text("sunny and mild")
+    for _ in range(600):
+        if sink.played and not voice.saying:
+            break
+        await page.wait_for_timeout(100)
+    assert sink.played, "the typed reply was not spoken"
+    pcm = np.concatenate([p for p, _ in sink.played])
+    heard = voice.transcriber().transcribe_pcm(resample(pcm, sink.played[0][1], SAMPLE_RATE))
+    assert similar(heard.text, REPLY) >= 0.8, heard.text
+
+    # Turned off elsewhere (another client): the switch follows.
+    await page.click("[data-testid=nav-voice]")
+    await expect(typed).to_be_checked()
+    await call(client, "moltis.tts.setAuto", {"auto": "off"})
+    await expect(typed).not_to_be_checked()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 async def test_listening_without_a_microphone_says_why(
     chromium: Chromium, ui_gateway: GatewayHandle
 ) -> None:

@@ -135,6 +135,14 @@ function SpeechPanel({ gw, tts, setTts }) {
     catch (err) { setError(err.message); }
     finally { setBusy(""); }
   }
+  async function speakChat(on) {
+    setBusy("auto"); setError("");
+    try {
+      const res = await gw.request("moltis.tts.setAuto", { auto: on ? "always" : "off" });
+      setTts((t) => ({ ...t, auto: res.auto }));
+    } catch (err) { setError(`Could not turn speaking typed replies ${on ? "on" : "off"}: ${err.message}`); }
+    finally { setBusy(""); }
+  }
   async function provider(id) {
     setBusy("provider"); setError("");
     try {
@@ -165,6 +173,9 @@ function SpeechPanel({ gw, tts, setTts }) {
     <div class="switches">
       <${Switch} id="voice-tts-switch" testid="voice-tts-switch" label="Speak the replies" checked=${tts.enabled}
         busy=${busy === "enable"} onChange=${enable} hint="Replies to spoken questions are read out loud." />
+      ${gw.can("moltis.tts.setAuto") ? html`<${Switch} id="voice-auto-switch" testid="voice-auto-switch" label="Speak typed chat replies too"
+        checked=${tts.auto === "always"} busy=${busy === "auto"} onChange=${speakChat}
+        hint="Replies to messages typed in the chat are read out loud on this computer's speakers." />` : null}
     </div>
     <div class="speech-controls">
       <label class="field speech-provider"><span class="field-label">Voice provider</span>
