@@ -227,6 +227,10 @@ def example_for(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) ->
         return example_for(defs.get(name, {}), defs, depth + 1)
     if "default" in schema:
         return schema["default"]
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):  # a Literal: its first value (msgspec states no type for it)
+        return schema["enum"][0]
     for key in ("anyOf", "oneOf"):
         if key in schema:
             options = [s for s in schema[key] if s.get("type") != "null"]
