@@ -299,3 +299,29 @@ async def test_the_model_loads_on_the_first_turn_and_unloads_when_idle() -> None
         assert provider.engine.loads == 2
     finally:
         await provider.close()
+
+
+async def test_a_damaged_model_file_fails_the_turn_with_what_to_do(
+    start_gateway: StartGateway, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """A truncated / corrupt .gguf: the turn fails with a clear error, the gateway stays up,
+    and a good model answers right after (nothing is left half-loaded)."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(builtin_model().read_bytes()[:4096])
+    handle = await start_gateway(
+        f'[models.local]\nmodel = "{broken}"\nmax_tokens = 16\n', env=NO_SERVERS
+    )
+    client = make_client(handle.url)
+    assert (
+        await client.connect(
+            token=handle.token, scopes=["operator.read", "operator.write", "operator.admin"]
+        )
+    )["ok"]
+    run_id = await send(client, "Hello?")
+    final = (await run_events(client, {run_id}))[run_id][-1][1]
+    assert final["state"] == "error", final
+    assert "cannot be loaded" in final["errorMessage"], final
+    assert "moltis models local remove" in final["errorMessage"]
+    assert agent_services(handle).models.local_engine.loaded_path is None
+    health = await client.call("health", {})
+    assert health["ok"] is True

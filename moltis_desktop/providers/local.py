@@ -35,7 +35,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.config.settings import LocalModelSettings
 from moltis_desktop.providers.base import (
@@ -58,6 +58,9 @@ from moltis_desktop.providers.base import (
 )
 from moltis_desktop.providers.resolved import ProviderConfig
 
+if TYPE_CHECKING:
+    from moltis_desktop.providers.local_catalog import LocalModelManager
+
 _LOGGER = logging.getLogger(__name__)
 
 STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "</s>")
@@ -65,22 +68,6 @@ STOP_STRINGS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "</s>")
 PROMPT_CACHE_BYTES = 256 * 1024 * 1024
 """Upper bound of the stored prompt states (llama.cpp's KV cache per conversation)."""
 MAX_THREADS = 8
-
-
-class LocalModelStore(Protocol):
-    """Where the local models are (`providers.local_catalog`'s manager)."""
-
-    def path(self, model_id: str) -> Path | None: ...
-
-    async def materialize(self, model_id: str) -> Path: ...
-
-    def best_installed(self) -> str | None: ...
-
-    def recommended(self) -> str: ...
-
-    def model(self, model_id: str) -> Any: ...
-
-    def list(self) -> Any: ...
 
 
 def default_threads() -> int:
@@ -549,7 +536,7 @@ class LocalProvider:
         self,
         config: ProviderConfig,
         settings: LocalModelSettings,
-        models: LocalModelStore | None,
+        models: LocalModelManager | None,
         engine: LocalEngine | None = None,
     ) -> None:
         """`engine`: shared across config reloads (`providers.models.Models` keeps one), so

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moltis_desktop.config.secrets import SecretStore
 from moltis_desktop.config.settings import Settings
@@ -22,6 +22,7 @@ from moltis_desktop.providers.local import LocalEngine
 from moltis_desktop.providers.registry import ModelCatalog, ProviderRegistry
 
 if TYPE_CHECKING:
+    from moltis_desktop.providers.local_catalog import LocalModelManager
     from moltis_desktop.providers.oauth import AuthManager
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Models:
         secrets: SecretStore | None = None,
         env: Mapping[str, str] | None = None,
         state_dir: Path | None = None,
-        local_models: Any = None,
+        local_models: LocalModelManager | None = None,
         probe_local_servers: bool = True,
     ) -> None:
         """`local_models`: the local model manager (`providers.local_catalog`); the embedded

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moltis_desktop.config.secrets import SecretStore, SecretStoreError
 from moltis_desktop.config.settings import ModelEntry, ProviderSettings, Settings
@@ -30,6 +30,9 @@ from moltis_desktop.providers.base import ModelInfo, Provider, ProviderError, Pr
 from moltis_desktop.providers.local import LocalEngine, LocalProvider
 from moltis_desktop.providers.presets import PRESETS, KnownModel
 from moltis_desktop.providers.resolved import ProviderConfig, ProviderConfigError, resolve_config
+
+if TYPE_CHECKING:
+    from moltis_desktop.providers.local_catalog import LocalModelManager
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ class ProviderRegistry:
         specs: Iterable[ProviderSpec] | None = None,
         secrets: SecretStore | None = None,
         env: Mapping[str, str] | None = None,
-        local_models: Any = None,
+        local_models: LocalModelManager | None = None,
         local_engine: LocalEngine | None = None,
         probe_local_servers: bool = True,
     ) -> None:
